@@ -1,0 +1,232 @@
+"""Compression of LSTM gate weights, as in the paper's robustness experiments.
+
+Every function takes any module that contains ``nn.LSTM`` layers (``G2LSTM`` is a subclass, so it
+counts), leaves the argument alone and returns ``(compressed deep copy, report)``.
+
+- :func:`round_clip` rounds the chosen gate blocks to multiples of ``precision`` and optionally
+  clips them to ``[-clip, clip]`` (paper: LM 0.2 / 0.4, MT 0.5 / 1.0);
+- :func:`low_rank` replaces each chosen gate block by its best rank-``k`` approximation (SVD);
+- :func:`quantize_int8` (beyond the paper) is PyTorch's int8 dynamic quantization of the LSTM
+  layers, after turning each ``G2LSTM`` into the plain ``nn.LSTM`` it is at inference.
+
+A "gate block" is the ``hidden_size`` rows of one gate (order i, f, g, o as in ``nn.LSTM``) in one
+``weight_ih_l{k}`` or ``weight_hh_l{k}`` (and ``_reverse``). Biases, projections
+(``weight_hr_l{k}``), unchosen gates and every other parameter stay bit-identical.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+import warnings
+from typing import Iterable, Iterator
+
+import torch
+from torch import nn
+
+# Row-block order of nn.LSTM's stacked weights.
+GATE_NAMES = ("input", "forget", "cell", "output")
+_GATE_WEIGHT = re.compile(r"^weight_(ih|hh)_l(\d+)(_reverse)?$")
+
+
+def _gate_indices(gates: Iterable[str]) -> list[int]:
+    if isinstance(gates, str):
+        gates = (gates,)
+    gates = tuple(gates)
+    unknown = [g for g in gates if g not in GATE_NAMES]
+    if unknown or not gates:
+        raise ValueError(f"gates must be a non-empty subset of {GATE_NAMES}, got {gates!r}")
+    return [GATE_NAMES.index(g) for g in gates]
+
+
+def lstm_layers(model: nn.Module) -> list[tuple[str, nn.LSTM]]:
+    """``(qualified name, module)`` of every ``nn.LSTM`` (including ``G2LSTM``) inside ``model``."""
+    layers = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.LSTM)]
+    if not layers:
+        raise ValueError(f"expected a module containing nn.LSTM or G2LSTM layers, got {type(model).__name__} with none")
+    return layers
+
+
+def gate_blocks(model: nn.Module, gates: Iterable[str] = ("input", "forget")) -> Iterator[dict]:
+    """Yield one dict per targeted gate block: names, the parameter, and the row slice.
+
+    The ``block`` entry is a view into the parameter, so writing to it under ``torch.no_grad()``
+    changes the model.
+    """
+    indices = _gate_indices(gates)
+    for module_name, lstm in lstm_layers(model):
+        hidden = lstm.hidden_size
+        for param_name, param in lstm.named_parameters(recurse=False):
+            if not _GATE_WEIGHT.match(param_name):
+                continue
+            for gi in indices:
+                rows = slice(gi * hidden, (gi + 1) * hidden)
+                yield {
+                    "module": module_name,
+                    "param": param_name,
+                    "gate": GATE_NAMES[gi],
+                    "rows": rows,
+                    "block": param.data[rows],
+                }
+
+
+def _entropy_bits(values: torch.Tensor) -> float:
+    """Empirical entropy of the values in bits: what an entropy coder could reach per weight."""
+    _, counts = torch.unique(values, return_counts=True)
+    p = counts.double() / counts.sum()
+    return float(-(p * p.log2()).sum())
+
+
+def _check_positive(name: str, value, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0 or not math.isfinite(value):
+        raise ValueError(f"{name} must be a positive finite number{' or None' if allow_none else ''}, got {value!r}")
+
+
+@torch.no_grad()
+def round_clip(model: nn.Module, precision: float, clip: float | None = None,
+               gates: Iterable[str] = ("input", "forget")) -> tuple[nn.Module, dict]:
+    """Round the chosen gate blocks to multiples of ``precision``, then clip to ``[-clip, clip]``.
+
+    Report: per block the number of distinct values left and the bits per weight they need
+    (``ceil(log2(distinct))`` for a fixed-length code, and the empirical entropy), plus totals.
+    """
+    _check_positive("precision", precision)
+    _check_positive("clip", clip, allow_none=True)
+    compressed = copy.deepcopy(model)
+    blocks = []
+    all_values = []
+    for b in gate_blocks(compressed, gates):
+        w = b["block"]
+        rounded = torch.round(w / precision) * precision
+        if clip is not None:
+            rounded = rounded.clamp(-clip, clip)
+        w.copy_(rounded)
+        distinct = int(torch.unique(w).numel())
+        all_values.append(w.flatten())
+        blocks.append({
+            "module": b["module"], "param": b["param"], "gate": b["gate"],
+            "shape": list(w.shape),
+            "distinct_values": distinct,
+            "bits_per_weight": math.ceil(math.log2(distinct)) if distinct > 1 else 0,
+            "entropy_bits_per_weight": _entropy_bits(w),
+            "max_abs": float(w.abs().max()),
+        })
+    values = torch.cat(all_values)
+    distinct = int(torch.unique(values).numel())
+    report = {
+        "method": "round_clip" if clip is not None else "round",
+        "precision": precision, "clip": clip, "gates": list(gates) if not isinstance(gates, str) else [gates],
+        "blocks": blocks,
+        "weights": int(values.numel()),
+        "distinct_values": distinct,
+        "bits_per_weight": math.ceil(math.log2(distinct)) if distinct > 1 else 0,
+        "entropy_bits_per_weight": _entropy_bits(values),
+    }
+    return compressed, report
+
+
+def best_rank_approximation(matrix: torch.Tensor, rank: int) -> torch.Tensor:
+    """The best rank-``rank`` approximation of a 2-D tensor (Eckart-Young), computed in float64."""
+    u, s, vh = torch.linalg.svd(matrix.double(), full_matrices=False)
+    k = min(rank, s.numel())
+    return ((u[:, :k] * s[:k]) @ vh[:k]).to(matrix.dtype)
+
+
+@torch.no_grad()
+def low_rank(model: nn.Module, rank: int, gates: Iterable[str] = ("input", "forget")) -> tuple[nn.Module, dict]:
+    """Replace each chosen gate block ``W`` (``hidden x in``) by its best rank-``rank`` approximation.
+
+    The copy keeps dense weights (so it runs as before); the report counts the parameters of the
+    factorised form ``U_k (hidden x k) @ V_k (k x in)``: per block and in total, against the dense
+    blocks, and the ratio for the whole model's parameters.
+    """
+    if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
+        raise ValueError(f"rank must be a positive int, got {rank!r}")
+    compressed = copy.deepcopy(model)
+    blocks = []
+    for b in gate_blocks(compressed, gates):
+        w = b["block"]
+        rows, cols = w.shape
+        k = min(rank, rows, cols)
+        w.copy_(best_rank_approximation(w, k))
+        dense, factored = rows * cols, k * (rows + cols)
+        blocks.append({
+            "module": b["module"], "param": b["param"], "gate": b["gate"], "shape": [rows, cols],
+            "rank": k, "params_dense": dense, "params_low_rank": factored,
+            # Storing the factors only pays when k < rows*cols/(rows+cols); otherwise keep W.
+            "params_stored": min(dense, factored),
+        })
+    dense = sum(b["params_dense"] for b in blocks)
+    stored = sum(b["params_stored"] for b in blocks)
+    model_params = sum(p.numel() for p in model.parameters())
+    report = {
+        "method": "svd", "rank": rank, "gates": list(gates) if not isinstance(gates, str) else [gates],
+        "blocks": blocks,
+        "params_targeted_dense": dense,
+        "params_targeted_compressed": stored,
+        "targeted_size_ratio": stored / dense,
+        "model_params": model_params,
+        "model_params_compressed": model_params - dense + stored,
+        "model_size_ratio": (model_params - dense + stored) / model_params,
+    }
+    return compressed, report
+
+
+def to_plain_lstm(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` with every ``G2LSTM`` replaced by its inference-time ``nn.LSTM``."""
+    model = copy.deepcopy(model)
+    if type(model) is not nn.LSTM and isinstance(model, nn.LSTM):
+        return model.to_lstm()
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.LSTM) and type(module) is not nn.LSTM:
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent_name) if parent_name else model, child, module.to_lstm())
+    return model
+
+
+@torch.no_grad()
+def quantize_int8(model: nn.Module) -> tuple[nn.Module, dict]:
+    """Int8 dynamic quantization (``torch.ao.quantization.quantize_dynamic``) of all LSTM layers.
+
+    Unlike the other methods this quantizes every gate and runs on CPU only (PyTorch's quantized
+    kernels). Report: bytes of the LSTM layers' parameters before (float32) and after (int8
+    weights with a float scale and int zero point per tensor; biases stay float32).
+    """
+    from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
+
+    plain = to_plain_lstm(model).cpu().eval()
+    layers = lstm_layers(plain)
+    weights = sum(p.numel() for _, m in layers for n, p in m.named_parameters() if n.startswith("weight"))
+    biases = sum(p.numel() for _, m in layers for n, p in m.named_parameters() if n.startswith("bias"))
+    n_weight_tensors = sum(n.startswith("weight") for _, m in layers for n, _ in m.named_parameters())
+    before = 4 * (weights + biases)
+    after = weights + 8 * n_weight_tensors + 4 * biases
+    # quantize_dynamic swaps children only, so a bare LSTM is wrapped for the swap.
+    wrapped = plain if type(plain) is not nn.LSTM else nn.Sequential(plain)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
+        quantized = quantize_dynamic(wrapped, {nn.LSTM: default_dynamic_qconfig}, dtype=torch.qint8)
+        if wrapped is not plain:
+            quantized = quantized[0]
+        qlayers = [m for m in quantized.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.LSTM)]
+    if len(qlayers) != len(layers):
+        raise RuntimeError(f"quantize_dynamic converted {len(qlayers)} of {len(layers)} LSTM layers")
+    report = {"method": "int8_dynamic", "layers": len(qlayers), "lstm_bytes_fp32": before,
+              "lstm_bytes_int8": after, "size_ratio": after / before}
+    return quantized, report
+
+
+def compress(model: nn.Module, method: str, **options) -> tuple[nn.Module, dict]:
+    """Dispatch by name: ``round`` / ``round_clip`` / ``svd`` / ``int8``, used by configs."""
+    if method in ("round", "round_clip"):
+        if method == "round":
+            options["clip"] = None
+        return round_clip(model, **options)
+    if method == "svd":
+        return low_rank(model, **options)
+    if method == "int8":
+        return quantize_int8(model)
+    raise ValueError(f"method must be one of 'round', 'round_clip', 'svd', 'int8', got {method!r}")

@@ -1,0 +1,212 @@
+"""g2lstm.compress: round & clip, low-rank SVD and int8 on gate blocks of LSTM layers."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from g2lstm.compress import GATE_NAMES, compress, low_rank, quantize_int8, round_clip
+
+
+class TinyLM(nn.Module):
+    """Embedding, a bidirectional 2-layer LSTM with projection, a second LSTM and a decoder."""
+
+    def __init__(self, lstm_cls=nn.LSTM, **options):
+        super().__init__()
+        self.embed = nn.Embedding(11, 6)
+        self.rnn = lstm_cls(6, 8, num_layers=2, bidirectional=True, **options)
+        self.top = nn.ModuleList([lstm_cls(16, 5, **options)])
+        self.decoder = nn.Linear(5, 11)
+
+    def forward(self, tokens):
+        out, _ = self.rnn(self.embed(tokens))
+        out, _ = self.top[0](out)
+        return self.decoder(out)
+
+
+def make_model(seed=0):
+    torch.manual_seed(seed)
+    model = TinyLM()
+    # Spread the weights beyond the default init so that rounding and clipping both bite.
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(4.0)
+    return model
+
+
+def gate_rows(param_name, hidden, gate):
+    k = GATE_NAMES.index(gate)
+    return slice(k * hidden, (k + 1) * hidden)
+
+
+def lstm_gate_weights(model):
+    for module_name, m in model.named_modules():
+        if isinstance(m, nn.LSTM):
+            for name, p in m.named_parameters(recurse=False):
+                if name.startswith(("weight_ih", "weight_hh")):
+                    yield f"{module_name}.{name}", m.hidden_size, p
+
+
+def test_round_clip_leaves_grid_values_and_everything_else_bit_identical():
+    model = make_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    precision, clip = 0.2, 0.4
+    compressed, report = round_clip(model, precision, clip)
+
+    # The argument is untouched.
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])
+
+    grid = torch.arange(-2, 3) * precision  # -0.4, -0.2, 0, 0.2, 0.4 computed as the code would
+    targeted = set()
+    for name, hidden, p in lstm_gate_weights(compressed):
+        for gate in ("input", "forget"):
+            rows = gate_rows(name, hidden, gate)
+            block = p.detach()[rows]
+            on_grid = (block.unsqueeze(-1) - grid).abs().min(-1).values
+            assert on_grid.max() <= 1e-6, f"{name} {gate} has off-grid values"
+            assert block.abs().max() <= clip + 1e-6
+            targeted.add((name, gate))
+        for gate in ("cell", "output"):
+            rows = gate_rows(name, hidden, gate)
+            assert torch.equal(p.detach()[rows], before[name][rows])
+    assert len(targeted) == 2 * (8 + 2)  # 2 gates x (2 layers x 2 dirs x (ih, hh) + 1 x (ih, hh))
+
+    # Biases, projections, embedding and decoder are bit-identical.
+    for k, v in compressed.state_dict().items():
+        if "weight_ih" not in k and "weight_hh" not in k:
+            assert torch.equal(v, before[k]), k
+
+    # Report: one entry per targeted block, distinct values counted on the compressed block.
+    assert len(report["blocks"]) == len(targeted)
+    for entry in report["blocks"]:
+        block = compressed.get_submodule(entry["module"]).get_parameter(entry["param"])
+        block = block.detach()[gate_rows(entry["param"], block.shape[0] // 4, entry["gate"])]
+        assert entry["distinct_values"] == torch.unique(block).numel()
+        assert entry["bits_per_weight"] == math.ceil(math.log2(entry["distinct_values"]))
+        assert 0 <= entry["entropy_bits_per_weight"] <= entry["bits_per_weight"] + 1e-9
+    # Weights scaled by 4 reach every one of the 5 grid points.
+    assert report["distinct_values"] == 5 and report["bits_per_weight"] == 3
+
+
+def test_round_without_clip_keeps_range_and_rounds_to_nearest_multiple():
+    model = make_model()
+    compressed, report = round_clip(model, 0.5)
+    assert report["method"] == "round"
+    w = model.rnn.weight_hh_l1_reverse.detach()[:16]
+    c = compressed.rnn.weight_hh_l1_reverse.detach()[:16]
+    assert (c - w).abs().max() <= 0.25 + 1e-6  # nearest multiple is at most half a step away
+    assert torch.allclose(c / 0.5, torch.round(c / 0.5), atol=1e-6)
+    assert c.abs().max() > 1.0  # no clipping happened
+
+
+def test_gate_subset_selects_only_those_blocks():
+    model = make_model()
+    compressed, report = round_clip(model, 0.3, 0.3, gates=("output",))
+    assert {b["gate"] for b in report["blocks"]} == {"output"}
+    w, c = model.rnn.weight_ih_l0.detach(), compressed.rnn.weight_ih_l0.detach()
+    assert torch.equal(w[:24], c[:24])
+    assert not torch.equal(w[24:], c[24:])
+    assert set(torch.unique(c[24:]).tolist()) <= {-0.30000001192092896, 0.0, 0.30000001192092896}
+
+
+def test_svd_gives_best_rank_k_blocks():
+    model = make_model()
+    rank = 2
+    compressed, report = low_rank(model, rank)
+    originals = {n: q.detach() for n, _, q in lstm_gate_weights(model)}
+    for name, hidden, p in lstm_gate_weights(compressed):
+        original = originals[name]
+        for gate in GATE_NAMES:
+            rows = gate_rows(name, hidden, gate)
+            block, orig = p.detach()[rows].double(), original[rows].double()
+            if gate in ("input", "forget"):
+                assert torch.linalg.matrix_rank(block, atol=1e-5) <= rank
+                # Eckart-Young: the error of the best rank-k approximation is the tail of the spectrum.
+                s = torch.linalg.svdvals(orig)
+                best_error = s[rank:].pow(2).sum().sqrt()
+                assert torch.allclose(torch.linalg.norm(block - orig), best_error, rtol=1e-4, atol=1e-5)
+                u, sv, vh = torch.linalg.svd(orig, full_matrices=False)
+                truncated = (u[:, :rank] * sv[:rank]) @ vh[:rank]
+                assert torch.allclose(block, truncated, atol=1e-5)
+            else:
+                assert torch.equal(p.detach()[rows], original[rows])
+    for k, v in compressed.state_dict().items():
+        if "weight_ih" not in k and "weight_hh" not in k:
+            assert torch.equal(v, model.state_dict()[k])
+
+
+def test_svd_report_counts_parameters():
+    model = make_model()
+    _, report = low_rank(model, 3)
+    # rnn layer 0 W_ih input block: 8 x 6, rank 3 -> 3*(8+6)=42 > 48? no: 42 < 48, stored as factors.
+    first = report["blocks"][0]
+    assert (first["param"], first["gate"], first["shape"]) == ("weight_ih_l0", "input", [8, 6])
+    assert first["params_dense"] == 48 and first["params_low_rank"] == 42 and first["params_stored"] == 42
+    dense = sum(b["params_dense"] for b in report["blocks"])
+    assert report["params_targeted_dense"] == dense
+    assert report["model_params"] == sum(p.numel() for p in model.parameters())
+    saved = dense - report["params_targeted_compressed"]
+    assert report["model_params_compressed"] == report["model_params"] - saved
+    assert 0 < report["model_size_ratio"] < 1
+
+
+def test_rank_at_least_block_size_changes_nothing_beyond_rounding_error():
+    model = make_model()
+    compressed, report = low_rank(model, 100)
+    for (n, _, a), (_, _, b) in zip(lstm_gate_weights(model), lstm_gate_weights(compressed)):
+        assert torch.allclose(a, b, atol=1e-5), n
+    assert report["model_size_ratio"] == 1.0
+
+
+def test_projection_weights_untouched():
+    torch.manual_seed(0)
+    lstm = nn.LSTM(4, 6, proj_size=3, num_layers=2)
+    compressed, report = round_clip(lstm, 0.1, 0.2, gates=GATE_NAMES)
+    assert len(report["blocks"]) == 4 * 4  # 2 layers x (ih, hh) x 4 gates
+    assert report["blocks"][1]["shape"] == [6, 4]
+    assert [b["shape"] for b in report["blocks"] if b["param"] == "weight_hh_l1"][0] == [6, 3]
+    for k in ("weight_hr_l0", "weight_hr_l1", "bias_ih_l1", "bias_hh_l0"):
+        assert torch.equal(getattr(compressed, k), getattr(lstm, k))
+    assert compressed.weight_hh_l1.abs().max() <= 0.2 + 1e-7
+
+
+def test_int8_output_close_and_smaller():
+    model = make_model().eval()
+    quantized, report = quantize_int8(model)
+    tokens = torch.randint(0, 11, (7, 3))
+    with torch.no_grad():
+        ref, out = model(tokens), quantized(tokens)
+    assert report["layers"] == 2
+    assert report["size_ratio"] < 0.5
+    assert not torch.equal(ref, out)  # it really was quantized
+    assert (ref - out).abs().max() < 0.1 * ref.abs().max()
+
+
+def test_int8_on_a_bare_lstm():
+    torch.manual_seed(0)
+    lstm = nn.LSTM(4, 6)
+    quantized, report = quantize_int8(lstm)
+    assert isinstance(quantized, torch.ao.nn.quantized.dynamic.LSTM)
+    x = torch.randn(5, 2, 4)
+    assert torch.allclose(quantized(x)[0], lstm(x)[0], atol=0.02)
+
+
+def test_dispatch_and_bad_input():
+    model = make_model()
+    a, _ = compress(model, "round", precision=0.2)
+    b, _ = round_clip(model, 0.2)
+    assert torch.equal(a.rnn.weight_ih_l0, b.rnn.weight_ih_l0)
+    with pytest.raises(ValueError, match="gates must be"):
+        round_clip(model, 0.2, gates=("input", "update"))
+    with pytest.raises(ValueError, match="precision must be"):
+        round_clip(model, 0.0)
+    with pytest.raises(ValueError, match="clip must be"):
+        round_clip(model, 0.2, clip=-1)
+    with pytest.raises(ValueError, match="rank must be"):
+        low_rank(model, 0)
+    with pytest.raises(ValueError, match="containing nn.LSTM"):
+        round_clip(nn.Linear(3, 3), 0.2)
+    with pytest.raises(ValueError, match="method must be"):
+        compress(model, "prune")
