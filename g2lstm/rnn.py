@@ -1,0 +1,415 @@
+"""``G2LSTM`` and ``G2LSTMCell``: drop-in replacements for ``torch.nn.LSTM`` and ``nn.LSTMCell``.
+
+They subclass the torch modules, so constructor arguments, parameter names and shapes, gate order,
+inputs, outputs and errors are those of torch; the G2 options are keyword-only and come after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from . import kernels
+from .noise import NOISE_MODES, NoiseKey, draw_seed, gate_noise
+from .reference import GATE_NAMES, GateSpec, cell_step
+
+_STOCHASTIC_CHOICES = ("input", "forget", "output")
+
+_G2_DOC = r"""
+    G2 options (keyword-only):
+        gates: ``'gumbel'`` (default): the stochastic gates are the Gumbel-sigmoid
+            ``sigmoid((a + B * (log U - log(1 - U))) / tau)`` in training and ``sigmoid(a)`` at
+            evaluation. ``'sigmoid'``: a plain LSTM. ``'sharpened'``: ``sigmoid(a / tau)`` in
+            training and evaluation, the paper's other baseline.
+        tau: the temperature of ``'gumbel'`` and ``'sharpened'``. Default: 1.0
+        noise_p: the probability ``p`` that a gate element is perturbed by noise in a step
+            (the paper's 0.2). Default: 0.2
+        stochastic_gates: which gates get the noise, temperature and hard evaluation, among
+            ``'input'``, ``'forget'``, ``'output'``. Default: ``('input', 'forget')``
+        eval_gates: ``'soft'`` (``sigmoid``) or ``'hard'`` (``a >= 0``) stochastic gates at
+            evaluation. Default: ``'soft'``
+"""
+
+
+def _stochastic_indices(stochastic_gates: Sequence[str]) -> tuple[int, ...]:
+    if isinstance(stochastic_gates, str):
+        stochastic_gates = (stochastic_gates,)
+    unknown = [g for g in stochastic_gates if g not in _STOCHASTIC_CHOICES]
+    if unknown:
+        raise ValueError(
+            f"stochastic_gates must be a subset of {_STOCHASTIC_CHOICES}, got {tuple(stochastic_gates)}"
+        )
+    return tuple(sorted({GATE_NAMES.index(g) for g in stochastic_gates}))
+
+
+class _G2Options:
+    """The G2 options shared by the layer and the cell, checked when set."""
+
+    def _set_g2_options(self, gates, tau, noise_p, stochastic_gates, eval_gates):
+        self.gates = gates
+        self.tau = float(tau)
+        self.noise_p = float(noise_p)
+        self.stochastic_gates = tuple(
+            GATE_NAMES[k] for k in _stochastic_indices(stochastic_gates)
+        )
+        self.eval_gates = eval_gates
+        if not 0.0 <= self.noise_p <= 1.0:
+            raise ValueError(f"noise_p must be a probability in [0, 1], got {noise_p}")
+        self.gate_spec  # validates gates, tau and eval_gates
+
+    @property
+    def gate_spec(self) -> GateSpec:
+        """The :class:`~g2lstm.reference.GateSpec` of the current options."""
+        return GateSpec(
+            gates=self.gates,
+            tau=self.tau,
+            stochastic=_stochastic_indices(self.stochastic_gates),
+            eval_gates=self.eval_gates,
+        )
+
+    def _noise_active(self) -> bool:
+        return self.training and self.gates == "gumbel" and self.noise_p > 0 and bool(self.stochastic_gates)
+
+    def _g2_repr(self) -> str:
+        return (
+            f"gates={self.gates!r}, tau={self.tau}, noise_p={self.noise_p}, "
+            f"stochastic_gates={self.stochastic_gates}, eval_gates={self.eval_gates!r}"
+        )
+
+
+class G2LSTM(_G2Options, nn.LSTM):
+    __doc__ = (
+        r"""A multi-layer LSTM whose gates can be trained towards binary values (G2-LSTM).
+
+    A drop-in replacement for :class:`torch.nn.LSTM`: the same arguments with the same meaning and
+    defaults, the same inputs (batched, unbatched, :class:`PackedSequence`, optional
+    ``(h_0, c_0)``) and outputs, the same parameters (names, shapes, gate order ``i, f, g, o``),
+    so ``load_state_dict`` works in both directions. With ``gates='gumbel'`` (the default) the
+    input and forget gates are Gumbel-sigmoid samples in training (Li et al., "Towards
+    Binary-Valued Gates for Robust LSTM Training", ICML 2018) and plain sigmoids at evaluation,
+    where the module is an ordinary LSTM and runs on torch's fused LSTM kernel.
+
+    Args:
+        input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+        proj_size, device, dtype: as :class:`torch.nn.LSTM`.
+"""
+        + _G2_DOC
+        + r"""        noise_mode: ``'step'`` (default): ``U`` and ``B`` drawn fresh at every step;
+            ``'sequence'``: drawn once per forward and reused at every step; ``'sequence_mask'``:
+            ``B`` once per forward, ``U`` at every step (the official code's three options).
+        weight_drop: DropConnect on every ``W_hh``, one mask per forward in training, as in
+            AWD-LSTM. Default: 0.0
+        impl: ``'auto'`` (default) picks the fastest correct implementation for the device;
+            ``'reference'`` forces the pure-PyTorch reference loop.
+
+    Examples::
+
+        >>> rnn = G2LSTM(10, 20, 2)            # was: nn.LSTM(10, 20, 2)
+        >>> output, (hn, cn) = rnn(torch.randn(5, 3, 10))
+        >>> lstm = rnn.to_lstm()               # an nn.LSTM with the same weights
+    """
+    )
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device=None,
+        dtype=None,
+        *,
+        gates: str = "gumbel",
+        tau: float = 1.0,
+        noise_p: float = 0.2,
+        stochastic_gates: Sequence[str] = ("input", "forget"),
+        noise_mode: str = "step",
+        eval_gates: str = "soft",
+        weight_drop: float = 0.0,
+        impl: str = "auto",
+    ):
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers=num_layers,
+            bias=bias,
+            batch_first=batch_first,
+            dropout=dropout,
+            bidirectional=bidirectional,
+            proj_size=proj_size,
+            device=device,
+            dtype=dtype,
+        )
+        self._set_g2_options(gates, tau, noise_p, stochastic_gates, eval_gates)
+        if noise_mode not in NOISE_MODES:
+            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        if not 0.0 <= weight_drop < 1.0:
+            raise ValueError(f"weight_drop must be a probability in [0, 1), got {weight_drop}")
+        if impl != "auto" and impl not in kernels.IMPLEMENTATIONS:
+            raise ValueError(
+                f"impl must be 'auto' or one of {sorted(kernels.IMPLEMENTATIONS)}, got {impl!r}"
+            )
+        self.noise_mode = noise_mode
+        self.weight_drop = float(weight_drop)
+        self.impl = impl
+
+    # ----------------------------------------------------------------------------- conversion
+    @classmethod
+    def from_lstm(cls, lstm: nn.LSTM, **options) -> G2LSTM:
+        """A ``G2LSTM`` with the configuration, weights and train/eval mode of ``lstm``."""
+        if not isinstance(lstm, nn.LSTM):
+            raise TypeError(f"from_lstm expects a torch.nn.LSTM, got {type(lstm).__name__}")
+        weight = lstm.weight_ih_l0
+        layer = cls(**_lstm_config(lstm), device=weight.device, dtype=weight.dtype, **options)
+        layer.load_state_dict(lstm.state_dict())
+        return layer.train(lstm.training)
+
+    def to_lstm(self) -> nn.LSTM:
+        """An ordinary ``torch.nn.LSTM`` with the same weights: what this layer is at inference."""
+        weight = self.weight_ih_l0
+        lstm = nn.LSTM(**_lstm_config(self), device=weight.device, dtype=weight.dtype)
+        lstm.load_state_dict(self.state_dict())
+        return lstm.train(self.training)
+
+    def extra_repr(self) -> str:
+        text = f"{super().extra_repr()}, {self._g2_repr()}, noise_mode={self.noise_mode!r}"
+        if self.weight_drop:
+            text += f", weight_drop={self.weight_drop}"
+        if self.impl != "auto":
+            text += f", impl={self.impl!r}"
+        return text
+
+    # -------------------------------------------------------------------------------- forward
+    def forward(self, input, hx=None):
+        _check_nonempty(input, self.batch_first)
+        if hx is not None:
+            _check_hx_types(input, hx)
+        weight_drop_active = self.training and self.weight_drop > 0
+        if self.impl == "auto" and self.gate_spec.is_plain_lstm(self.training) and not weight_drop_active:
+            return super().forward(input, hx)  # torch's fused LSTM computes exactly this
+        return self._forward_g2(input, hx)
+
+    def _forward_g2(self, input, hx):
+        num_directions = 2 if self.bidirectional else 1
+        real_hidden_size = self.proj_size if self.proj_size > 0 else self.hidden_size
+        lengths = None
+        is_packed = isinstance(input, PackedSequence)
+        is_batched = True
+        batch_dim = 0 if self.batch_first else 1
+        if is_packed:
+            self.check_input(input.data, input.batch_sizes)
+            x, lengths = pad_packed_sequence(input)  # (T, N, I), rows in the caller's order
+        else:
+            if input.dim() not in (2, 3):
+                raise ValueError(f"G2LSTM: Expected input to be 2D or 3D, got {input.dim()}D instead")
+            is_batched = input.dim() == 3
+            if not is_batched:
+                input = input.unsqueeze(batch_dim)
+            x = input.transpose(0, 1) if self.batch_first else input
+        if hx is None:
+            steps, batch = x.shape[:2]
+            shape = (self.num_layers * num_directions, batch)
+            hx = (
+                x.new_zeros(shape + (real_hidden_size,)),
+                x.new_zeros(shape + (self.hidden_size,)),
+            )
+        else:
+            expected_dim = 3 if is_batched else 2
+            if hx[0].dim() != expected_dim or hx[1].dim() != expected_dim:
+                kind = "batched 3-D" if is_batched else "unbatched 2-D"
+                raise RuntimeError(
+                    f"For {kind} input, hx and cx should also be {expected_dim}-D "
+                    f"but got ({hx[0].dim()}-D, {hx[1].dim()}-D) tensors"
+                )
+            if not is_batched:
+                hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
+        if is_packed:
+            # check against the padded layout: the batch is the number of sequences.
+            self.check_hidden_size(hx[0], (self.num_layers * num_directions, x.shape[1], real_hidden_size),
+                                   "Expected hidden[0] size {}, got {}")
+            self.check_hidden_size(hx[1], (self.num_layers * num_directions, x.shape[1], self.hidden_size),
+                                   "Expected hidden[1] size {}, got {}")
+        else:
+            self.check_forward_args(input, hx, None)
+
+        output, h_n, c_n = self._run_layers(x, hx, lengths)
+
+        if is_packed:
+            if input.sorted_indices is not None:
+                output = output.index_select(1, input.sorted_indices)
+                lengths = lengths.index_select(0, input.sorted_indices.cpu())
+            data = pack_padded_sequence(output, lengths, enforce_sorted=True).data
+            output = PackedSequence(data, input.batch_sizes, input.sorted_indices, input.unsorted_indices)
+            return output, (h_n, c_n)
+        if self.batch_first:
+            output = output.transpose(0, 1)
+        if not is_batched:
+            return output.squeeze(batch_dim), (h_n.squeeze(1), c_n.squeeze(1))
+        return output, (h_n, c_n)
+
+    def _layer_weights(self, layer: int, direction: int):
+        suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
+        w_ih = getattr(self, "weight_ih" + suffix)
+        w_hh = getattr(self, "weight_hh" + suffix)
+        bias = getattr(self, "bias_ih" + suffix) + getattr(self, "bias_hh" + suffix) if self.bias else None
+        w_hr = getattr(self, "weight_hr" + suffix) if self.proj_size > 0 else None
+        return w_ih, w_hh, bias, w_hr
+
+    def _run_layers(self, x, hx, lengths):
+        """All layers and directions over the padded, time-major input ``x`` (T, N, I)."""
+        spec = self.gate_spec
+        num_directions = 2 if self.bidirectional else 1
+        run_direction = kernels.IMPLEMENTATIONS[kernels.select_impl(self.impl, x.device)]
+        seed = draw_seed() if self._noise_active() else None
+        layer_input = x
+        h_n, c_n = [], []
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction in range(num_directions):
+                index = layer * num_directions + direction
+                w_ih, w_hh, bias, w_hr = self._layer_weights(layer, direction)
+                if self.training and self.weight_drop > 0:
+                    w_hh = F.dropout(w_hh, self.weight_drop, training=True)
+                x_proj = F.linear(layer_input, w_ih, bias)
+                key = None if seed is None else NoiseKey(seed, index, self.noise_p, self.noise_mode)
+                out, h, c = run_direction(
+                    x_proj, hx[0][index], hx[1][index], w_hh, w_hr, spec, self.training,
+                    key, lengths, direction == 1,
+                )
+                outputs.append(out)
+                h_n.append(h)
+                c_n.append(c)
+            layer_input = outputs[0] if num_directions == 1 else torch.cat(outputs, dim=-1)
+            if self.dropout > 0 and self.training and layer < self.num_layers - 1:
+                layer_input = F.dropout(layer_input, self.dropout, training=True)
+        return layer_input, torch.stack(h_n), torch.stack(c_n)
+
+
+class G2LSTMCell(_G2Options, nn.LSTMCell):
+    __doc__ = (
+        r"""An LSTM cell whose gates can be trained towards binary values: a drop-in for
+    :class:`torch.nn.LSTMCell`, with fresh Gumbel noise at every call in training.
+
+    Args:
+        input_size, hidden_size, bias, device, dtype: as :class:`torch.nn.LSTMCell`.
+"""
+        + _G2_DOC
+    )
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        device=None,
+        dtype=None,
+        *,
+        gates: str = "gumbel",
+        tau: float = 1.0,
+        noise_p: float = 0.2,
+        stochastic_gates: Sequence[str] = ("input", "forget"),
+        eval_gates: str = "soft",
+    ):
+        super().__init__(input_size, hidden_size, bias=bias, device=device, dtype=dtype)
+        self._set_g2_options(gates, tau, noise_p, stochastic_gates, eval_gates)
+
+    @classmethod
+    def from_lstm_cell(cls, cell: nn.LSTMCell, **options) -> G2LSTMCell:
+        """A ``G2LSTMCell`` with the sizes, weights and train/eval mode of ``cell``."""
+        if not isinstance(cell, nn.LSTMCell):
+            raise TypeError(f"from_lstm_cell expects a torch.nn.LSTMCell, got {type(cell).__name__}")
+        w = cell.weight_ih
+        g2 = cls(cell.input_size, cell.hidden_size, cell.bias, device=w.device, dtype=w.dtype, **options)
+        g2.load_state_dict(cell.state_dict())
+        return g2.train(cell.training)
+
+    def to_lstm_cell(self) -> nn.LSTMCell:
+        """An ordinary ``torch.nn.LSTMCell`` with the same weights."""
+        w = self.weight_ih
+        cell = nn.LSTMCell(self.input_size, self.hidden_size, self.bias, device=w.device, dtype=w.dtype)
+        cell.load_state_dict(self.state_dict())
+        return cell.train(self.training)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, {self._g2_repr()}"
+
+    def forward(self, input: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor] | None = None):
+        if input.dim() not in (1, 2):
+            raise ValueError(f"G2LSTMCell: Expected input to be 1D or 2D, got {input.dim()}D instead")
+        if input.size(-1) != self.input_size:
+            raise ValueError(
+                f"G2LSTMCell: expected input with {self.input_size} features in the last dimension, "
+                f"got input of shape {tuple(input.shape)}"
+            )
+        if input.dtype != self.weight_ih.dtype and not torch.is_autocast_enabled(input.device.type):
+            raise ValueError(
+                f"G2LSTMCell input dtype ({input.dtype}) does not match weight dtype ({self.weight_ih.dtype})"
+            )
+        batch = input.shape[0] if input.dim() == 2 else None
+        expected = (self.hidden_size,) if batch is None else (batch, self.hidden_size)
+        if hx is not None:
+            _check_hx_types(input, hx)
+            for k in range(2):
+                if tuple(hx[k].shape) != expected:
+                    raise RuntimeError(f"Expected hx[{k}] size {expected}, got {tuple(hx[k].shape)}")
+        if self.gate_spec.is_plain_lstm(self.training):
+            return super().forward(input, hx)
+
+        x = input if batch is not None else input.unsqueeze(0)
+        if hx is None:
+            h = c = x.new_zeros(x.shape[0], self.hidden_size)
+        else:
+            h, c = (t if batch is not None else t.unsqueeze(0) for t in hx)
+        a = F.linear(x, self.weight_ih, self.bias_ih) + F.linear(h, self.weight_hh, self.bias_hh)
+        noise = None
+        if self._noise_active():
+            key = NoiseKey(draw_seed(), 0, self.noise_p, "step")
+            spec = self.gate_spec
+            noise = gate_noise(key, 1, x.shape[0], len(spec.stochastic), self.hidden_size, x.device, a.dtype)[0]
+        h, c, _ = cell_step(a, c, self.gate_spec, self.training, noise)
+        if batch is None:
+            return h.squeeze(0), c.squeeze(0)
+        return h, c
+
+
+def _lstm_config(lstm: nn.LSTM) -> dict:
+    return dict(
+        input_size=lstm.input_size,
+        hidden_size=lstm.hidden_size,
+        num_layers=lstm.num_layers,
+        bias=lstm.bias,
+        batch_first=lstm.batch_first,
+        dropout=lstm.dropout,
+        bidirectional=lstm.bidirectional,
+        proj_size=lstm.proj_size,
+    )
+
+
+def _check_nonempty(input, batch_first: bool) -> None:
+    if isinstance(input, PackedSequence) or input.dim() not in (2, 3):
+        return  # a PackedSequence cannot be empty; other shapes are reported by the checks
+    time_dim = 1 if (batch_first and input.dim() == 3) else 0
+    if input.shape[time_dim] == 0:
+        raise ValueError(
+            f"G2LSTM: expected a sequence of at least one time step (dimension {time_dim} of the "
+            f"input), got input of shape {tuple(input.shape)}"
+        )
+
+
+def _check_hx_types(input, hx) -> None:
+    if not (isinstance(hx, (tuple, list)) and len(hx) == 2 and all(isinstance(t, torch.Tensor) for t in hx)):
+        raise TypeError(f"hx must be a tuple (h_0, c_0) of two tensors, got {type(hx).__name__}")
+    data = input.data if isinstance(input, PackedSequence) else input
+    for k, state in enumerate(hx):
+        if state.dtype != data.dtype and not torch.is_autocast_enabled(data.device.type):
+            raise ValueError(f"hx[{k}] dtype ({state.dtype}) does not match input dtype ({data.dtype})")
+        if state.device != data.device:
+            raise ValueError(f"hx[{k}] is on {state.device} but the input is on {data.device}")
