@@ -1,0 +1,178 @@
+"""g2lstm.diagnostics: gate recording by replay, histograms, saturation, heatmaps, plots."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from g2lstm import diagnostics
+from g2lstm.diagnostics import (
+    GateStats, collect_gate_stats, plot_heatmap, plot_histograms, replay_lstm, token_gate_averages,
+)
+
+
+class Tagger(nn.Module):
+    def __init__(self, **lstm_options):
+        super().__init__()
+        self.embed = nn.Embedding(13, 5)
+        self.rnn = nn.LSTM(5, 7, **lstm_options)
+        self.out = nn.Linear(7 * (2 if lstm_options.get("bidirectional") else 1), 13)
+
+    def forward(self, tokens):
+        y, _ = self.rnn(self.embed(tokens))
+        return self.out(y)
+
+
+def manual_gates(lstm, x):
+    """Input, forget and output gates of a 1-layer unidirectional LSTM, computed step by step."""
+    hidden = lstm.hidden_size
+    h = x.new_zeros(x.shape[1], hidden)
+    c = x.new_zeros(x.shape[1], hidden)
+    gates = []
+    for t in range(x.shape[0]):
+        a = x[t] @ lstm.weight_ih_l0.t() + lstm.bias_ih_l0 + h @ lstm.weight_hh_l0.t() + lstm.bias_hh_l0
+        i, f, g, o = a.chunk(4, -1)
+        i, f, o = i.sigmoid(), f.sigmoid(), o.sigmoid()
+        c = f * c + i * g.tanh()
+        h = o * c.tanh()
+        gates.append(torch.stack([i, f, o], 1))
+    return torch.stack(gates)
+
+
+@pytest.mark.parametrize("options", [
+    dict(num_layers=2, bidirectional=True, batch_first=True),
+    dict(num_layers=2, proj_size=3),
+    dict(num_layers=1, bidirectional=True),
+])
+def test_replay_reproduces_the_module(options):
+    torch.manual_seed(0)
+    lstm = nn.LSTM(4, 6, **options).eval()
+    x = torch.randn(3, 5, 4)
+    directions = 2 if lstm.bidirectional else 1
+    h0 = torch.randn(lstm.num_layers * directions, 3 if lstm.batch_first else 5, lstm.proj_size or 6)
+    c0 = torch.randn(lstm.num_layers * directions, 3 if lstm.batch_first else 5, 6)
+    expected, (h, c) = lstm(x, (h0, c0))
+    out, (h_n, c_n), gates, mask = replay_lstm(lstm, x, (h0, c0))
+    assert torch.allclose(out, expected, atol=1e-6)
+    assert torch.allclose(h_n, h, atol=1e-6) and torch.allclose(c_n, c, atol=1e-6)
+    assert len(gates) == lstm.num_layers and all(len(g) == directions for g in gates)
+    assert gates[0][0].shape == (x.shape[0 if not lstm.batch_first else 1], x.shape[1 if not lstm.batch_first else 0], 3, 6)
+    assert mask.all()
+
+
+def test_replay_packed_sequence_masks_padding():
+    torch.manual_seed(0)
+    lstm = nn.LSTM(4, 6, bidirectional=True).eval()
+    x = torch.randn(5, 3, 4)
+    lengths = torch.tensor([5, 2, 4])
+    packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+    expected = nn.utils.rnn.pad_packed_sequence(lstm(packed)[0])[0]
+    out, _, gates, mask = replay_lstm(lstm, packed)
+    assert torch.allclose(out, expected, atol=1e-6)
+    assert mask.sum(0).tolist() == [5, 2, 4]
+
+
+def test_recorded_gates_match_a_hand_written_lstm():
+    torch.manual_seed(1)
+    lstm = nn.LSTM(4, 6)
+    x = torch.randn(7, 2, 4)
+    with torch.no_grad():
+        expected = manual_gates(lstm, x)
+    _, _, gates, _ = replay_lstm(lstm, x)
+    assert torch.allclose(gates[0][0], expected, atol=1e-6)
+
+
+def test_collection_leaves_results_and_modes_unchanged():
+    torch.manual_seed(0)
+    model = Tagger(num_layers=2, bidirectional=True, dropout=0.5)
+    model.train()
+    batches = [torch.randint(0, 13, (6, 2)) for _ in range(3)]
+    model.eval()
+    with torch.no_grad():
+        before = [model(b) for b in batches]
+    model.train()
+    stats = collect_gate_stats(model, batches)
+    assert model.training and model.rnn.training  # modes restored
+    model.eval()
+    with torch.no_grad():
+        after = [model(b) for b in batches]
+    assert all(torch.equal(a, b) for a, b in zip(before, after))
+    assert set(stats.counts) == {"rnn/l0", "rnn/l0_reverse", "rnn/l1", "rnn/l1_reverse"}
+    assert stats.total["rnn/l1"] == 3 * 6 * 2 * 7  # batches x steps x batch x hidden
+    assert not model.rnn._forward_hooks  # hooks removed
+
+
+def test_histograms_sum_to_one_and_match_brute_force():
+    torch.manual_seed(2)
+    model = Tagger()
+    with torch.no_grad():
+        model.rnn.bias_hh_l0[7:14] += 3.0  # push the forget gate towards 1
+    batches = [torch.randint(0, 13, (9, 4)) for _ in range(2)]
+    stats = collect_gate_stats(model, batches)
+    hist = stats.histogram("rnn/l0")
+    assert torch.allclose(hist.sum(1), torch.ones(3, dtype=torch.float64))
+
+    with torch.no_grad():
+        values = torch.cat([manual_gates(model.rnn, model.embed(b)) for b in batches])  # (T, N, 3, H)
+    values = values.permute(2, 0, 1, 3).reshape(3, -1).double()
+    for g in range(3):
+        brute = torch.histc(values[g], bins=10, min=0, max=1) / values.shape[1]
+        assert torch.allclose(hist[g], brute, atol=1e-12)
+    summary = stats.summary()["rnn/l0"]
+    assert summary["forget"]["share_above_0.9"] == pytest.approx((values[1] > 0.9).double().mean().item())
+    assert summary["input"]["share_below_0.1"] == pytest.approx((values[0] < 0.1).double().mean().item())
+    assert summary["forget"]["mean"] == pytest.approx(values[1].mean().item())
+    assert summary["forget"]["share_above_0.9"] > summary["input"]["share_above_0.9"]
+
+
+def test_saturated_gates_land_in_the_end_bins():
+    lstm = nn.LSTM(3, 4)
+    with torch.no_grad():
+        lstm.weight_ih_l0.zero_()
+        lstm.weight_hh_l0.zero_()
+        lstm.bias_hh_l0.zero_()
+        lstm.bias_ih_l0.copy_(torch.tensor([-30.0] * 4 + [30.0] * 4 + [0.0] * 4 + [0.0] * 4))
+    stats = collect_gate_stats(nn.Sequential(lstm), [torch.randn(4, 2, 3)], forward=lambda m, b: m[0](b))
+    hist = stats.histogram("0/l0")
+    assert hist[0, 0] == 1.0 and hist[1, 9] == 1.0 and hist[2, 5] == 1.0  # sigmoid(0) = 0.5
+    s = stats.summary()["0/l0"]
+    assert s["input"]["share_below_0.1"] == 1.0 and s["forget"]["share_above_0.9"] == 1.0
+    assert s["output"]["share_below_0.1"] == 0.0 and s["output"]["share_above_0.9"] == 0.0
+
+
+def test_replay_mismatch_is_reported(monkeypatch):
+    from g2lstm.reference import GateSpec
+    model = Tagger()
+    monkeypatch.setattr(diagnostics, "gate_spec_of", lambda lstm: GateSpec(gates="sigmoid", eval_gates="hard"))
+    with pytest.raises(RuntimeError, match="does not reproduce"):
+        collect_gate_stats(model, [torch.randint(0, 13, (4, 1))])
+
+
+def test_no_lstm_is_a_clear_error():
+    with pytest.raises(ValueError, match="nn.LSTM"):
+        collect_gate_stats(nn.Linear(2, 2), [torch.randn(1, 2)])
+
+
+def test_token_averages_heatmap_and_json(tmp_path):
+    torch.manual_seed(3)
+    model = Tagger(num_layers=2)
+    sentence = torch.randint(0, 13, (6, 1))
+    averages = token_gate_averages(model, sentence)
+    assert set(averages) == {"rnn/l0", "rnn/l1"}
+    _, _, gates, _ = replay_lstm(model.rnn, model.embed(sentence).detach())
+    assert torch.allclose(averages["rnn/l1"], gates[1][0][:, 0].mean(-1))
+    with pytest.raises(ValueError, match="batch of one"):
+        token_gate_averages(model, torch.randint(0, 13, (6, 2)))
+
+    tokens = [f"w{t}" for t in sentence[:, 0].tolist()]
+    plot_heatmap(tokens, {"a": averages, "b": averages}, tmp_path / "heat.png", layer="rnn/l0")
+    stats = collect_gate_stats(model, [sentence])
+    plot_histograms({"a": stats, "b": stats}, tmp_path / "hist.png")
+    for name in ("heat.png", "hist.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    stats.to_json(tmp_path / "gates.json")
+    data = json.loads((tmp_path / "gates.json").read_text())
+    assert data["bin_edges"][0] == 0.0 and data["bin_edges"][-1] == 1.0
+    assert sum(data["layers"]["rnn/l1"]["forget"]["histogram"]) == pytest.approx(1.0)
