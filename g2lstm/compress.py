@@ -175,15 +175,35 @@ def low_rank(model: nn.Module, rank: int, gates: Iterable[str] = ("input", "forg
     return compressed, report
 
 
+@torch.no_grad()
+def _inference_lstm(layer: nn.LSTM) -> nn.LSTM:
+    """The ``nn.LSTM`` that computes what ``layer`` computes in evaluation mode."""
+    if type(layer) is nn.LSTM:
+        return layer
+    spec = layer.gate_spec
+    if spec.stochastic and spec.eval_gates == "hard":
+        raise ValueError("a G2LSTM with eval_gates='hard' is no nn.LSTM at inference; use eval_gates='soft'")
+    lstm = layer.to_lstm()
+    if spec.gates == "sharpened" and spec.stochastic and spec.tau != 1.0:
+        # sigmoid(a / tau) is a plain sigmoid of the pre-activation with its gate rows scaled by 1/tau.
+        hidden = lstm.hidden_size
+        for name, p in lstm.named_parameters():
+            if not name.startswith("weight_hr"):
+                for k in spec.stochastic:
+                    p[k * hidden:(k + 1) * hidden] /= spec.tau
+    return lstm
+
+
 def to_plain_lstm(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` with every ``G2LSTM`` replaced by its inference-time ``nn.LSTM``."""
+    """A deep copy of ``model`` with every ``G2LSTM`` replaced by the ``nn.LSTM`` it is at
+    inference (for ``gates='sharpened'`` the temperature is folded into the gate rows)."""
     model = copy.deepcopy(model)
-    if type(model) is not nn.LSTM and isinstance(model, nn.LSTM):
-        return model.to_lstm()
+    if isinstance(model, nn.LSTM):
+        return _inference_lstm(model)
     for name, module in list(model.named_modules()):
         if isinstance(module, nn.LSTM) and type(module) is not nn.LSTM:
             parent_name, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent_name) if parent_name else model, child, module.to_lstm())
+            setattr(model.get_submodule(parent_name) if parent_name else model, child, _inference_lstm(module))
     return model
 
 

@@ -33,11 +33,11 @@ LOW, HIGH = 0.1, 0.9
 
 def gate_spec_of(lstm: nn.LSTM) -> GateSpec:
     """How ``lstm`` computes its gates: a ``G2LSTM``'s own spec, else a plain LSTM's."""
-    spec = getattr(lstm, "spec", None)
+    spec = getattr(lstm, "gate_spec", None)
     if isinstance(spec, GateSpec):
         return spec
     if type(lstm) is not nn.LSTM:
-        raise TypeError(f"cannot tell how {type(lstm).__name__} computes its gates (no GateSpec `spec`)")
+        raise TypeError(f"cannot tell how {type(lstm).__name__} computes its gates (no `gate_spec`)")
     return GateSpec(gates="sigmoid", stochastic=())
 
 

@@ -210,3 +210,44 @@ def test_dispatch_and_bad_input():
         round_clip(nn.Linear(3, 3), 0.2)
     with pytest.raises(ValueError, match="method must be"):
         compress(model, "prune")
+
+
+def test_compressed_g2lstm_in_eval_equals_compressed_lstm():
+    from g2lstm import G2LSTM
+    from g2lstm.compress import to_plain_lstm
+
+    torch.manual_seed(0)
+    g2_model = TinyLM(G2LSTM, gates="gumbel", noise_p=0.2)
+    lstm_model = TinyLM()
+    lstm_model.load_state_dict(g2_model.state_dict())
+    g2_model.eval(), lstm_model.eval()
+    tokens = torch.randint(0, 11, (9, 2))
+    for method, options in [("round", dict(precision=0.2)), ("round_clip", dict(precision=0.2, clip=0.4)),
+                            ("svd", dict(rank=2)), ("round_clip", dict(precision=0.1, clip=0.1, gates=GATE_NAMES))]:
+        g2_small, g2_report = compress(g2_model, method, **options)
+        lstm_small, lstm_report = compress(lstm_model, method, **options)
+        assert isinstance(g2_small.rnn, G2LSTM) and g2_report == lstm_report
+        with torch.no_grad():
+            ref = lstm_small(tokens)
+            assert torch.equal(g2_small(tokens), ref), method
+            g2_small.rnn.impl = g2_small.top[0].impl = "reference"  # the G2 loop, not torch's kernel
+            assert torch.allclose(g2_small(tokens), ref, atol=1e-5), method
+            assert torch.equal(to_plain_lstm(g2_small)(tokens), ref)
+            assert not torch.allclose(ref, lstm_model(tokens), atol=1e-3)  # compression did something
+
+
+def test_sharpened_g2lstm_becomes_the_lstm_it_is_at_inference():
+    from g2lstm import G2LSTM
+    from g2lstm.compress import to_plain_lstm
+
+    torch.manual_seed(0)
+    layer = G2LSTM(4, 6, num_layers=2, gates="sharpened", tau=0.5).eval()
+    x = torch.randn(5, 3, 4)
+    plain = to_plain_lstm(layer)
+    assert type(plain) is nn.LSTM
+    with torch.no_grad():
+        assert torch.allclose(plain(x)[0], layer(x)[0], atol=1e-6)
+        quantized, _ = quantize_int8(layer)
+        assert torch.allclose(quantized(x)[0], layer(x)[0], atol=0.05)
+    with pytest.raises(ValueError, match="hard"):
+        to_plain_lstm(G2LSTM(4, 6, eval_gates="hard"))

@@ -176,3 +176,23 @@ def test_token_averages_heatmap_and_json(tmp_path):
     data = json.loads((tmp_path / "gates.json").read_text())
     assert data["bin_edges"][0] == 0.0 and data["bin_edges"][-1] == 1.0
     assert sum(data["layers"]["rnn/l1"]["forget"]["histogram"]) == pytest.approx(1.0)
+
+
+def test_g2lstm_gates_replayed_with_its_own_spec():
+    from g2lstm import G2LSTM
+
+    torch.manual_seed(4)
+    x = torch.randn(6, 2, 4)
+    plain = nn.LSTM(4, 5, num_layers=2)
+    sharpened = G2LSTM.from_lstm(plain, gates="sharpened", tau=0.25)
+    hard = G2LSTM.from_lstm(plain, gates="gumbel", eval_gates="hard")
+    wrap = lambda m: nn.ModuleDict({"rnn": m})  # noqa: E731
+    run = lambda m, b: m["rnn"](b)  # noqa: E731
+    s_plain = collect_gate_stats(wrap(plain), [x], forward=run)
+    s_sharp = collect_gate_stats(wrap(sharpened), [x], forward=run)
+    s_hard = collect_gate_stats(wrap(hard), [x], forward=run)
+    for key in ("rnn/l0", "rnn/l1"):
+        h = s_hard.histogram(key)
+        assert h[0, 0] + h[0, 9] == 1.0 and h[1, 0] + h[1, 9] == 1.0  # binary input and forget gates
+        saturated = lambda s: s.summary()[key]["forget"]["share_below_0.1"] + s.summary()[key]["forget"]["share_above_0.9"]  # noqa: E731
+        assert saturated(s_sharp) > saturated(s_plain)  # a temperature of 1/4 sharpens the gates
