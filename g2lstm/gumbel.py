@@ -46,8 +46,8 @@ def gumbel_sigmoid(
     _check_tau_p(tau, p)
     compute_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
     kwargs = dict(device=logits.device, generator=generator)
-    # U on a grid of 2**24 cell centres: never 0 or 1, so the logistic noise stays finite.
-    u = (torch.randint(0, 2**24, logits.shape, **kwargs).to(compute_dtype) + 0.5) / 2**24
+    # U on the 2**23 cell centres of (0, 1): exact in float32, never 0 or 1, so the noise is finite.
+    u = (torch.randint(0, 2**23, logits.shape, **kwargs).to(compute_dtype) + 0.5) / 2**23
     noise = logistic(u)
     if p < 1.0:
         noise = noise * (torch.rand(logits.shape, dtype=compute_dtype, **kwargs) < p)

@@ -9,7 +9,7 @@ Recipe, all in unsigned 32-bit arithmetic (wrap-around multiplication):
 
     key   = mix32(seed_lo ^ mix32(seed_hi ^ mix32(stream * 2 + which)))   # which: 0 for U, 1 for B
     bits  = mix32(index ^ key)          # index = ((t * N + n) * G + g) * H + j
-    u     = ((bits >> 8) + 0.5) / 2**24  # strictly inside (0, 1): logit(u) is finite, |.| < 17.4
+    u     = ((bits >> 9) + 0.5) / 2**23  # exact in float32, strictly inside (0, 1): |logit u| < 16.7
     U-noise  = log(u) - log(1 - u);   B = (u_B < p)
 
 ``mix32`` is a bijective 32-bit integer finaliser (xor-shift / multiply rounds).
@@ -79,7 +79,8 @@ def stream_key(seed: int, stream: int, which: int) -> int:
 def counter_uniform(key: int, index: torch.Tensor) -> torch.Tensor:
     """Uniforms in (0, 1), float32, from 32-bit ``key`` and int64 element indices."""
     bits = _mix32((index & _MASK32) ^ key)
-    return ((bits >> 8).to(torch.float32) + 0.5) * (1.0 / 16777216.0)
+    # 23 bits, so that u and 1 - u are exact in float32 and never round to 0 or 1.
+    return ((bits >> 9).to(torch.float32) + 0.5) * (1.0 / 8388608.0)
 
 
 def logistic(u: torch.Tensor) -> torch.Tensor:
