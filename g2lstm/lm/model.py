@@ -1,0 +1,105 @@
+"""The AWD-LSTM language model (Merity et al. 2018) with a switch between LSTM kinds.
+
+Every recurrent layer is a one-layer ``g2lstm.G2LSTM``; ``rnn`` picks its gates:
+``lstm`` (plain sigmoid), ``sharpened`` (sigmoid(a / tau) on the input and forget gates) or
+``g2lstm`` (Gumbel-sigmoid input and forget gates in training). Weight drop on ``W_hh`` is the
+layer's own ``weight_drop`` option, so it works the same way for the three kinds and needs no
+parameter re-registration hack.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from g2lstm.rnn import G2LSTM
+
+RNN_GATES = {"lstm": "sigmoid", "sharpened": "sharpened", "g2lstm": "gumbel"}
+
+
+class LockedDropout(nn.Module):
+    """Variational dropout: one mask per sequence, shared over time. Input is (T, N, F)."""
+
+    def forward(self, x: torch.Tensor, p: float) -> torch.Tensor:
+        if not self.training or p == 0:
+            return x
+        mask = x.new_empty(1, x.size(1), x.size(2)).bernoulli_(1 - p) / (1 - p)
+        return x * mask
+
+
+def embedding_dropout(embed: nn.Embedding, words: torch.Tensor, p: float) -> torch.Tensor:
+    """Drop whole word types (rows of the embedding matrix) with probability ``p``, in training."""
+    weight = embed.weight
+    if embed.training and p > 0:
+        mask = weight.new_empty(weight.size(0), 1).bernoulli_(1 - p) / (1 - p)
+        weight = weight * mask
+    return F.embedding(words, weight)
+
+
+class AWDLSTM(nn.Module):
+    """Embedding -> stacked recurrent layers -> (tied) softmax decoder.
+
+    Dropouts, named as in AWD-LSTM: ``dropoute`` on word types of the embedding, ``dropouti`` on
+    the embedded input, ``dropouth`` between recurrent layers, ``dropout`` on the last layer's
+    output; ``wdrop`` is DropConnect on the hidden-to-hidden weights.
+    """
+
+    def __init__(self, vocab_size: int, emsize: int = 400, nhid: int = 1150, nlayers: int = 3,
+                 rnn: str = "g2lstm", tau: float = 1.0, noise_p: float = 0.2, noise_mode: str = "step",
+                 dropout: float = 0.4, dropouth: float = 0.3, dropouti: float = 0.65, dropoute: float = 0.1,
+                 wdrop: float = 0.5, tie_weights: bool = True):
+        super().__init__()
+        if rnn not in RNN_GATES:
+            raise ValueError(f"model.rnn must be one of {sorted(RNN_GATES)}; got {rnn!r}")
+        if nlayers < 1:
+            raise ValueError(f"nlayers must be >= 1; got {nlayers}")
+        self.rnn_kind = rnn
+        self.dropout, self.dropouth, self.dropouti, self.dropoute = dropout, dropouth, dropouti, dropoute
+        self.encoder = nn.Embedding(vocab_size, emsize)
+        self.lockdrop = LockedDropout()
+        # With tied weights the last layer outputs emsize features so the decoder can share the
+        # embedding matrix.
+        sizes = [emsize] + [nhid] * (nlayers - 1) + [emsize if tie_weights else nhid]
+        self.rnns = nn.ModuleList(
+            G2LSTM(sizes[k], sizes[k + 1], gates=RNN_GATES[rnn], tau=tau, noise_p=noise_p,
+                   noise_mode=noise_mode, weight_drop=wdrop)
+            for k in range(nlayers)
+        )
+        self.decoder = nn.Linear(sizes[-1], vocab_size)
+        if tie_weights:
+            self.decoder.weight = self.encoder.weight
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        nn.init.uniform_(self.encoder.weight, -0.1, 0.1)
+        nn.init.zeros_(self.decoder.bias)
+        if self.decoder.weight is not self.encoder.weight:
+            nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
+
+    def init_hidden(self, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        weight = self.encoder.weight
+        return [(weight.new_zeros(1, batch_size, r.hidden_size), weight.new_zeros(1, batch_size, r.hidden_size))
+                for r in self.rnns]
+
+    def forward(self, words: torch.Tensor, hidden: list[tuple[torch.Tensor, torch.Tensor]]):
+        """``words`` (T, N) -> logits (T, N, V), new hidden, and per-layer outputs for AR/TAR.
+
+        Returns ``(logits, hidden, raw_outputs, dropped_outputs)``: the last layer's entry of
+        ``raw_outputs`` is what the cache pointer attends over; ``dropped_outputs[-1]`` is what AR
+        penalises and ``raw_outputs[-1]`` what TAR penalises, as in AWD-LSTM.
+        """
+        x = self.lockdrop(embedding_dropout(self.encoder, words, self.dropoute), self.dropouti)
+        new_hidden, raw_outputs, dropped_outputs = [], [], []
+        for k, rnn in enumerate(self.rnns):
+            x, state = rnn(x, hidden[k])
+            new_hidden.append(state)
+            raw_outputs.append(x)
+            x = self.lockdrop(x, self.dropout if k == len(self.rnns) - 1 else self.dropouth)
+            dropped_outputs.append(x)
+        return self.decoder(x), new_hidden, raw_outputs, dropped_outputs
+
+
+def detach_hidden(hidden):
+    """Cut the graph between BPTT segments (the hidden values carry over)."""
+    return [(h.detach(), c.detach()) for h, c in hidden]

@@ -1,0 +1,307 @@
+"""Train an AWD-LSTM language model (LSTM, sharpened sigmoid or G2-LSTM) from a Hydra config.
+
+The recipe of Merity et al. 2018: variable-length BPTT with the learning rate scaled by the
+length, AR/TAR on the last layer, gradient clipping, SGD switched to averaged SGD by the
+non-monotone trigger (NT-ASGD), then an optional finetune stage restarted from the best weights
+with a fresh ASGD. One run = one folder holding the resolved config, ``metrics.jsonl``,
+``checkpoint.pt`` (everything needed to resume exactly: model, optimizer incl. the ASGD switch and
+averages, vocabulary, position in the epoch, hidden state, RNG) and ``best.pt`` (the best weights
+on valid, averaged ones once ASGD runs, with the vocabulary and model config).
+
+Python use (e.g. from another experiment)::
+
+    from g2lstm.lm.train import lm_config, train
+    result = train(lm_config(["experiment=brown_cpu", "model.rnn=lstm"]), run_dir="runs/x")
+    result["test_ppl"], result["best_path"]
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from g2lstm import runtime
+from g2lstm.data.lm import Corpus, Vocab, batchify, load_corpus
+from g2lstm.lm.evaluate import evaluate_with_cache, perplexity
+from g2lstm.lm.model import AWDLSTM, detach_hidden
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "lm"
+CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"
+
+
+def lm_config(overrides: list[str] | None = None) -> DictConfig:
+    """The composed ``conf/lm`` config with Hydra-style overrides, for use from Python."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides or []))
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+
+def load_data(data_cfg: DictConfig, vocab: Vocab | None = None) -> Corpus:
+    options = OmegaConf.to_container(data_cfg, resolve=True)
+    options.pop("name", None)
+    source, path = options.pop("source"), options.pop("path", None)
+    return load_corpus(source, path, vocab=vocab, **options)
+
+
+def build_model(model_cfg: DictConfig, vocab_size: int) -> AWDLSTM:
+    return AWDLSTM(vocab_size, **OmegaConf.to_container(model_cfg, resolve=True))
+
+
+def load_model(path: str | os.PathLike, device: str = "cpu") -> tuple[AWDLSTM, Vocab, dict]:
+    """A trained model from ``best.pt`` (or ``checkpoint.pt``): ``(model in eval mode, vocab, config)``."""
+    state = runtime.load_checkpoint(path, map_location=device)
+    vocab = Vocab(state["vocab"])
+    model = build_model(OmegaConf.create(state["config"]["model"]), len(vocab)).to(device)
+    model.load_state_dict(state["model"])
+    return model.eval(), vocab, state["config"]
+
+
+def make_optimizer(kind: str, params, train_cfg: DictConfig) -> torch.optim.Optimizer:
+    if kind == "sgd":
+        return torch.optim.SGD(params, lr=train_cfg.lr, weight_decay=train_cfg.wdecay)
+    if kind == "asgd":  # t0=0, lambd=0: a plain running average of the iterates from now on
+        return torch.optim.ASGD(params, lr=train_cfg.lr, t0=0, lambd=0.0, weight_decay=train_cfg.wdecay)
+    raise ValueError(f"optimizer kind must be 'sgd' or 'asgd'; got {kind!r}")
+
+
+class averaged_weights:
+    """Context manager: while inside, the model holds ASGD's averaged weights (as AWD-LSTM evaluates)."""
+
+    def __init__(self, model, optimizer):
+        self.params = [p for p in model.parameters()]
+        self.optimizer = optimizer
+        self.saved = None
+
+    def __enter__(self):
+        if isinstance(self.optimizer, torch.optim.ASGD):
+            self.saved = [p.detach().clone() for p in self.params]
+            with torch.no_grad():
+                for p in self.params:
+                    if "ax" in self.optimizer.state[p]:
+                        p.copy_(self.optimizer.state[p]["ax"])
+        return self
+
+    def __exit__(self, *exc):
+        if self.saved is not None:
+            with torch.no_grad():
+                for p, value in zip(self.params, self.saved):
+                    p.copy_(value)
+
+
+def nt_trigger(history: list[float], val_loss: float, nonmono: int) -> bool:
+    """Non-monotone trigger: valid loss is worse than the best of all but the last ``nonmono`` epochs."""
+    return len(history) > nonmono and val_loss > min(history[:-nonmono])
+
+
+def set_step_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set the learning rate of the coming step. torch's ASGD steps with the ``eta`` it computed at
+    the previous step, so with lambd=0 (eta == lr) we set ``eta`` too for the scaling to apply now."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+        for p in group["params"]:
+            if "eta" in optimizer.state.get(p, {}):
+                optimizer.state[p]["eta"].fill_(lr)
+
+
+def sample_seq_len(bptt: int) -> int:
+    """AWD-LSTM's variable BPTT: mostly around bptt, 5% of the time around bptt/2; at least 5."""
+    base = bptt if np.random.random() < 0.95 else bptt / 2
+    return max(5, int(np.random.normal(base, 5)))
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict:
+    """Train (or resume, if ``run_dir`` has a checkpoint) and evaluate one run.
+
+    Returns ``{'run_dir', 'checkpoint', 'best_path', 'valid_ppl', 'test_ppl', 'cache': {...} | None,
+    'steps', 'stopped'}`` where ``stopped`` is ``'done'``, ``'max_steps'`` or ``'time_budget'``.
+    """
+    run_dir = Path(run_dir) if run_dir is not None else Path("runs/lm") / time.strftime("%Y-%m-%d_%H-%M-%S")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tc = cfg.train
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+    device = torch.device(cfg.device)
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    metrics = runtime.MetricsLog(run_dir / "metrics.jsonl")
+    ckpt_path, best_path = run_dir / CHECKPOINT, run_dir / BEST
+
+    # Resume if this folder already holds a checkpoint; the data and model must be the ones it used.
+    resume = ckpt_path.exists() and tc.resume
+    saved = runtime.load_checkpoint(ckpt_path) if resume else None
+    if saved is not None:
+        _check_same_setup(saved["config"], cfg)
+    corpus = load_data(cfg.data, vocab=Vocab(saved["vocab"]) if saved else None)
+    runtime.seed_everything(cfg.seed)
+    model = build_model(cfg.model, len(corpus.vocab)).to(device)
+    train_data = batchify(corpus.train, tc.batch_size).to(device)
+    print(f"run {run_dir}: {cfg.model.rnn}, {sum(p.numel() for p in model.parameters()):,} parameters, "
+          f"vocab {len(corpus.vocab)}, train {corpus.train.numel():,} tokens", flush=True)
+
+    state = {"stage": "train", "epoch": 1, "position": 0, "step": 0, "history": [], "best_val": math.inf,
+             "optimizer_kind": "sgd", "elapsed": 0.0}
+    optimizer = make_optimizer("sgd", model.parameters(), tc)
+    hidden = model.init_hidden(tc.batch_size)
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        state = saved["state"]
+        optimizer = make_optimizer(state["optimizer_kind"], model.parameters(), tc)
+        optimizer.load_state_dict(saved["optimizer"])
+        hidden = [(h.to(device), c.to(device)) for h, c in saved["hidden"]]
+        runtime.set_rng_state(saved["rng"])
+        print(f"resumed from {ckpt_path} at step {state['step']} (stage {state['stage']}, epoch {state['epoch']})")
+
+    def save_checkpoint():
+        runtime.save_checkpoint({
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state,
+            "hidden": [[h, c] for h, c in hidden], "rng": runtime.rng_state(),
+            "vocab": corpus.vocab.tokens, "config": OmegaConf.to_container(cfg, resolve=True),
+        }, ckpt_path)
+
+    def end_of_epoch():
+        """Validate (with averaged weights under ASGD), keep the best, apply NT-ASGD / finetune stop."""
+        nonlocal optimizer
+        with averaged_weights(model, optimizer):
+            val = perplexity(model, corpus.valid, tc.eval_batch_size, tc.bptt)
+            if val["loss"] < state["best_val"]:
+                state["best_val"] = val["loss"]
+                runtime.save_checkpoint({
+                    "model": model.state_dict(), "vocab": corpus.vocab.tokens,
+                    "config": OmegaConf.to_container(cfg, resolve=True),
+                    "epoch": state["epoch"], "stage": state["stage"], "valid_loss": val["loss"],
+                }, best_path)
+        triggered = nt_trigger(state["history"], val["loss"], tc.nonmono)
+        state["history"].append(val["loss"])
+        metrics.write(event="epoch", stage=state["stage"], epoch=state["epoch"], step=state["step"],
+                      valid_loss=val["loss"], valid_ppl=val["ppl"], optimizer=state["optimizer_kind"])
+        tqdm.write(f"{state['stage']} epoch {state['epoch']}: valid ppl {val['ppl']:.2f} "
+                   f"({state['optimizer_kind']}, best {math.exp(state['best_val']):.2f})")
+        state["epoch"] += 1
+        state["position"] = 0
+        if state["stage"] == "train":
+            if triggered and state["optimizer_kind"] == "sgd" and tc.asgd:
+                tqdm.write("non-monotone trigger: switching to ASGD")
+                state["optimizer_kind"] = "asgd"
+                optimizer = make_optimizer("asgd", model.parameters(), tc)
+            if state["epoch"] > tc.epochs:
+                start_finetune() if tc.finetune_epochs > 0 else state.update(stage="done")
+        elif state["stage"] == "finetune" and (triggered or state["epoch"] > tc.finetune_epochs):
+            state["stage"] = "done"
+
+    def start_finetune():
+        """AWD-LSTM's finetune: restart from the best weights with a fresh ASGD."""
+        nonlocal optimizer
+        model.load_state_dict(runtime.load_checkpoint(best_path, map_location=device)["model"])
+        state.update(stage="finetune", epoch=1, position=0, history=[state["best_val"]], optimizer_kind="asgd")
+        optimizer = make_optimizer("asgd", model.parameters(), tc)
+
+    # ------------------------------------------------------------------ training loop
+    stopped = "done"
+    started = time.time() - state["elapsed"]
+    bar = None
+    while state["stage"] != "done":
+        if state["position"] == 0 or bar is None:
+            bar = tqdm(total=(train_data.size(0) - 1) * tc.batch_size, initial=state["position"] * tc.batch_size,
+                       unit="tok", unit_scale=True, leave=False, mininterval=2.0, dynamic_ncols=True,
+                       desc=f"{state['stage']} epoch {state['epoch']}")
+        if state["position"] >= train_data.size(0) - 2:
+            bar.close()
+            hidden = model.init_hidden(tc.batch_size)
+            end_of_epoch()
+            save_checkpoint()
+            continue
+        if tc.max_steps is not None and state["step"] >= tc.max_steps:
+            stopped = "max_steps"
+            break
+        if tc.time_budget_min is not None and time.time() - started > 60 * tc.time_budget_min:
+            # Out of wall-clock time: validate the partial epoch so best.pt reflects it, then stop.
+            stopped = "time_budget"
+            state["elapsed"] = time.time() - started
+            end_of_epoch()
+            break
+
+        tick = time.time()
+        model.train()
+        seq_len = min(sample_seq_len(tc.bptt), train_data.size(0) - 1 - state["position"])
+        i = state["position"]
+        inputs, targets = train_data[i:i + seq_len], train_data[i + 1:i + 1 + seq_len]
+        hidden = detach_hidden(hidden)
+        logits, hidden, raw_outputs, dropped_outputs = model(inputs, hidden)
+        raw_loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+        loss = raw_loss
+        if tc.alpha:  # AR: small activations of the (dropped) last-layer output
+            loss = loss + tc.alpha * dropped_outputs[-1].pow(2).mean()
+        if tc.beta:  # TAR: slowly changing last-layer hidden states
+            loss = loss + tc.beta * (raw_outputs[-1][1:] - raw_outputs[-1][:-1]).pow(2).mean()
+        runtime.check_finite(loss.detach(), state["step"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if tc.clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip)
+        set_step_lr(optimizer, tc.lr * seq_len / tc.bptt)  # shorter segments get a smaller step
+        optimizer.step()
+        for group in optimizer.param_groups:
+            group["lr"] = tc.lr
+
+        state["step"] += 1
+        state["position"] += seq_len
+        tokens_per_s = seq_len * tc.batch_size / max(time.time() - tick, 1e-9)
+        bar.update(seq_len * tc.batch_size)
+        bar.set_postfix(loss=f"{raw_loss.item():.3f}", ppl=f"{math.exp(min(raw_loss.item(), 50)):.1f}",
+                        tok_s=f"{tokens_per_s:.0f}", refresh=False)
+        if state["step"] % tc.log_every == 0:
+            metrics.write(event="train", stage=state["stage"], epoch=state["epoch"], step=state["step"],
+                          loss=raw_loss.item(), ppl=math.exp(min(raw_loss.item(), 50)), tokens_per_s=tokens_per_s)
+        if state["step"] % tc.checkpoint_every == 0:
+            state["elapsed"] = time.time() - started
+            save_checkpoint()
+    if bar is not None:
+        bar.close()
+    state["elapsed"] = time.time() - started
+    save_checkpoint()
+
+    result = {"run_dir": str(run_dir), "checkpoint": str(ckpt_path), "best_path": str(best_path),
+              "steps": state["step"], "stopped": stopped, "train_minutes": state["elapsed"] / 60}
+    if stopped == "max_steps":
+        return result
+    result.update(final_evaluation(cfg, best_path, corpus))
+    metrics.write(event="final", **{k: v for k, v in result.items() if k != "cache"}, cache=result["cache"])
+    return result
+
+
+def final_evaluation(cfg: DictConfig, best_path: Path, corpus: Corpus) -> dict:
+    """Valid and test perplexity of the best weights, and with the cache pointer if enabled."""
+    model, _, _ = load_model(best_path, cfg.device)
+    ev = cfg.eval
+    valid = perplexity(model, corpus.valid, cfg.train.eval_batch_size, cfg.train.bptt)
+    test = perplexity(model, corpus.test, ev.test_batch_size, cfg.train.bptt)
+    result = {"valid_ppl": valid["ppl"], "test_ppl": test["ppl"], "cache": None}
+    if ev.cache.enabled:
+        result["cache"] = evaluate_with_cache(model, corpus.valid, corpus.test, ev.test_batch_size, cfg.train.bptt,
+                                              ev.cache.window, ev.cache.thetas, ev.cache.lambdahs)
+    return result
+
+
+def _check_same_setup(saved_cfg: dict, cfg: DictConfig) -> None:
+    current = OmegaConf.to_container(cfg, resolve=True)
+    for section in ("data", "model"):
+        if saved_cfg[section] != current[section]:
+            raise ValueError(
+                f"cannot resume: the checkpoint was trained with {section}={saved_cfg[section]}, "
+                f"but the config now says {section}={current[section]}; use a new run folder"
+            )
