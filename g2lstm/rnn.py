@@ -192,10 +192,31 @@ class G2LSTM(_G2Options, nn.LSTM):
         _check_nonempty(input, self.batch_first)
         if hx is not None:
             _check_hx_types(input, hx)
-        weight_drop_active = self.training and self.weight_drop > 0
-        if self.impl == "auto" and self.gate_spec.is_plain_lstm(self.training) and not weight_drop_active:
-            return super().forward(input, hx)  # torch's fused LSTM computes exactly this
+        if self.impl == "auto" and self.gate_spec.is_plain_lstm(self.training):
+            # torch's fused LSTM computes exactly this.
+            if self.training and self.weight_drop > 0:
+                return self._fused_forward_with_weight_drop(input, hx)
+            return super().forward(input, hx)
         return self._forward_g2(input, hx)
+
+    def _fused_forward_with_weight_drop(self, input, hx):
+        """nn.LSTM's forward with a DropConnect mask on every W_hh (drawn in the reference's order)."""
+        self._update_flat_weights()
+        flat_weights = self._flat_weights
+        self._dropped_flat_weights = [
+            F.dropout(w, self.weight_drop, training=True) if name.startswith("weight_hh") else w
+            for name, w in zip(self._flat_weights_names, flat_weights)
+        ]
+        try:
+            return super().forward(input, hx)
+        finally:
+            self._dropped_flat_weights = None
+            self._flat_weights = flat_weights
+
+    def _update_flat_weights(self):
+        super()._update_flat_weights()
+        if getattr(self, "_dropped_flat_weights", None) is not None:
+            self._flat_weights = self._dropped_flat_weights
 
     def _forward_g2(self, input, hx):
         num_directions = 2 if self.bidirectional else 1

@@ -164,9 +164,11 @@ def test_sharpened_equals_lstm_with_scaled_gate_rows():
         _assert_same(result_scaled, _run(g2, x, None))
 
 
-def test_weight_drop_is_one_dropconnect_mask_per_forward():
+@pytest.mark.parametrize("impl", ["auto", "reference"])
+def test_weight_drop_is_one_dropconnect_mask_per_forward(impl):
     p = 0.5
     lstm, g2 = _pair(dict(num_layers=2), gates="sigmoid", weight_drop=p)
+    g2.impl = impl
     g2.train()
     x = torch.randn(5, 3, I)
     torch.manual_seed(42)
@@ -181,6 +183,8 @@ def test_weight_drop_is_one_dropconnect_mask_per_forward():
     dropped.load_state_dict(state)
     out_ref, (h_ref, _) = dropped(x)
     torch.testing.assert_close(out_g2, out_ref, atol=ATOL, rtol=1e-4)
+    # The mask is one per forward: the parameters themselves are untouched.
+    assert torch.equal(g2.weight_hh_l0, lstm.weight_hh_l0)
     # At evaluation no weight is dropped.
     g2.eval()
     lstm.eval()
