@@ -87,18 +87,21 @@ def cache_pointer_loss(out: SplitOutputs, theta: float, lambdah: float, window: 
     return total / out.targets.numel()
 
 
-def evaluate_with_cache(model, valid_ids: torch.Tensor, test_ids: torch.Tensor, batch_size: int, bptt: int,
-                        window: int, thetas, lambdahs) -> dict:
-    """Pick (theta, lambdah) on valid from the given grids, report valid and test perplexity."""
-    valid = run_split(model, valid_ids, batch_size, bptt, keep_hidden=True)
-    best = None
-    for theta in thetas:
-        for lambdah in lambdahs:
-            loss = cache_pointer_loss(valid, theta, lambdah, window)
-            if best is None or loss < best[0]:
-                best = (loss, theta, lambdah)
-    valid_loss, theta, lambdah = best
-    test = run_split(model, test_ids, batch_size, bptt, keep_hidden=True)
-    test_loss = cache_pointer_loss(test, theta, lambdah, window)
-    return {"valid_ppl": math.exp(valid_loss), "test_ppl": math.exp(test_loss),
-            "theta": theta, "lambdah": lambdah, "window": window}
+def evaluate(model, valid_ids: torch.Tensor, test_ids: torch.Tensor, batch_size: int, bptt: int,
+             cache: dict | None = None) -> dict:
+    """Valid and test perplexity; with ``cache`` (window, thetas, lambdahs) also with the cache
+    pointer, theta and lambdah picked on valid from the grids. One model pass per split."""
+    keep = cache is not None
+    valid = run_split(model, valid_ids, batch_size, bptt, keep_hidden=keep)
+    test = run_split(model, test_ids, batch_size, bptt, keep_hidden=keep)
+    result = {"valid_ppl": math.exp(-valid.target_logprob.double().mean().item()),
+              "test_ppl": math.exp(-test.target_logprob.double().mean().item()), "cache": None}
+    if cache is not None:
+        window = cache["window"]
+        best = min((cache_pointer_loss(valid, theta, lambdah, window), theta, lambdah)
+                   for theta in cache["thetas"] for lambdah in cache["lambdahs"])
+        valid_loss, theta, lambdah = best
+        test_loss = cache_pointer_loss(test, theta, lambdah, window)
+        result["cache"] = {"valid_ppl": math.exp(valid_loss), "test_ppl": math.exp(test_loss),
+                           "theta": theta, "lambdah": lambdah, "window": window}
+    return result

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from g2lstm import runtime
 from g2lstm.data.lm import Corpus, Vocab, batchify, load_corpus
-from g2lstm.lm.evaluate import evaluate_with_cache, perplexity
+from g2lstm.lm.evaluate import evaluate, perplexity
 from g2lstm.lm.model import AWDLSTM, detach_hidden
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "lm"
@@ -288,13 +288,8 @@ def final_evaluation(cfg: DictConfig, best_path: Path, corpus: Corpus) -> dict:
     """Valid and test perplexity of the best weights, and with the cache pointer if enabled."""
     model, _, _ = load_model(best_path, cfg.device)
     ev = cfg.eval
-    valid = perplexity(model, corpus.valid, cfg.train.eval_batch_size, cfg.train.bptt)
-    test = perplexity(model, corpus.test, ev.test_batch_size, cfg.train.bptt)
-    result = {"valid_ppl": valid["ppl"], "test_ppl": test["ppl"], "cache": None}
-    if ev.cache.enabled:
-        result["cache"] = evaluate_with_cache(model, corpus.valid, corpus.test, ev.test_batch_size, cfg.train.bptt,
-                                              ev.cache.window, ev.cache.thetas, ev.cache.lambdahs)
-    return result
+    cache = OmegaConf.to_container(ev.cache, resolve=True) if ev.cache.enabled else None
+    return evaluate(model, corpus.valid, corpus.test, ev.test_batch_size, cfg.train.bptt, cache)
 
 
 def _check_same_setup(saved_cfg: dict, cfg: DictConfig) -> None:
