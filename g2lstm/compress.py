@@ -250,3 +250,26 @@ def compress(model: nn.Module, method: str, **options) -> tuple[nn.Module, dict]
     if method == "int8":
         return quantize_int8(model)
     raise ValueError(f"method must be one of 'round', 'round_clip', 'svd', 'int8', got {method!r}")
+
+
+def evaluate_under_compression(model: nn.Module, evaluate, methods: dict[str, dict],
+                               gates: Iterable[str] = ("input", "forget"), int8: bool = False) -> list[dict]:
+    """``evaluate(model)`` uncompressed and under each of ``methods`` (``{label: {"method": ...,
+    **options}}``, see :func:`compress`), and optionally int8. One row per label: ``value``,
+    ``change`` against the uncompressed value and a summary of the compression report."""
+    rows = [{"method": "original", "value": float(evaluate(model)), "change": 0.0}]
+    gates = [gates] if isinstance(gates, str) else list(gates)
+    runs = [(label, dict(options)) for label, options in methods.items()]
+    if int8:
+        runs.append(("int8", {"method": "int8"}))
+    for label, options in runs:
+        method = options.pop("method", None)
+        if method is None:
+            raise ValueError(f"compression {label!r} needs a 'method' ('round', 'round_clip', 'svd' or 'int8')")
+        if method != "int8":
+            options["gates"] = gates
+        small, report = compress(model, method, **options)
+        value = float(evaluate(small))
+        summary = {k: v for k, v in report.items() if k != "blocks"}
+        rows.append({"method": label, "value": value, "change": value - rows[0]["value"], "report": summary})
+    return rows

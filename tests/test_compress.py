@@ -251,3 +251,29 @@ def test_sharpened_g2lstm_becomes_the_lstm_it_is_at_inference():
         assert torch.allclose(quantized(x)[0], layer(x)[0], atol=0.05)
     with pytest.raises(ValueError, match="hard"):
         to_plain_lstm(G2LSTM(4, 6, eval_gates="hard"))
+
+
+def test_evaluate_under_compression_rows():
+    model = make_model().eval()
+    tokens = torch.randint(0, 11, (6, 2))
+    with torch.no_grad():
+        reference = model(tokens)
+
+    def error(m):  # distance of the outputs from the uncompressed ones
+        with torch.no_grad():
+            return (m(tokens) - reference).abs().mean().item()
+
+    from g2lstm.compress import evaluate_under_compression
+    rows = evaluate_under_compression(model, error, {
+        "round": {"method": "round", "precision": 0.2},
+        "coarse": {"method": "round_clip", "precision": 1.0, "clip": 1.0},
+        "svd": {"method": "svd", "rank": 1},
+    }, int8=True)
+    assert [r["method"] for r in rows] == ["original", "round", "coarse", "svd", "int8"]
+    assert rows[0]["value"] == 0.0
+    assert 0 < rows[1]["value"] < rows[2]["value"]  # a coarser grid moves the outputs further
+    assert all(r["change"] == r["value"] for r in rows)
+    assert rows[2]["report"]["distinct_values"] == 3 and rows[3]["report"]["rank"] == 1
+    assert rows[4]["report"]["method"] == "int8_dynamic"
+    with pytest.raises(ValueError, match="needs a 'method'"):
+        evaluate_under_compression(model, error, {"x": {"precision": 0.2}})
