@@ -1,0 +1,108 @@
+"""experiments/paper_table.py: the table pipeline on a tiny stand-in task (no training)."""
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from g2lstm import G2LSTM, diagnostics
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_paper_table():
+    spec = importlib.util.spec_from_file_location("paper_table", ROOT / "experiments" / "paper_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class Tagger(nn.Module):
+    def __init__(self, gates):
+        super().__init__()
+        self.embed = nn.Embedding(9, 4)
+        self.rnn = G2LSTM(4, 6, num_layers=2, gates=gates, tau=0.5)
+        self.out = nn.Linear(6, 9)
+
+    def forward(self, tokens):
+        return self.out(self.rnn(self.embed(tokens))[0])
+
+
+class ToyTask:
+    """Next-token cross-entropy of a random tagger on random data (lower is better)."""
+
+    key, higher_is_better = "toy", False
+
+    def __init__(self):
+        self.cfg = OmegaConf.create({
+            "name": "Toy", "metric": "loss", "gates": ["input", "forget"],
+            "compression": {"round": {"method": "round", "precision": 0.2},
+                            "round_clip": {"method": "round_clip", "precision": 0.2, "clip": 0.4},
+                            "svd": {"method": "svd", "rank": 3}, "svd_small": {"method": "svd", "rank": 1}},
+            "diagnostics": {"heatmap_sentences": 1},
+        })
+        generator = torch.Generator().manual_seed(0)
+        self.data = torch.randint(0, 9, (8, 3), generator=generator)
+
+    def model(self, kind):
+        torch.manual_seed(len(kind))
+        model = Tagger({"lstm": "sigmoid", "sharpened": "sharpened", "g2lstm": "gumbel"}[kind])
+        with torch.no_grad():
+            for p in model.rnn.parameters():
+                p.mul_(3.0)
+        return model.eval(), f"toy/{kind}.pt"
+
+    def evaluate(self, model):
+        with torch.no_grad():
+            logits = model(self.data[:-1])
+            return nn.functional.cross_entropy(logits.flatten(0, 1), self.data[1:].flatten()).item()
+
+    def gate_stats(self, model):
+        return diagnostics.collect_gate_stats(model, [self.data])
+
+    def sentences(self, count):
+        for n in range(count):
+            yield [f"t{i}" for i in self.data[:, n].tolist()], self.data[:, n:n + 1], None, None
+
+
+def test_run_task_and_table(tmp_path):
+    paper_table = load_paper_table()
+    task = ToyTask()
+    results = paper_table.run_task(task, OmegaConf.create({"int8": True}), ["lstm", "sharpened", "g2lstm"],
+                                   tmp_path / "toy", command="python experiments/paper_table.py toy")
+    assert json.loads((tmp_path / "toy" / "results.json").read_text()) == json.loads(json.dumps(results))
+    for name in ("histograms.png", "heatmap_0_rnn_l0.png", "heatmap_0_rnn_l1.png", "gates_g2lstm.json"):
+        assert (tmp_path / "toy" / name).stat().st_size > 0
+
+    for kind in ("lstm", "sharpened", "g2lstm"):
+        rows = results["models"][kind]["rows"]
+        assert [r["method"] for r in rows] == ["original", "round", "round_clip", "svd", "svd_small", "int8"]
+        model, _ = task.model(kind)
+        assert rows[0]["value"] == pytest.approx(task.evaluate(model))
+        for r in rows:
+            assert r["change"] == pytest.approx(r["value"] - rows[0]["value"])
+        # Pooled saturation agrees with the per-layer gate histograms written alongside.
+        layers = json.loads((tmp_path / "toy" / f"gates_{kind}.json").read_text())["layers"]
+        below = sum(l["forget"]["share_below_0.1"] * l["forget"]["count"] for l in layers.values())
+        total = sum(l["forget"]["count"] for l in layers.values())
+        assert results["models"][kind]["saturation"]["forget_share_below_0.1"] == pytest.approx(below / total)
+
+    text = paper_table.write_table(tmp_path)
+    assert (tmp_path / "table.md").read_text() == text
+    assert "| Model | Original | Round (r=0.2) | Round & clip (r=0.2, c=0.4) | SVD (rank 3) | SVD+ (rank 1) |" in text
+    g2_rows = {r["method"]: r for r in results["models"]["g2lstm"]["rows"]}
+    expected = (f"| G2-LSTM | {g2_rows['original']['value']:.2f} | {g2_rows['round']['value']:.2f} "
+                f"({g2_rows['round']['change']:+.2f}) |")
+    assert expected in text
+    with open(tmp_path / "table.csv") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 3 * 6
+    row = next(r for r in table if r["model"] == "sharpened" and r["method"] == "round_clip")
+    sharp = {r["method"]: r for r in results["models"]["sharpened"]["rows"]}
+    assert float(row["value"]) == pytest.approx(sharp["round_clip"]["value"])
+    assert int(row["bits_per_weight"]) == sharp["round_clip"]["report"]["bits_per_weight"]
