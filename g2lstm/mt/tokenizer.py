@@ -1,0 +1,108 @@
+"""Sentencepiece subword models, trained in memory on the training split and kept as proto bytes.
+
+The serialized model travels inside the checkpoint (plain ``bytes`` load with
+``torch.load(weights_only=True)``), so a checkpoint alone is enough to translate.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import sentencepiece as spm
+
+PAD, UNK, BOS, EOS = 0, 1, 2, 3
+
+
+class Tokenizer:
+    """A sentencepiece model with fixed special ids: pad 0, unk 1, bos 2, eos 3."""
+
+    def __init__(self, proto: bytes):
+        self.proto = bytes(proto)
+        self.sp = spm.SentencePieceProcessor(model_proto=self.proto)
+        if (self.sp.pad_id(), self.sp.unk_id(), self.sp.bos_id(), self.sp.eos_id()) != (PAD, UNK, BOS, EOS):
+            raise ValueError("sentencepiece model must use pad=0, unk=1, bos=2, eos=3 (train it with train_tokenizer)")
+
+    @property
+    def vocab_size(self) -> int:
+        return self.sp.get_piece_size()
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        return self.sp.encode(list(texts), out_type=int)
+
+    def decode(self, ids: Sequence[Sequence[int]]) -> list[str]:
+        return [self.sp.decode([i for i in seq if i not in (PAD, BOS, EOS)]) for seq in ids]
+
+
+def train_tokenizer(
+    sentences: Iterable[str],
+    vocab_size: int = 8000,
+    model_type: str = "bpe",
+    character_coverage: float = 1.0,
+    seed_sentences: int = 2_000_000,
+) -> Tokenizer:
+    """Train a sentencepiece model on ``sentences`` (the training split only).
+
+    ``vocab_size`` is an upper bound (``hard_vocab_limit=False``) so tiny corpora in tests still work.
+    """
+    if model_type not in ("bpe", "unigram", "char", "word"):
+        raise ValueError(f"model_type must be bpe, unigram, char or word, got {model_type!r}")
+    sentences = [s for s in sentences if s.strip()]
+    if not sentences:
+        raise ValueError("cannot train a tokenizer on an empty training split")
+    buffer = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences),
+        model_writer=buffer,
+        vocab_size=vocab_size,
+        model_type=model_type,
+        character_coverage=character_coverage,
+        pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS,
+        hard_vocab_limit=False,
+        input_sentence_size=seed_sentences,
+        shuffle_input_sentence=True,
+        num_threads=1,
+        minloglevel=2,
+    )
+    return Tokenizer(buffer.getvalue())
+
+
+@dataclass
+class Tokenizers:
+    """Source and target tokenizers; with a joint model both are the same object."""
+
+    src: Tokenizer
+    tgt: Tokenizer
+
+    @property
+    def joint(self) -> bool:
+        return self.src is self.tgt
+
+    def state(self) -> dict:
+        """A ``weights_only``-loadable description: proto bytes of one (joint) or two models."""
+        if self.joint:
+            return {"joint": True, "src": self.src.proto}
+        return {"joint": False, "src": self.src.proto, "tgt": self.tgt.proto}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "Tokenizers":
+        src = Tokenizer(state["src"])
+        return cls(src, src if state["joint"] else Tokenizer(state["tgt"]))
+
+
+def train_tokenizers(
+    pairs: Sequence[tuple[str, str]],
+    joint: bool = True,
+    vocab_size: int = 8000,
+    model_type: str = "bpe",
+    character_coverage: float = 1.0,
+) -> Tokenizers:
+    """Train a joint model on both sides of ``pairs``, or one model per language."""
+    if joint:
+        tok = train_tokenizer([s for p in pairs for s in p], vocab_size, model_type, character_coverage)
+        return Tokenizers(tok, tok)
+    return Tokenizers(
+        train_tokenizer([s for s, _ in pairs], vocab_size, model_type, character_coverage),
+        train_tokenizer([t for _, t in pairs], vocab_size, model_type, character_coverage),
+    )
