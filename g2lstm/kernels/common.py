@@ -1,0 +1,79 @@
+"""What every fused implementation shares: how each gate is computed, and the lengths mask.
+
+A fused kernel does not branch on ``GateSpec`` per element; it gets one small integer per gate
+(input, forget, output) saying which formula of :func:`g2lstm.reference.gate_activation` applies,
+and for a noisy gate which slice of the noise tensor it reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..reference import GateSpec
+
+# The formulas of a gate value v from its pre-activation a (n: the gate's noise, tau: temperature).
+PLAIN = 0  # v = sigmoid(a)
+SCALED = 1  # v = sigmoid(a / tau)
+NOISY = 2  # v = sigmoid((a + n) / tau)
+HARD = 3  # v = (a >= 0); no gradient flows through it
+
+SIGMOID_GATES = (0, 1, 3)  # input, forget, output: the row blocks that pass through a gate
+
+
+@dataclass(frozen=True)
+class GatePlan:
+    """The formula of each of the input, forget and output gates and the noise slot it reads."""
+
+    kinds: tuple[int, int, int]
+    slots: tuple[int, int, int]  # index into the noise's G axis; 0 when the gate has no noise
+    tau: float
+
+    @property
+    def noisy(self) -> bool:
+        return NOISY in self.kinds
+
+
+def gate_plan(spec: GateSpec, training: bool, has_noise: bool) -> GatePlan:
+    """Translate ``spec`` in one mode into per-gate formulas, as ``reference.gate_activation``."""
+    kinds, slots = [], []
+    for k in SIGMOID_GATES:
+        kind, slot = PLAIN, 0
+        if k in spec.stochastic:
+            if not training and spec.eval_gates == "hard":
+                kind = HARD
+            elif spec.gates == "sharpened" or (spec.gates == "gumbel" and training):
+                kind = NOISY if has_noise else SCALED
+                slot = spec.stochastic.index(k)
+        kinds.append(kind)
+        slots.append(slot)
+    return GatePlan(tuple(kinds), tuple(slots), float(spec.tau))
+
+
+def active_mask(lengths: torch.Tensor | None, steps: int, device) -> torch.Tensor | None:
+    """``(T, N)`` bool, True where step ``t`` is inside row ``n``'s sequence; None for no lengths."""
+    if lengths is None:
+        return None
+    return torch.arange(steps, device=device).unsqueeze(1) < lengths.to(device).unsqueeze(0)
+
+
+def check_direction_args(x_proj, h0, c0, w_hh, w_hr, lengths) -> None:
+    """Shapes a fused implementation relies on; a clear error instead of a wrong result."""
+    if x_proj.dim() != 3 or x_proj.shape[-1] % 4:
+        raise ValueError(f"x_proj must be (T, N, 4H), got shape {tuple(x_proj.shape)}")
+    steps, batch, four_h = x_proj.shape
+    hidden = four_h // 4
+    h_out = w_hr.shape[0] if w_hr is not None else hidden
+    expected = {
+        "h0": (h0, (batch, h_out)),
+        "c0": (c0, (batch, hidden)),
+        "w_hh": (w_hh, (four_h, h_out)),
+    }
+    if w_hr is not None:
+        expected["w_hr"] = (w_hr, (h_out, hidden))
+    for name, (tensor, shape) in expected.items():
+        if tuple(tensor.shape) != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {tuple(tensor.shape)}")
+    if lengths is not None and tuple(lengths.shape) != (batch,):
+        raise ValueError(f"lengths must have shape ({batch},), got {tuple(lengths.shape)}")

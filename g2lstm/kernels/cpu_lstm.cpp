@@ -1,0 +1,411 @@
+// One direction of one G2-LSTM layer on the CPU: the whole time loop of the forward and of the
+// hand-written backward (BPTT) in C++, so that a step costs one GEMM plus one fused pointwise pass
+// and no Python. Weight gradients are one large GEMM each after the backward loop.
+//
+// Layout (t is the time index, the same for both directions):
+//   gates (T, N, 4H): the gate values i, f, g, o of every step, saved by the forward.
+//   cs (T+1, N, H), hs (T+1, N, Hout): the states; a forward pass reads slot t and writes t+1, a
+//   reverse pass reads t+1 and writes t, so the state entering step t is slot t + reverse.
+// A row whose sequence ended (t >= lengths[n]) keeps its state and gets a zero gradient.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+enum GateKind : int64_t { PLAIN = 0, SCALED = 1, NOISY = 2, HARD = 3 };
+
+struct GatePlan {
+  int64_t kind[3];  // input, forget, output
+  int64_t slot[3];
+  double tau;
+};
+
+GatePlan make_plan(at::IntArrayRef kinds, at::IntArrayRef slots, double tau) {
+  TORCH_CHECK(kinds.size() == 3 && slots.size() == 3, "expected 3 gate kinds and 3 noise slots");
+  GatePlan plan;
+  for (int k = 0; k < 3; ++k) {
+    plan.kind[k] = kinds[k];
+    plan.slot[k] = slots[k];
+  }
+  plan.tau = tau;
+  return plan;
+}
+
+bool plan_has_noise(const GatePlan& plan) {
+  return plan.kind[0] == NOISY || plan.kind[1] == NOISY || plan.kind[2] == NOISY;
+}
+
+// exp and log written so that the compiler vectorises the loops that call them (std::expf and
+// std::logf are opaque calls); polynomial approximations of a few float32 ulp (Cephes).
+inline float bits_to_float(uint32_t b) { float f; std::memcpy(&f, &b, 4); return f; }
+inline uint32_t float_to_bits(float f) { uint32_t b; std::memcpy(&b, &f, 4); return b; }
+
+inline float exp_(float x) {
+  x = std::min(std::max(x, -87.3f), 88.3f);
+  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
+  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  float y = 1.9875691500E-4f;
+  y = y * r + 1.3981999507E-3f;
+  y = y * r + 8.3334519073E-3f;
+  y = y * r + 4.1665795894E-2f;
+  y = y * r + 1.6666665459E-1f;
+  y = y * r + 5.0000001201E-1f;
+  y = y * r * r + r + 1.0f;
+  return y * bits_to_float(static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23);
+}
+inline double exp_(double x) { return std::exp(x); }
+
+// natural log of a positive normal float
+inline float log_(float x) {
+  const uint32_t b = float_to_bits(x);
+  float e = static_cast<float>(static_cast<int32_t>((b >> 23) & 0xff) - 126);
+  float m = bits_to_float((b & 0x807fffffu) | 0x3f000000u);  // x = m * 2^e, m in [0.5, 1)
+  const bool small = m < 0.707106781186547524f;
+  e = small ? e - 1.0f : e;
+  m = small ? m + m - 1.0f : m - 1.0f;
+  const float z = m * m;
+  float y = 7.0376836292E-2f;
+  y = y * m - 1.1514610310E-1f;
+  y = y * m + 1.1676998740E-1f;
+  y = y * m - 1.2420140846E-1f;
+  y = y * m + 1.4249322787E-1f;
+  y = y * m - 1.6668057665E-1f;
+  y = y * m + 2.0000714765E-1f;
+  y = y * m - 2.4999993993E-1f;
+  y = y * m + 3.3333331174E-1f;
+  y = y * m * z;
+  y += -2.12194440e-4f * e;
+  y += -0.5f * z;
+  return m + y + 0.693359375f * e;
+}
+
+template <typename T>
+inline T sigmoid(T x) {
+  return T(1) / (T(1) + exp_(-x));
+}
+
+template <typename T>
+inline T tanh_(T x) {
+  return T(2) / (T(1) + exp_(T(-2) * x)) - T(1);
+}
+
+// The counter-based noise of g2lstm/noise.py: a 32-bit hash of the element index and a key.
+inline uint32_t mix32(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x7FEB352Du;
+  x ^= x >> 15;
+  x *= 0x846CA68Bu;
+  return x ^ (x >> 16);
+}
+
+inline float counter_uniform(uint32_t key, uint32_t index) {
+  return (static_cast<float>(mix32(index ^ key) >> 9) + 0.5f) * (1.0f / 8388608.0f);
+}
+
+struct NoiseParams {
+  uint32_t key_u, key_b;  // the streams of U and of the mask B
+  float p;                // B = (u_B < p); no mask when p >= 1
+  int64_t mode;           // 0 step, 1 sequence (t = 0 always), 2 sequence_mask (mask at t = 0)
+  int64_t G;              // number of stochastic gates
+};
+
+// B * (log U - log(1 - U)) of gate slot `slot`, row n, units [0, H) at time t into out.
+template <typename T>
+void draw_noise(T* out, const NoiseParams& np, int64_t t, int64_t n, int64_t N, int64_t slot,
+                int64_t H) {
+  const uint32_t tt = np.mode == 1 ? 0u : static_cast<uint32_t>(t);
+  const uint32_t base = ((tt * static_cast<uint32_t>(N) + n) * np.G + slot) * H;
+  const uint32_t mask_t = np.mode == 0 ? tt : 0u;
+  const uint32_t mask_base = ((mask_t * static_cast<uint32_t>(N) + n) * np.G + slot) * H;
+  // with p >= 1 every element is perturbed; the comparison is then always true (ub < 1 <= p)
+  const float p = np.p < 1.0f ? np.p : 2.0f;
+  T* __restrict__ o = out;
+#pragma omp simd
+  for (int64_t j = 0; j < H; ++j) {
+    const float u = counter_uniform(np.key_u, base + static_cast<uint32_t>(j));
+    const float v = log_(u) - log_(1.0f - u);  // 1 - u is exact: u has 23 bits
+    const float ub = counter_uniform(np.key_b, mask_base + static_cast<uint32_t>(j));
+    o[j] = static_cast<T>(ub < p ? v : 0.0f);
+  }
+}
+
+// The gate values of rows [n0, n1) of one step, in place over the pre-activations, then the cell
+// and (pre-projection) hidden update. `scratch` holds H values.
+template <typename T>
+void forward_pointwise(T* gates, const T* c_prev, T* c_new, T* r_out, const NoiseParams& np,
+                       int64_t t, int64_t N, int64_t n0, int64_t n1, int64_t H,
+                       const GatePlan& plan, T* scratch) {
+  const T tau = T(plan.tau);
+  for (int64_t n = n0; n < n1; ++n) {
+    T* a = gates + n * 4 * H;
+    const T* cp = c_prev + n * H;
+    T* cn = c_new + n * H;
+    T* r = r_out + n * H;
+    // the three sigmoid gates, each with its own formula; blocks 0, 1, 3
+    for (int k = 0; k < 3; ++k) {
+      T* __restrict__ ak = a + (k == 2 ? 3 : k) * H;
+      const T* __restrict__ nz = scratch;
+      switch (plan.kind[k]) {
+        case SCALED:
+          for (int64_t j = 0; j < H; ++j) ak[j] = sigmoid(ak[j] / tau);
+          break;
+        case NOISY:
+          draw_noise(scratch, np, t, n, N, plan.slot[k], H);
+          for (int64_t j = 0; j < H; ++j) ak[j] = sigmoid((ak[j] + nz[j]) / tau);
+          break;
+        case HARD:
+          for (int64_t j = 0; j < H; ++j) ak[j] = ak[j] >= T(0) ? T(1) : T(0);
+          break;
+        default:
+          for (int64_t j = 0; j < H; ++j) ak[j] = sigmoid(ak[j]);
+      }
+    }
+    const T* __restrict__ ai = a;
+    const T* __restrict__ af = a + H;
+    T* __restrict__ ag = a + 2 * H;
+    const T* __restrict__ ao = a + 3 * H;
+    const T* __restrict__ cpr = cp;
+    T* __restrict__ cnr = cn;
+    T* __restrict__ rr = r;
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) {
+      const T g = tanh_(ag[j]);
+      ag[j] = g;
+      const T c = af[j] * cpr[j] + ai[j] * g;
+      cnr[j] = c;
+      rr[j] = ao[j] * tanh_(c);
+    }
+  }
+}
+
+// The factor of dv/da = v (1 - v) * scale of each sigmoid gate: 0 for a hard gate (no gradient),
+// 1 / tau for a tempered one.
+template <typename T>
+inline T slope_scale(int64_t kind, T inv_tau) {
+  return kind == HARD ? T(0) : (kind == PLAIN ? T(1) : inv_tau);
+}
+
+// Rows [n0, n1) of one backward step: from dr (gradient w.r.t. o * tanh(c')) and the incoming
+// dc, the pre-activation gradients da and the dc of the previous step (in place in dc), and
+// r_out = o * tanh(c'), kept for the projection's weight gradient.
+template <typename T>
+void backward_pointwise(const T* gates, const T* c_prev, const T* c_new, const T* dr, T* dc, T* da,
+                        T* r_out, int64_t n0, int64_t n1, int64_t H, const GatePlan& plan) {
+  const T inv_tau = T(1) / T(plan.tau);
+  const T si = slope_scale(plan.kind[0], inv_tau), sf = slope_scale(plan.kind[1], inv_tau),
+          so = slope_scale(plan.kind[2], inv_tau);
+  for (int64_t n = n0; n < n1; ++n) {
+    const T* __restrict__ v = gates + n * 4 * H;
+    T* __restrict__ d = da + n * 4 * H;
+    const T* __restrict__ cp = c_prev + n * H;
+    const T* __restrict__ cn = c_new + n * H;
+    const T* __restrict__ drn = dr + n * H;
+    T* __restrict__ dcn = dc + n * H;
+    T* __restrict__ rn = r_out + n * H;
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) {
+      const T i = v[j], f = v[H + j], g = v[2 * H + j], o = v[3 * H + j];
+      const T tc = tanh_(cn[j]);
+      const T dc_total = dcn[j] + drn[j] * o * (T(1) - tc * tc);
+      d[j] = dc_total * g * (i * (T(1) - i) * si);
+      d[H + j] = dc_total * cp[j] * (f * (T(1) - f) * sf);
+      d[2 * H + j] = dc_total * i * (T(1) - g * g);
+      d[3 * H + j] = drn[j] * tc * (o * (T(1) - o) * so);
+      dcn[j] = dc_total * f;
+      rn[j] = o * tc;
+    }
+  }
+}
+
+inline int64_t grain(int64_t H) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, 4 * H)); }
+
+std::vector<at::Tensor> lstm_forward(const at::Tensor& x_proj, const at::Tensor& h0,
+                                     const at::Tensor& c0, const at::Tensor& w_hh,
+                                     const c10::optional<at::Tensor>& w_hr_opt,
+                                     const c10::optional<at::Tensor>& lengths_opt, bool reverse,
+                                     at::IntArrayRef kinds, at::IntArrayRef slots, double tau,
+                                     at::IntArrayRef noise_keys, double noise_p,
+                                     int64_t noise_mode, int64_t noise_gates, bool save) {
+  const GatePlan plan = make_plan(kinds, slots, tau);
+  const int64_t T = x_proj.size(0), N = x_proj.size(1), H4 = x_proj.size(2), H = H4 / 4;
+  const bool proj = w_hr_opt.has_value() && w_hr_opt->defined();
+  const int64_t Hout = proj ? w_hr_opt->size(0) : H;
+  const auto opts = x_proj.options();
+  at::Tensor x = x_proj.contiguous();
+  at::Tensor w_hh_t = w_hh.t().contiguous();  // (Hout, 4H): the fast GEMM layout
+  at::Tensor w_hr_t = proj ? w_hr_opt->t().contiguous() : at::Tensor();
+  TORCH_CHECK(!plan_has_noise(plan) || noise_keys.size() == 2, "a noisy gate needs 2 noise keys");
+  NoiseParams np{0u, 0u, static_cast<float>(noise_p), noise_mode, noise_gates};
+  if (noise_keys.size() == 2) {
+    np.key_u = static_cast<uint32_t>(noise_keys[0]);
+    np.key_b = static_cast<uint32_t>(noise_keys[1]);
+  }
+  const int64_t* len = nullptr;
+  at::Tensor lengths;
+  if (lengths_opt.has_value() && lengths_opt->defined()) {
+    lengths = lengths_opt->to(at::kLong).contiguous();
+    len = lengths.data_ptr<int64_t>();
+  }
+
+  at::Tensor gates = at::empty({save ? T : 1, N, H4}, opts);
+  at::Tensor cs = at::empty({T + 1, N, H}, opts);
+  at::Tensor hs = at::empty({T + 1, N, Hout}, opts);
+  at::Tensor r = proj ? at::empty({N, H}, opts) : at::Tensor();
+  at::Tensor h_tmp = (proj && len) ? at::empty({N, Hout}, opts) : at::Tensor();
+  const int64_t first = reverse ? T : 0;
+  cs[first].copy_(c0);
+  hs[first].copy_(h0);
+
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "g2lstm_cpu_forward", [&] {
+    for (int64_t s = 0; s < T; ++s) {
+      const int64_t t = reverse ? T - 1 - s : s;
+      const int64_t in = t + (reverse ? 1 : 0), outi = t + (reverse ? 0 : 1);
+      at::Tensor g_t = gates[save ? t : 0];
+      at::Tensor h_prev = hs[in], h_new = hs[outi];
+      at::addmm_out(g_t, x[t], h_prev, w_hh_t);
+      scalar_t* gp = g_t.data_ptr<scalar_t>();
+      const scalar_t* cp = cs[in].data_ptr<scalar_t>();
+      scalar_t* cn = cs[outi].data_ptr<scalar_t>();
+      scalar_t* rp = proj ? r.data_ptr<scalar_t>() : h_new.data_ptr<scalar_t>();
+      at::parallel_for(0, N, grain(H), [&](int64_t n0, int64_t n1) {
+        std::vector<scalar_t> scratch(H);
+        forward_pointwise<scalar_t>(gp, cp, cn, rp, np, t, N, n0, n1, H, plan, scratch.data());
+      });
+      if (proj) at::mm_out(len ? h_tmp : h_new, r, w_hr_t);
+      if (len) {
+        // rows past their end keep the state they had
+        const scalar_t* hp = h_prev.data_ptr<scalar_t>();
+        scalar_t* hn = h_new.data_ptr<scalar_t>();
+        const scalar_t* ht = proj ? h_tmp.data_ptr<scalar_t>() : nullptr;
+        for (int64_t n = 0; n < N; ++n) {
+          if (t >= len[n]) {
+            std::copy(cp + n * H, cp + (n + 1) * H, cn + n * H);
+            std::copy(hp + n * Hout, hp + (n + 1) * Hout, hn + n * Hout);
+          } else if (proj) {
+            std::copy(ht + n * Hout, ht + (n + 1) * Hout, hn + n * Hout);
+          }
+        }
+      }
+    }
+  });
+
+  const int64_t last = reverse ? 0 : T;
+  at::Tensor out = hs.narrow(0, reverse ? 0 : 1, T).clone();
+  if (len) {
+    auto steps = at::arange(T, lengths.options()).unsqueeze(1);
+    out.mul_((steps < lengths.unsqueeze(0)).unsqueeze(-1).to(out.scalar_type()));
+  }
+  return {out, hs[last].clone(), cs[last].clone(), gates, cs, hs};
+}
+
+std::vector<at::Tensor> lstm_backward(const at::Tensor& grad_out, const at::Tensor& grad_hT,
+                                      const at::Tensor& grad_cT, const at::Tensor& gates,
+                                      const at::Tensor& cs, const at::Tensor& hs,
+                                      const at::Tensor& w_hh, const c10::optional<at::Tensor>& w_hr_opt,
+                                      const c10::optional<at::Tensor>& lengths_opt, bool reverse,
+                                      at::IntArrayRef kinds, double tau) {
+  const GatePlan plan = make_plan(kinds, at::IntArrayRef({0, 0, 0}), tau);
+  const int64_t T = gates.size(0), N = gates.size(1), H4 = gates.size(2), H = H4 / 4;
+  const bool proj = w_hr_opt.has_value() && w_hr_opt->defined();
+  const int64_t Hout = hs.size(2);
+  const auto opts = gates.options();
+  at::Tensor w_hr = proj ? w_hr_opt->contiguous() : at::Tensor();
+  at::Tensor go = grad_out.contiguous();
+  const int64_t* len = nullptr;
+  at::Tensor lengths;
+  if (lengths_opt.has_value() && lengths_opt->defined()) {
+    lengths = lengths_opt->to(at::kLong).contiguous();
+    len = lengths.data_ptr<int64_t>();
+    // outputs past a row's end are constant zeros: no gradient flows from them
+    auto steps = at::arange(T, lengths.options()).unsqueeze(1);
+    go = go.mul((steps < lengths.unsqueeze(0)).unsqueeze(-1).to(go.scalar_type()));
+  }
+
+  at::Tensor da = at::empty({T, N, H4}, opts);
+  at::Tensor dh = at::empty({N, Hout}, opts), dh_next = at::empty({N, Hout}, opts);
+  at::Tensor dc = grad_cT.contiguous().clone();
+  at::Tensor dr = proj ? at::empty({N, H}, opts) : at::Tensor();
+  at::Tensor dH = proj ? at::empty({T, N, Hout}, opts) : at::Tensor();  // dL/dh' of every step
+  // o * tanh(c') of every step (projection), or of one step as scratch
+  at::Tensor R = at::empty({proj ? T : 1, N, H}, opts);
+  const int64_t t_last = reverse ? 0 : T - 1;
+  at::add_out(dh, grad_hT, go[t_last]);
+
+  AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "g2lstm_cpu_backward", [&] {
+    for (int64_t s = T - 1; s >= 0; --s) {
+      const int64_t t = reverse ? T - 1 - s : s;
+      const int64_t in = t + (reverse ? 1 : 0), outi = t + (reverse ? 0 : 1);
+      if (proj) {
+        dH[t].copy_(dh);
+        if (len) {
+          scalar_t* p = dH[t].data_ptr<scalar_t>();
+          for (int64_t n = 0; n < N; ++n)
+            if (t >= len[n]) std::fill(p + n * Hout, p + (n + 1) * Hout, scalar_t(0));
+        }
+        at::mm_out(dr, dh, w_hr);
+      }
+      const scalar_t* v = gates[t].data_ptr<scalar_t>();
+      const scalar_t* cp = cs[in].data_ptr<scalar_t>();
+      const scalar_t* cn = cs[outi].data_ptr<scalar_t>();
+      const scalar_t* drp = (proj ? dr : dh).data_ptr<scalar_t>();
+      scalar_t* dcp = dc.data_ptr<scalar_t>();
+      scalar_t* dap = da[t].data_ptr<scalar_t>();
+      scalar_t* rp = R[proj ? t : 0].data_ptr<scalar_t>();
+      at::parallel_for(0, N, grain(H), [&](int64_t n0, int64_t n1) {
+        if (!len) {
+          backward_pointwise<scalar_t>(v, cp, cn, drp, dcp, dap, rp, n0, n1, H, plan);
+          return;
+        }
+        for (int64_t n = n0; n < n1; ++n) {
+          if (t < len[n]) {
+            backward_pointwise<scalar_t>(v, cp, cn, drp, dcp, dap, rp, n, n + 1, H, plan);
+          } else {  // past the end: da = 0, dc passes through unchanged
+            std::fill(dap + n * H4, dap + (n + 1) * H4, scalar_t(0));
+            std::fill(rp + n * H, rp + (n + 1) * H, scalar_t(0));
+          }
+        }
+      });
+      // the gradient w.r.t. the hidden state entering this step, plus the next output's
+      if (s > 0) {
+        const int64_t t_next = reverse ? t + 1 : t - 1;
+        at::addmm_out(dh_next, go[t_next], da[t], w_hh);
+      } else {
+        at::mm_out(dh_next, da[t], w_hh);
+      }
+      if (len) {
+        const scalar_t* dhp = dh.data_ptr<scalar_t>();
+        scalar_t* dhn = dh_next.data_ptr<scalar_t>();
+        for (int64_t n = 0; n < N; ++n)
+          if (t >= len[n])
+            for (int64_t j = 0; j < Hout; ++j) dhn[n * Hout + j] += dhp[n * Hout + j];
+      }
+      std::swap(dh, dh_next);
+    }
+  });
+
+  at::Tensor da2 = da.view({T * N, H4});
+  at::Tensor dw_hh = da2.t().mm(hs.narrow(0, reverse ? 1 : 0, T).reshape({T * N, Hout}));
+  at::Tensor dw_hr = proj ? dH.view({T * N, Hout}).t().mm(R.view({T * N, H})) : at::empty({0}, opts);
+  return {da, dh, dc, dw_hh, dw_hr};
+}
+
+}  // namespace
+
+TORCH_LIBRARY(g2lstm_cpu, m) {
+  m.def(
+      "forward(Tensor x_proj, Tensor h0, Tensor c0, Tensor w_hh, Tensor? w_hr, Tensor? lengths, "
+      "bool reverse, int[] kinds, int[] slots, float tau, int[] noise_keys, float noise_p, "
+      "int noise_mode, int noise_gates, bool save) -> Tensor[]",
+      &lstm_forward);
+  m.def(
+      "backward(Tensor grad_out, Tensor grad_hT, Tensor grad_cT, Tensor gates, Tensor cs, Tensor hs, "
+      "Tensor w_hh, Tensor? w_hr, Tensor? lengths, bool reverse, int[] kinds, float tau) -> Tensor[]",
+      &lstm_backward);
+}
