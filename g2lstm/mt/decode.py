@@ -34,10 +34,8 @@ def greedy_decode(model: Seq2Seq, src, src_lengths, max_len_a=2.0, max_len_b=10,
         for b, tok in enumerate(tokens.tolist()):
             if finished[b]:
                 continue
-            if tok == EOS or t + 1 >= limits[b]:
+            if tok == EOS or t + 1 >= limits[b]:  # the last allowed step can only be EOS
                 finished[b] = True
-                if tok != EOS:
-                    out[b].append(tok)
             else:
                 out[b].append(tok)
         if all(finished):
