@@ -8,10 +8,15 @@ computes; the reference defines correctness and every kernel is tested against i
 - ``'bptt'``: a hand-written backward through time with torch pointwise ops (any device).
 - ``'cpu'``: forward and backward loops in a C++ extension built at first use (falls back to
   ``'bptt'`` with a warning when no C++ compiler is found).
-``'auto'`` picks ``'cpu'`` on the CPU and the reference elsewhere.
+- ``'triton'``: the per-step pointwise work fused in Triton kernels, noise drawn in the kernel
+  (CUDA; on CPU only under ``TRITON_INTERPRET=1``, for tests; otherwise the reference).
+``'auto'`` picks ``'triton'`` on CUDA when Triton is installed, ``'cpu'`` on the CPU, and the
+reference elsewhere.
 """
 
 from __future__ import annotations
+
+import importlib.util
 
 import torch
 
@@ -24,7 +29,18 @@ IMPLEMENTATIONS = {
     "cpu": cpu.lstm_direction,
 }
 
-HAS_TRITON = False  # the Triton kernels are not registered yet
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+
+
+def _triton_direction(*args, **kwargs):
+    # imported at first use: importing triton costs a second that CPU users need not pay
+    from . import triton_lstm
+
+    return triton_lstm.lstm_direction(*args, **kwargs)
+
+
+if HAS_TRITON:
+    IMPLEMENTATIONS["triton"] = _triton_direction
 
 
 def select_impl(impl: str, device: torch.device) -> str:

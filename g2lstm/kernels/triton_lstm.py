@@ -1,0 +1,223 @@
+"""GPU path: the per-step pointwise work of forward and backward fused in Triton kernels.
+
+The loop is :class:`g2lstm.kernels.bptt.BPTTFunction` (haste / cuDNN shape): one GEMM for the
+input projections of all steps (done by the caller), per step the recurrent GEMM
+(``torch.addmm``) and one fused kernel that draws the Gumbel noise in registers from the
+counter-based hash of :mod:`g2lstm.noise`, computes the gates, the cell and hidden update and
+saves the gate values; the backward mirrors it with one kernel per step, and the weight gradients
+are one large GEMM each after the loop. No atomics, so results are bit-identical run to run.
+
+float32, and float16 / bfloat16 under autocast: GEMMs, saved gates and hidden states in the
+autocast dtype, the cell state and all pointwise math in float32.
+
+Tested on the CPU under ``TRITON_INTERPRET=1`` (see the root ``conftest.py``).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .. import reference
+from ..noise import NOISE_MODES, stream_key
+from .bptt import run_bptt
+from .common import HARD, NOISY, PLAIN, SCALED, GatePlan, check_direction_args, gate_plan
+
+BLOCK = 1024
+
+
+@triton.jit
+def _mix32(x):
+    # the bijective finaliser of g2lstm.noise, in wrap-around uint32 arithmetic
+    x = x ^ (x >> 16)
+    x = x * 0x7FEB352D
+    x = x ^ (x >> 15)
+    x = x * tl.full(x.shape, 0x846CA68B, tl.uint32)
+    return x ^ (x >> 16)
+
+
+@triton.jit
+def _uniform(key, index):
+    bits = _mix32(index ^ key)
+    return ((bits >> 9).to(tl.float32) + 0.5) * (1.0 / 8388608.0)
+
+
+@triton.jit
+def _sigmoid(x):
+    return tl.sigmoid(x.to(tl.float32))
+
+
+@triton.jit
+def _tanh(x):
+    return 2.0 * tl.sigmoid(2.0 * x.to(tl.float32)) - 1.0
+
+
+@triton.jit
+def _gate(a, n, j, N, H, G, noise_t, mask_t, key_u, key_b, p, tau,
+          KIND: tl.constexpr, SLOT: tl.constexpr):
+    """The value of one sigmoid gate; the formulas of g2lstm.kernels.common."""
+    if KIND == 3:  # HARD
+        v = tl.where(a >= 0.0, 1.0, 0.0)
+    elif KIND == 2:  # NOISY: B * (log U - log(1 - U)) drawn here, index ((t N + n) G + g) H + j
+        index = (((noise_t * N + n) * G + SLOT) * H + j).to(tl.uint32)
+        u = _uniform(key_u, index)
+        noise = tl.log(u) - tl.log(1.0 - u)
+        mask_index = (((mask_t * N + n) * G + SLOT) * H + j).to(tl.uint32)
+        keep = _uniform(key_b, mask_index) < p
+        v = _sigmoid((a + tl.where(keep, noise, 0.0)) / tau)
+    elif KIND == 1:  # SCALED
+        v = _sigmoid(a / tau)
+    else:
+        v = _sigmoid(a)
+    return v
+
+
+@triton.jit
+def _forward_step_kernel(gates_ptr, c_prev_ptr, c_new_ptr, r_ptr, N, H, G, noise_t, mask_t,
+                         key_u_in, key_b_in, p, tau,
+                         KIND_I: tl.constexpr, KIND_F: tl.constexpr, KIND_O: tl.constexpr,
+                         SLOT_I: tl.constexpr, SLOT_F: tl.constexpr, SLOT_O: tl.constexpr,
+                         BLOCK_SIZE: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)
+    valid = offs < N * H
+    n = offs // H
+    j = offs % H
+    key_u = key_u_in.to(tl.uint32)
+    key_b = key_b_in.to(tl.uint32)
+    g_off = n * 4 * H + j
+    a_i = tl.load(gates_ptr + g_off, mask=valid, other=0.0).to(tl.float32)
+    a_f = tl.load(gates_ptr + g_off + H, mask=valid, other=0.0).to(tl.float32)
+    a_g = tl.load(gates_ptr + g_off + 2 * H, mask=valid, other=0.0).to(tl.float32)
+    a_o = tl.load(gates_ptr + g_off + 3 * H, mask=valid, other=0.0).to(tl.float32)
+    c_prev = tl.load(c_prev_ptr + offs, mask=valid, other=0.0).to(tl.float32)
+    i = _gate(a_i, n, j, N, H, G, noise_t, mask_t, key_u, key_b, p, tau, KIND_I, SLOT_I)
+    f = _gate(a_f, n, j, N, H, G, noise_t, mask_t, key_u, key_b, p, tau, KIND_F, SLOT_F)
+    o = _gate(a_o, n, j, N, H, G, noise_t, mask_t, key_u, key_b, p, tau, KIND_O, SLOT_O)
+    g = _tanh(a_g)
+    c = f * c_prev + i * g
+    r = o * _tanh(c)
+    out_ty = gates_ptr.dtype.element_ty
+    tl.store(gates_ptr + g_off, i.to(out_ty), mask=valid)
+    tl.store(gates_ptr + g_off + H, f.to(out_ty), mask=valid)
+    tl.store(gates_ptr + g_off + 2 * H, g.to(out_ty), mask=valid)
+    tl.store(gates_ptr + g_off + 3 * H, o.to(out_ty), mask=valid)
+    tl.store(c_new_ptr + offs, c.to(c_new_ptr.dtype.element_ty), mask=valid)
+    tl.store(r_ptr + offs, r.to(r_ptr.dtype.element_ty), mask=valid)
+
+
+@triton.jit
+def _backward_step_kernel(gates_ptr, c_prev_ptr, c_new_ptr, dr_ptr, dc_ptr, da_ptr, r_ptr,
+                          active_ptr, N, H, scale_i, scale_f, scale_o,
+                          HAS_R: tl.constexpr, HAS_ACTIVE: tl.constexpr, BLOCK_SIZE: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)
+    valid = offs < N * H
+    n = offs // H
+    j = offs % H
+    g_off = n * 4 * H + j
+    i = tl.load(gates_ptr + g_off, mask=valid, other=0.0).to(tl.float32)
+    f = tl.load(gates_ptr + g_off + H, mask=valid, other=0.0).to(tl.float32)
+    g = tl.load(gates_ptr + g_off + 2 * H, mask=valid, other=0.0).to(tl.float32)
+    o = tl.load(gates_ptr + g_off + 3 * H, mask=valid, other=0.0).to(tl.float32)
+    c_prev = tl.load(c_prev_ptr + offs, mask=valid, other=0.0).to(tl.float32)
+    c_new = tl.load(c_new_ptr + offs, mask=valid, other=0.0).to(tl.float32)
+    dr = tl.load(dr_ptr + offs, mask=valid, other=0.0).to(tl.float32)
+    dc = tl.load(dc_ptr + offs, mask=valid, other=0.0).to(tl.float32)
+    tc = _tanh(c_new)
+    dc_total = dc + dr * o * (1.0 - tc * tc)
+    d_i = dc_total * g * (i * (1.0 - i) * scale_i)
+    d_f = dc_total * c_prev * (f * (1.0 - f) * scale_f)
+    d_g = dc_total * i * (1.0 - g * g)
+    d_o = dr * tc * (o * (1.0 - o) * scale_o)
+    dc_prev = dc_total * f
+    r = o * tc
+    if HAS_ACTIVE:  # rows past their end: no gradient to the gates, dc passes through
+        active = tl.load(active_ptr + n, mask=valid, other=0) != 0
+        d_i = tl.where(active, d_i, 0.0)
+        d_f = tl.where(active, d_f, 0.0)
+        d_g = tl.where(active, d_g, 0.0)
+        d_o = tl.where(active, d_o, 0.0)
+        dc_prev = tl.where(active, dc_prev, dc)
+        r = tl.where(active, r, 0.0)
+    out_ty = da_ptr.dtype.element_ty
+    tl.store(da_ptr + g_off, d_i.to(out_ty), mask=valid)
+    tl.store(da_ptr + g_off + H, d_f.to(out_ty), mask=valid)
+    tl.store(da_ptr + g_off + 2 * H, d_g.to(out_ty), mask=valid)
+    tl.store(da_ptr + g_off + 3 * H, d_o.to(out_ty), mask=valid)
+    tl.store(dc_ptr + offs, dc_prev.to(dc_ptr.dtype.element_ty), mask=valid)
+    if HAS_R:
+        tl.store(r_ptr + offs, r.to(r_ptr.dtype.element_ty), mask=valid)
+
+
+def _slope_scale(kind: int, tau: float) -> float:
+    return 0.0 if kind == HARD else (1.0 if kind == PLAIN else 1.0 / tau)
+
+
+class TritonPointwise:
+    """The two fused step kernels, with the gate plan and noise keys of one layer direction."""
+
+    def __init__(self, plan: GatePlan, noise, num_gates: int, block: int = BLOCK):
+        self.plan, self.block, self.num_gates = plan, block, num_gates
+        self.key_u = self.key_b = 0
+        self.p, self.mode = 1.0, 0
+        if plan.noisy:
+            self.key_u = stream_key(noise.seed, noise.stream, 0)
+            self.key_b = stream_key(noise.seed, noise.stream, 1)
+            self.p, self.mode = float(noise.p), NOISE_MODES.index(noise.mode)
+
+    def _grid(self, elements: int):
+        return (triton.cdiv(elements, self.block),)
+
+    def forward_step(self, gates, c_prev, c_new, r_out, t):
+        batch, hidden = c_prev.shape
+        noise_t = 0 if self.mode == 1 else t  # 'sequence': one draw for all steps
+        mask_t = t if self.mode == 0 else 0  # 'sequence_mask': the mask of step 0
+        kinds, slots = self.plan.kinds, self.plan.slots
+        _forward_step_kernel[self._grid(batch * hidden)](
+            gates, c_prev, c_new, r_out, batch, hidden, self.num_gates, noise_t, mask_t,
+            self.key_u, self.key_b, self.p if self.p < 1.0 else 2.0, self.plan.tau,
+            KIND_I=kinds[0], KIND_F=kinds[1], KIND_O=kinds[2],
+            SLOT_I=slots[0], SLOT_F=slots[1], SLOT_O=slots[2], BLOCK_SIZE=self.block,
+        )
+
+    def backward_step(self, gates, c_prev, c_new, dr, dc, da, r_out, active):
+        batch, hidden = c_prev.shape
+        tau = self.plan.tau
+        scales = [_slope_scale(kind, tau) for kind in self.plan.kinds]
+        _backward_step_kernel[self._grid(batch * hidden)](
+            gates, c_prev, c_new, dr.contiguous(), dc, da,
+            r_out if r_out is not None else dc,
+            active.view(torch.uint8) if active is not None else dc,
+            batch, hidden, *scales,
+            HAS_R=r_out is not None, HAS_ACTIVE=active is not None, BLOCK_SIZE=self.block,
+        )
+
+
+def lstm_direction(x_proj, h0, c0, w_hh, w_hr, spec, training, noise=None, lengths=None,
+                   reverse=False, record_gates=False, block: int = BLOCK):
+    """:func:`g2lstm.reference.lstm_direction` with the fused Triton step kernels.
+
+    CUDA tensors (or CPU tensors under ``TRITON_INTERPRET=1``); ``record_gates`` and dtypes
+    other than float32/float16/bfloat16 go to the reference.
+    """
+    interpreted = x_proj.device.type == "cpu" and triton_interpreted()
+    if (record_gates or x_proj.dtype not in (torch.float32, torch.float16, torch.bfloat16)
+            or not (x_proj.device.type == "cuda" or interpreted)):
+        return reference.lstm_direction(x_proj, h0, c0, w_hh, w_hr, spec, training, noise,
+                                        lengths, reverse, record_gates)
+    check_direction_args(x_proj, h0, c0, w_hh, w_hr, lengths)
+    plan = gate_plan(spec, training, noise is not None and bool(spec.stochastic))
+    pointwise = TritonPointwise(plan, noise, len(spec.stochastic), block)
+    if lengths is not None:
+        lengths = lengths.to(x_proj.device)
+    # The step GEMMs run in x_proj's dtype (the autocast dtype if any): autocast itself is off
+    # inside, so that out= GEMMs keep the buffers' dtypes.
+    with torch.autocast(x_proj.device.type, enabled=False):
+        return run_bptt(x_proj.contiguous(), h0, c0, w_hh, w_hr, lengths, reverse, pointwise,
+                        torch.float32)
+
+
+def triton_interpreted() -> bool:
+    import os
+
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
