@@ -1,5 +1,6 @@
 """Training end to end on a tiny corpus: configs compose, checkpoints load, resume is exact."""
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,9 @@ from hydra import compose, initialize_config_dir
 from g2lstm.mt.evaluate import bleu_of
 from g2lstm.mt.train import load_model, train
 from g2lstm.runtime import NonFiniteLossError, load_checkpoint
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+from translate import main as translate_main  # noqa: E402
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf" / "mt")
 PAIRS = [
@@ -68,6 +72,14 @@ def test_resume_is_exact_and_the_checkpoint_translates(corpus, tmp_path):
     assert cfg["model"]["cell"] == "g2lstm" and not model.training
     again = bleu_of(model, tokenizers, PAIRS[3:], beam=2)
     assert again["bleu"] == pytest.approx(straight["bleu"])
+
+    # the translate command: same output as training's test decoding, empty lines kept in place
+    source = tmp_path / "in.de"
+    source.write_text("".join(s + "\n" for s, _ in PAIRS[3:]) + "\n", encoding="utf-8")
+    translate_main([straight["checkpoint"], "--input", str(source), "--output", str(tmp_path / "out.en"), "--beam", "2"])
+    out = (tmp_path / "out.en").read_text(encoding="utf-8").split("\n")
+    assert out[:-2] == Path(straight["run_dir"], "test.hyp").read_text(encoding="utf-8").split("\n")[:-1]
+    assert out[-2:] == ["", ""]  # the empty source line, then the final newline
 
 
 def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(corpus, tmp_path, monkeypatch):
