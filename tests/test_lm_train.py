@@ -1,0 +1,200 @@
+"""The AWD-LSTM model, the cache pointer, and the trainer's runs: resume, checkpoints, NaN stop."""
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from g2lstm import runtime
+from g2lstm.data import bible
+from g2lstm.lm.evaluate import SplitOutputs, cache_pointer_loss
+from g2lstm.lm.model import AWDLSTM
+from g2lstm.lm.train import lm_config, load_model, nt_trigger, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------- model
+
+
+@pytest.mark.parametrize("rnn, gates", [("lstm", "sigmoid"), ("sharpened", "sharpened"), ("g2lstm", "gumbel")])
+def test_model_switch_builds_g2lstm_layers_with_weight_drop(rnn, gates):
+    model = AWDLSTM(50, emsize=8, nhid=12, nlayers=3, rnn=rnn, wdrop=0.5)
+    assert [r.gates for r in model.rnns] == [gates] * 3
+    assert [r.weight_drop for r in model.rnns] == [0.5] * 3
+    assert [(r.input_size, r.hidden_size) for r in model.rnns] == [(8, 12), (12, 12), (12, 8)]
+    assert model.decoder.weight is model.encoder.weight  # tied
+    words = torch.randint(0, 50, (7, 3))
+    logits, hidden, raw, dropped = model(words, model.init_hidden(3))
+    assert logits.shape == (7, 3, 50)
+    assert raw[-1].shape == dropped[-1].shape == (7, 3, 8)
+    assert hidden[0][0].shape == (1, 3, 12)
+    # Weight drop acts in training only: two training passes differ, eval passes agree.
+    w_hh_before = model.rnns[0].weight_hh_l0.detach().clone()
+    model.eval()
+    a, b = model(words, model.init_hidden(3))[0], model(words, model.init_hidden(3))[0]
+    assert torch.equal(a, b)
+    model.train()
+    assert not torch.equal(model(words, model.init_hidden(3))[0], model(words, model.init_hidden(3))[0])
+    assert torch.equal(model.rnns[0].weight_hh_l0, w_hh_before)  # the mask never touches the parameter
+
+
+def test_unknown_rnn_kind_is_rejected():
+    with pytest.raises(ValueError, match="model.rnn must be one of .*got 'gru'"):
+        AWDLSTM(10, rnn="gru")
+
+
+def test_nt_trigger_is_non_monotone():
+    assert not nt_trigger([5.0, 4.0], 4.5, nonmono=2)  # too little history
+    assert nt_trigger([5.0, 4.0, 3.9, 3.8], 4.5, nonmono=2)  # worse than the best before the last 2
+    assert not nt_trigger([5.0, 4.0, 3.9, 3.8], 4.9, nonmono=3)  # 5.0 is the only older value
+
+
+# ----------------------------------------------------------------------------- cache pointer
+
+
+def _naive_cache_loss(out, theta, lambdah, window):
+    steps, batch = out.targets.shape
+    total = 0.0
+    for n in range(batch):
+        for t in range(steps):
+            p = out.target_logprob[t, n].double().exp()
+            lo = max(0, t - window)
+            if t > lo:
+                scores = theta * out.hidden[lo:t, n] @ out.hidden[t, n]
+                attention = torch.softmax(scores.double(), 0)
+                p_cache = attention[out.targets[lo:t, n] == out.targets[t, n]].sum()
+                p = (1 - lambdah) * p + lambdah * p_cache
+            total -= math.log(p)
+    return total / out.targets.numel()
+
+
+def test_cache_pointer_matches_a_naive_loop_and_lambda_zero_is_the_model():
+    torch.manual_seed(0)
+    steps, batch, dim, vocab = 40, 3, 5, 6
+    out = SplitOutputs(torch.randn(steps, batch, dim),
+                       F.log_softmax(torch.randn(steps, batch, vocab), -1)[..., 0],
+                       torch.randint(0, vocab, (steps, batch)))
+    for window in (1, 7, 100):
+        fast = cache_pointer_loss(out, theta=0.7, lambdah=0.3, window=window, chunk=16)
+        assert fast == pytest.approx(_naive_cache_loss(out, 0.7, 0.3, window), rel=1e-6)
+    plain = -out.target_logprob.double().mean().item()
+    assert cache_pointer_loss(out, 1.0, 0.0, 10) == pytest.approx(plain, rel=1e-12)
+
+
+def test_cache_pointer_helps_on_repeated_text():
+    # Hidden states that identify the word: a repeated sequence is predicted well by the cache.
+    words = torch.arange(8).repeat(5).unsqueeze(1)
+    hidden = F.one_hot((words + 1) % 8, 8).float() * 5  # h_t points at the next word's key
+    out = SplitOutputs(hidden, torch.full(words.shape, math.log(1 / 8)), (words + 1) % 8)
+    assert cache_pointer_loss(out, 1.0, 0.5, window=20) < math.log(8) - 0.3
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory):
+    """Real text (the first verses of the World English Bible) as plain train/valid/test files."""
+    directory = tmp_path_factory.mktemp("corpus")
+    lines = [text for *_, text in bible.verses("4")[:360]]
+    for name, chunk in (("train.txt", lines[:260]), ("valid.txt", lines[260:310]), ("test.txt", lines[310:])):
+        (directory / name).write_text("\n".join(chunk) + "\n", encoding="utf-8")
+    return directory
+
+
+def tiny_config(corpus_dir, *overrides):
+    return lm_config([
+        "data=text", f"data.path={corpus_dir}", "data.vocab_size=300", "model.rnn=g2lstm",
+        "model.emsize=8", "model.nhid=12", "train.batch_size=4", "train.eval_batch_size=4", "train.bptt=12",
+        "train.time_budget_min=null", "train.log_every=5", "train.checkpoint_every=7", "eval.test_batch_size=4",
+        "eval.cache.window=20", "threads=1", *overrides,
+    ])
+
+
+def _same_weights(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.parametrize("stage_overrides, stop_stage", [
+    (["train.epochs=2"], "train"),  # stopped mid-way through the second SGD epoch
+    (["train.epochs=1", "train.finetune_epochs=2"], "finetune"),  # stopped inside the ASGD finetune
+])
+def test_resumed_run_ends_exactly_like_an_uninterrupted_one(tiny_corpus, tmp_path, stage_overrides, stop_stage):
+    whole = train(tiny_config(tiny_corpus, *stage_overrides), tmp_path / "whole")
+    assert whole["stopped"] == "done"
+
+    stop_at = int(whole["steps"] * 0.7)
+    first = train(tiny_config(tiny_corpus, *stage_overrides, f"train.max_steps={stop_at}"), tmp_path / "split")
+    assert first["stopped"] == "max_steps" and first["steps"] == stop_at
+    stopped = runtime.load_checkpoint(tmp_path / "split" / "checkpoint.pt")["state"]
+    assert stopped["stage"] == stop_stage and stopped["epoch"] == 2 and stopped["position"] > 0
+    resumed = train(tiny_config(tiny_corpus, *stage_overrides), tmp_path / "split")
+    assert resumed["steps"] == whole["steps"]
+
+    a = runtime.load_checkpoint(tmp_path / "whole" / "checkpoint.pt")
+    b = runtime.load_checkpoint(tmp_path / "split" / "checkpoint.pt")
+    _same_weights(a["model"], b["model"])
+    assert a["state"]["history"] == b["state"]["history"]
+    assert resumed["test_ppl"] == whole["test_ppl"]
+    assert resumed["cache"] == whole["cache"]
+
+
+def test_checkpoint_holds_what_resume_needs_and_loads_weights_only(tiny_corpus, tmp_path):
+    result = train(tiny_config(tiny_corpus, "train.epochs=1", "train.finetune_epochs=1", "train.nonmono=1"), tmp_path)
+    ckpt = torch.load(result["checkpoint"], weights_only=True)
+    assert set(ckpt) >= {"model", "optimizer", "state", "hidden", "rng", "vocab", "config"}
+    assert ckpt["state"]["optimizer_kind"] == "asgd"  # finetune runs averaged SGD
+    assert any("ax" in s for s in ckpt["optimizer"]["state"].values())
+    assert isinstance(ckpt["vocab"], list) and ckpt["vocab"][:2] == ["<eos>", "<unk>"]
+    model, vocab, config = load_model(result["best_path"])
+    assert len(vocab) == model.encoder.num_embeddings and config["model"]["rnn"] == "g2lstm"
+    lines = runtime.MetricsLog(Path(result["run_dir"]) / "metrics.jsonl").read()
+    assert [r["stage"] for r in lines if r["event"] == "epoch"] == ["train", "finetune"]
+    assert lines[-1]["event"] == "final" and lines[-1]["test_ppl"] == result["test_ppl"]
+    assert math.isfinite(result["test_ppl"]) and result["test_ppl"] < 300  # learnt something (vocab 300)
+
+
+def test_resume_refuses_a_different_model(tiny_corpus, tmp_path):
+    train(tiny_config(tiny_corpus, "train.max_steps=3"), tmp_path)
+    with pytest.raises(ValueError, match="cannot resume: the checkpoint was trained with model="):
+        train(tiny_config(tiny_corpus, "model.nhid=16"), tmp_path)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_corpus, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real_cross_entropy = F.cross_entropy
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        loss = real_cross_entropy(*args, **kwargs)
+        return loss * float("nan") if calls["n"] == 10 else loss
+
+    monkeypatch.setattr(F, "cross_entropy", poisoned)
+    with pytest.raises(runtime.NonFiniteLossError, match="at step 9"):
+        train(tiny_config(tiny_corpus, "train.epochs=1"), tmp_path)
+    ckpt = runtime.load_checkpoint(tmp_path / "checkpoint.pt")
+    assert ckpt["state"]["step"] == 7  # checkpoint_every=7: the last one before the NaN
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
+def test_main_job_entry_point_prints_perplexities_and_run_folder(tiny_corpus, tmp_path):
+    run_dir = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "experiments" / "train_lm.py"), "data=text", f"data.path={tiny_corpus}",
+         "data.vocab_size=300", "model.emsize=8", "model.nhid=8", "train.batch_size=4", "train.epochs=1",
+         "eval.test_batch_size=4", "threads=1", f"hydra.run.dir={run_dir}"],
+        capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "valid perplexity" in proc.stdout and "test perplexity" in proc.stdout
+    assert f"run folder: {run_dir}" in proc.stdout
+    assert {"config.yaml", "metrics.jsonl", "checkpoint.pt", "best.pt"} <= {p.name for p in run_dir.iterdir()}
