@@ -1,0 +1,277 @@
+"""The fused implementations of g2lstm.kernels against the reference loop.
+
+Every implementation must give the reference's outputs, final states and every gradient, for
+every gate option, noise mode, lengths, direction and projection; its in-kernel noise must be the
+noise of g2lstm.noise. Triton kernels run in Triton's interpreter on the CPU (root conftest.py),
+so shapes are tiny: the interpreter's cost grows with the number of launches.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from g2lstm import G2LSTM, kernels, reference
+from g2lstm.kernels import cpu
+from g2lstm.kernels.common import gate_plan
+from g2lstm.noise import NoiseKey, counter_uniform, gate_noise, stream_key
+from g2lstm.reference import GateSpec
+
+FUSED = ["cpu", "bptt"] + (["triton"] if kernels.HAS_TRITON else [])
+STEPS, BATCH, HIDDEN, PROJ = 4, 3, 8, 5
+
+# name -> (spec, training, noise, with lengths, reverse, with projection)
+CASES = {
+    "gumbel-step": (GateSpec(), True, NoiseKey(7, 1, 0.2, "step"), False, False, False),
+    "gumbel-3gates-tau-sequence-rev-proj": (
+        GateSpec("gumbel", 0.5, (0, 1, 3)), True, NoiseKey(2**40 + 3, 2, 1.0, "sequence"), False, True, True),
+    "gumbel-f-o-sequence_mask-lengths-rev": (
+        GateSpec("gumbel", 0.7, (1, 3)), True, NoiseKey(11, 0, 0.5, "sequence_mask"), True, True, False),
+    "gumbel-noiseless-lengths-proj": (GateSpec("gumbel", 0.6), True, None, True, False, True),
+    "gumbel-eval-soft": (GateSpec(), False, None, True, True, True),
+    "eval-hard": (GateSpec("gumbel", 1.0, (0, 1, 3), "hard"), False, None, True, False, False),
+    "hard-spec-in-training": (GateSpec("gumbel", 2.0, (0,), "hard"), True, NoiseKey(5, 3, 0.3), False, False, True),
+    "sharpened": (GateSpec("sharpened", 0.7), True, None, True, False, False),
+    "sharpened-eval-output-gate": (GateSpec("sharpened", 0.4, (3,)), False, None, False, True, False),
+    "sigmoid": (GateSpec("sigmoid"), True, None, False, False, True),
+}
+
+
+def _inputs(dtype, proj: bool, lengths: bool, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    h_out = PROJ if proj else HIDDEN
+
+    def rand(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=gen, dtype=torch.float64) * scale).to(dtype)
+
+    tensors = dict(
+        x_proj=rand(STEPS, BATCH, 4 * HIDDEN), h0=rand(BATCH, h_out), c0=rand(BATCH, HIDDEN),
+        w_hh=rand(4 * HIDDEN, h_out, scale=0.5), w_hr=rand(h_out, HIDDEN, scale=0.5) if proj else None,
+    )
+    weights = [rand(STEPS, BATCH, h_out), rand(BATCH, h_out), rand(BATCH, HIDDEN)]
+    lengths_tensor = torch.tensor([STEPS, 1, 3])[:BATCH] if lengths else None
+    return tensors, weights, lengths_tensor
+
+
+def _run(fn, tensors, weights, spec, training, noise, lengths, reverse):
+    """Outputs, states and the gradients of a loss touching all three outputs."""
+    leaves = {k: v.detach().clone().requires_grad_(True) for k, v in tensors.items() if v is not None}
+    out, h, c = fn(leaves["x_proj"], leaves["h0"], leaves["c0"], leaves["w_hh"], leaves.get("w_hr"),
+                   spec, training, noise, lengths, reverse)
+    loss = sum((y * w.to(y.dtype)).sum() for y, w in zip((out, h, c), weights))
+    grads = torch.autograd.grad(loss, list(leaves.values()))
+    return dict(out=out, h=h, c=c, **{f"d_{k}": g for k, g in zip(leaves, grads)})
+
+
+def _assert_match(got: dict, want: dict, rel: float):
+    assert got.keys() == want.keys()
+    for name in want:
+        scale = max(1.0, want[name].abs().max().item())
+        torch.testing.assert_close(got[name].to(want[name].dtype), want[name], atol=rel * scale, rtol=rel,
+                                   msg=lambda m, name=name: f"{name}: {m}")
+
+
+def _impl_dtype(impl):
+    # cpu and bptt are exact to float64 rounding; triton computes in float32
+    return torch.float32 if impl == "triton" else torch.float64
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("impl", FUSED)
+def test_direction_matches_reference(impl, case):
+    spec, training, noise, with_lengths, reverse, proj = CASES[case]
+    dtype = _impl_dtype(impl)
+    tensors, weights, lengths = _inputs(dtype, proj, with_lengths)
+    args = (spec, training, noise, lengths, reverse)
+    want = _run(reference.lstm_direction, tensors, weights, *args)
+    got = _run(kernels.IMPLEMENTATIONS[impl], tensors, weights, *args)
+    for name in ("out", "h", "c"):
+        assert got[name].dtype == want[name].dtype, name
+    # The in-kernel noise uses its own float32 log: a few ulp of float32 from torch's.
+    rel = 2e-5 if dtype == torch.float32 else (1e-6 if noise is not None else 1e-10)
+    _assert_match(got, want, rel)
+
+
+@pytest.mark.parametrize("impl", FUSED)
+def test_padded_outputs_are_zero_and_states_stop_at_length(impl):
+    spec, training, noise = GateSpec(), True, NoiseKey(3, 0, 0.2)
+    tensors, weights, lengths = _inputs(_impl_dtype(impl), False, True)
+    got = _run(kernels.IMPLEMENTATIONS[impl], tensors, weights, spec, training, noise, lengths, False)
+    assert torch.all(got["out"][1:, 1] == 0) and torch.all(got["out"][3:, 2] == 0)
+    torch.testing.assert_close(got["h"][1], got["out"][0, 1])  # row 1 has length 1
+    torch.testing.assert_close(got["h"][2], got["out"][2, 2])  # row 2 has length 3
+
+
+def _zero_step_gates(impl, key, spec, steps, batch, hidden):
+    """Gate values of a step whose pre-activations are all zero: sigmoid(noise / tau)."""
+    x = torch.zeros(steps, batch, 4 * hidden)
+    h0, c0 = torch.zeros(batch, hidden), torch.zeros(batch, hidden)
+    plan = gate_plan(spec, True, True)
+    if impl == "cpu":
+        assert cpu.load_extension()
+        keys = [stream_key(key.seed, key.stream, 0), stream_key(key.seed, key.stream, 1)]
+        gates = torch.ops.g2lstm_cpu.forward(
+            x, h0, c0, torch.zeros(4 * hidden, hidden), None, None, False, list(plan.kinds),
+            list(plan.slots), plan.tau, keys, key.p, ["step", "sequence", "sequence_mask"].index(key.mode),
+            len(spec.stochastic), True)[3]
+    else:
+        from g2lstm.kernels.triton_lstm import TritonPointwise
+
+        pointwise = TritonPointwise(plan, key, len(spec.stochastic))
+        gates = x.clone()
+        for t in range(steps):
+            pointwise.forward_step(gates[t], c0, torch.empty_like(c0), torch.empty_like(c0), t)
+    return gates
+
+
+@pytest.mark.parametrize("mode", ["step", "sequence", "sequence_mask"])
+@pytest.mark.parametrize("impl", [i for i in FUSED if i != "bptt"])
+def test_in_kernel_noise_is_the_reference_noise(impl, mode):
+    steps, batch, hidden, p, tau = 3, 4, 64, 0.3, 1.0
+    spec = GateSpec("gumbel", tau, (0, 1))
+    key = NoiseKey(2**33 + 12345, 5, p, mode)
+    gates = _zero_step_gates(impl, key, spec, steps, batch, hidden)
+    noise = gate_noise(key, steps, batch, 2, hidden).expand(steps, -1, -1, -1)
+    for slot, block in enumerate((0, 1)):
+        value = gates[:, :, block * hidden:(block + 1) * hidden]
+        torch.testing.assert_close(value, torch.sigmoid(noise[:, :, slot] / tau), atol=3e-7, rtol=0)
+    # the law: a share p of the elements perturbed, and the pattern of each mode over time
+    perturbed = gates[:, :, : 2 * hidden] != 0.5
+    share = perturbed.float().mean().item()
+    assert abs(share - p) < 0.06, share
+    if mode == "sequence":
+        assert torch.equal(gates[0], gates[1]) and torch.equal(gates[1], gates[2])
+    elif mode == "sequence_mask":
+        assert torch.equal(perturbed[0], perturbed[2]) and not torch.equal(gates[0], gates[2])
+    else:
+        assert not torch.equal(perturbed[0], perturbed[1])
+
+
+if kernels.HAS_TRITON:
+    import triton
+    import triton.language as tl
+
+    from g2lstm.kernels.triton_lstm import _uniform
+
+    @triton.jit
+    def uniforms(out_ptr, key, start, n, BLOCK: tl.constexpr):
+        offs = tl.arange(0, BLOCK)
+        tl.store(out_ptr + offs, _uniform(key.to(tl.uint32), (start + offs).to(tl.uint32)), mask=offs < n)
+
+
+@pytest.mark.skipif(not kernels.HAS_TRITON, reason="triton is not installed")
+def test_triton_uniforms_are_bit_identical_to_the_hash():
+    for key in (stream_key(1, 0, 0), stream_key(2**40 + 7, 3, 1)):
+        start = 2**31 - 20  # crosses the int32 boundary
+        out = torch.empty(64)
+        uniforms[(1,)](out, key, start, 64, BLOCK=64)
+        assert torch.equal(out, counter_uniform(key, torch.arange(start, start + 64)))
+
+
+@pytest.mark.parametrize("impl", [i for i in FUSED if i != "bptt"])
+def test_same_seed_is_bit_identical(impl):
+    tensors, weights, lengths = _inputs(torch.float32, True, True)
+    args = (GateSpec(), True, NoiseKey(99, 0, 0.2), lengths, True)
+    first = _run(kernels.IMPLEMENTATIONS[impl], tensors, weights, *args)
+    second = _run(kernels.IMPLEMENTATIONS[impl], tensors, weights, *args)
+    for name in first:
+        assert torch.equal(first[name], second[name]), name
+
+
+MODULE_CONFIGS = {
+    "bidirectional-proj-2layers": dict(num_layers=2, bidirectional=True, proj_size=3),
+    "batch_first-weight_drop-3gates": dict(batch_first=True, weight_drop=0.3,
+                                           stochastic_gates=("input", "forget", "output"), tau=0.5),
+    "sequence_mask-dropout": dict(num_layers=2, dropout=0.2, noise_mode="sequence_mask", noise_p=0.5),
+}
+
+
+def _module_step(module, x, seed):
+    module.zero_grad()
+    x = x.detach().clone().requires_grad_(True)
+    torch.manual_seed(seed)  # the same noise seed, dropout and DropConnect masks for both
+    out, (h, c) = module(x)
+    data = out.data if hasattr(out, "batch_sizes") else out
+    (data.square().sum() + h.sum() + c.sin().sum()).backward()
+    grads = {name: p.grad.clone() for name, p in module.named_parameters()}
+    return dict(out=data, h=h, c=c, d_x=x.grad, **grads)
+
+
+@pytest.mark.parametrize("config", sorted(MODULE_CONFIGS))
+@pytest.mark.parametrize("impl", ["auto"] + (["triton"] if kernels.HAS_TRITON else []))
+def test_g2lstm_module_matches_reference(impl, config):
+    options = MODULE_CONFIGS[config]
+    torch.manual_seed(0)
+    fast = G2LSTM(4, HIDDEN, impl=impl, **options)
+    slow = G2LSTM(4, HIDDEN, impl="reference", **options)
+    slow.load_state_dict(fast.state_dict())
+    x = torch.randn(3, 2, 4)
+    _assert_match(_module_step(fast, x, 1), _module_step(slow, x, 1), 2e-5)
+
+
+def test_g2lstm_packed_sequence_auto_matches_reference():
+    torch.manual_seed(0)
+    fast = G2LSTM(4, HIDDEN, bidirectional=True, noise_p=0.5)
+    slow = G2LSTM(4, HIDDEN, bidirectional=True, noise_p=0.5, impl="reference")
+    slow.load_state_dict(fast.state_dict())
+    x = torch.randn(4, 3, 4)
+    packed = pack_padded_sequence(x, torch.tensor([2, 4, 1]), enforce_sorted=False)
+
+    def step(module):
+        module.zero_grad()
+        torch.manual_seed(3)
+        out, (h, c) = module(packed)
+        (out.data.square().sum() + h.sum() + c.sum()).backward()
+        return dict(out=out.data, h=h, c=c, **{n: p.grad.clone() for n, p in module.named_parameters()})
+
+    _assert_match(step(fast), step(slow), 2e-5)
+
+
+@pytest.mark.skipif(not kernels.HAS_TRITON, reason="triton is not installed")
+@pytest.mark.parametrize("dtype,tol", [(torch.float16, 5e-3), (torch.bfloat16, 4e-2)])
+def test_triton_under_autocast_is_close_to_float32(dtype, tol):
+    torch.manual_seed(0)
+    fast = G2LSTM(6, HIDDEN, impl="triton", proj_size=4)
+    slow = G2LSTM(6, HIDDEN, impl="reference", proj_size=4)
+    slow.load_state_dict(fast.state_dict())
+    x = torch.randn(3, 2, 6)
+    with torch.autocast("cpu", dtype=dtype):
+        got = _module_step(fast, x, 5)
+    want = _module_step(slow, x.to(dtype).float(), 5)
+    assert got["out"].dtype == torch.float32
+    _assert_match(got, want, tol)
+
+
+def test_selection():
+    assert kernels.select_impl("auto", torch.device("cpu")) == "cpu"
+    assert kernels.select_impl("reference", torch.device("cpu")) == "reference"
+    if kernels.HAS_TRITON:
+        assert kernels.select_impl("auto", torch.device("cuda")) == "triton"
+    with pytest.raises(ValueError, match="impl must be"):
+        kernels.select_impl("cudnn", torch.device("cpu"))
+
+
+def test_bad_shapes_are_reported():
+    tensors, _, _ = _inputs(torch.float32, False, False)
+    with pytest.raises(ValueError, match=r"w_hh must have shape \(32, 8\)"):
+        cpu.lstm_direction(tensors["x_proj"], tensors["h0"], tensors["c0"], tensors["w_hh"][:, :4],
+                           None, GateSpec(), True)
+
+
+def test_no_compiler_falls_back_to_python_bptt(monkeypatch, tmp_path):
+    monkeypatch.setenv("CXX", "/nonexistent/c++")
+    with pytest.raises(RuntimeError, match="no C\\+\\+ compiler found"):
+        cpu._compile(tmp_path / "lib.so")
+    monkeypatch.setitem(cpu._state, "loaded", None)
+    monkeypatch.setattr(cpu, "_library_path", lambda: tmp_path / "missing.so")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert cpu.load_extension() is False
+    assert any("Python BPTT" in str(w.message) for w in caught)
+    tensors, weights, lengths = _inputs(torch.float64, True, True)
+    args = (GateSpec(), True, NoiseKey(1, 0, 0.2), lengths, True)
+    _assert_match(_run(cpu.lstm_direction, tensors, weights, *args),
+                  _run(reference.lstm_direction, tensors, weights, *args), 1e-10)
