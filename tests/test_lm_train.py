@@ -14,6 +14,7 @@ from g2lstm import runtime
 from g2lstm.data import bible
 from g2lstm.lm.evaluate import SplitOutputs, cache_pointer_loss
 from g2lstm.lm.model import AWDLSTM
+from g2lstm.lm.report import collect, markdown
 from g2lstm.lm.train import lm_config, load_model, nt_trigger, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -160,6 +161,9 @@ def test_checkpoint_holds_what_resume_needs_and_loads_weights_only(tiny_corpus, 
     assert [r["stage"] for r in lines if r["event"] == "epoch"] == ["train", "finetune"]
     assert lines[-1]["event"] == "final" and lines[-1]["test_ppl"] == result["test_ppl"]
     assert math.isfinite(result["test_ppl"]) and result["test_ppl"] < 300  # learnt something (vocab 300)
+    rows = collect(tmp_path)
+    assert len(rows) == 1 and rows[0]["test_ppl"] == result["test_ppl"] and rows[0]["rnn"] == "g2lstm"
+    assert f"| g2lstm | 1 | {result['test_ppl']:.1f} |" in markdown(rows)
 
 
 def test_resume_refuses_a_different_model(tiny_corpus, tmp_path):
