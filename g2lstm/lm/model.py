@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from g2lstm.rnn import G2LSTM
+from g2lstm import G2LSTM
 
 RNN_GATES = {"lstm": "sigmoid", "sharpened": "sharpened", "g2lstm": "gumbel"}
 
