@@ -202,3 +202,12 @@ def test_main_job_entry_point_prints_perplexities_and_run_folder(tiny_corpus, tm
     assert "valid perplexity" in proc.stdout and "test perplexity" in proc.stdout
     assert f"run folder: {run_dir}" in proc.stdout
     assert {"config.yaml", "metrics.jsonl", "checkpoint.pt", "best.pt"} <= {p.name for p in run_dir.iterdir()}
+
+
+def test_time_budget_stops_validates_and_evaluates(tiny_corpus, tmp_path):
+    result = train(tiny_config(tiny_corpus, "train.time_budget_min=0.0", "eval.cache.enabled=false"), tmp_path)
+    assert result["stopped"] == "time_budget" and result["steps"] == 0
+    assert Path(result["best_path"]).exists() and result["cache"] is None
+    assert math.isfinite(result["test_ppl"])
+    again = train(tiny_config(tiny_corpus, "train.time_budget_min=0.0", "eval.cache.enabled=false"), tmp_path)
+    assert again["steps"] == 0 and again["test_ppl"] == result["test_ppl"]  # spent budget: only re-evaluates

@@ -103,6 +103,8 @@ class averaged_weights:
 
 def nt_trigger(history: list[float], val_loss: float, nonmono: int) -> bool:
     """Non-monotone trigger: valid loss is worse than the best of all but the last ``nonmono`` epochs."""
+    if nonmono < 1:
+        raise ValueError(f"train.nonmono must be >= 1; got {nonmono}")
     return len(history) > nonmono and val_loss > min(history[:-nonmono])
 
 
@@ -233,6 +235,7 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict:
             stopped = "time_budget"
             state["elapsed"] = time.time() - started
             end_of_epoch()
+            state["stage"] = "done"  # the budget is spent: running the folder again only re-evaluates
             break
 
         tick = time.time()
