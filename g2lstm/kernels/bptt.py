@@ -101,18 +101,20 @@ class BPTTFunction(torch.autograd.Function):
         first = steps if reverse else 0
         cs[first].copy_(c0)
         hs[first].copy_(h0)
+        # per-step views made once: indexing inside the loop costs Python time on every step
+        x_t, g_t, h_t, c_t = x_proj.unbind(0), gates.unbind(0), hs.unbind(0), cs.unbind(0)
+        keep_t = None if active is None else active.unsqueeze(-1).unbind(0)
         for s in range(steps):
             t = steps - 1 - s if reverse else s
             t_in, t_out = (t + 1, t) if reverse else (t, t + 1)
-            g_t = gates[t if save else 0]
-            torch.addmm(x_proj[t], hs[t_in], w_hh_t, out=g_t)
-            pointwise.forward_step(g_t, cs[t_in], cs[t_out], r if r is not None else hs[t_out], t)
+            gate = g_t[t if save else 0]
+            torch.addmm(x_t[t], h_t[t_in], w_hh_t, out=gate)
+            pointwise.forward_step(gate, c_t[t_in], c_t[t_out], r if r is not None else h_t[t_out], t)
             if w_hr_t is not None:
-                torch.mm(r, w_hr_t, out=hs[t_out])
-            if active is not None:
-                keep = active[t].unsqueeze(-1)
-                hs[t_out] = torch.where(keep, hs[t_out], hs[t_in])
-                cs[t_out] = torch.where(keep, cs[t_out], cs[t_in])
+                torch.mm(r, w_hr_t, out=h_t[t_out])
+            if keep_t is not None:
+                h_t[t_out].copy_(torch.where(keep_t[t], h_t[t_out], h_t[t_in]))
+                c_t[t_out].copy_(torch.where(keep_t[t], c_t[t_out], c_t[t_in]))
         out = (hs[:-1] if reverse else hs[1:]).clone()
         if active is not None:
             out.mul_(active.unsqueeze(-1))
@@ -143,19 +145,21 @@ class BPTTFunction(torch.autograd.Function):
             r_all = gates.new_empty((steps, batch, cs.shape[-1]))
         t_last = 0 if reverse else steps - 1
         dh = dh + grad_out[t_last]
+        g_t, c_t, da_t, go_t = gates.unbind(0), cs.unbind(0), da.unbind(0), grad_out.unbind(0)
+        keep_t = [None] * steps if active is None else active.unbind(0)
         for s in range(steps - 1, -1, -1):
             t = steps - 1 - s if reverse else s
             t_in, t_out = (t + 1, t) if reverse else (t, t + 1)
-            keep = None if active is None else active[t]
+            keep = keep_t[t]
             if w_hr is not None:
                 dh_all[t] = dh if keep is None else dh * keep.unsqueeze(-1)
                 dr = dh @ w_hr_c
-            pointwise.backward_step(gates[t], cs[t_in], cs[t_out], dr if dr is not None else dh,
-                                    dc, da[t], None if r_all is None else r_all[t], keep)
+            pointwise.backward_step(g_t[t], c_t[t_in], c_t[t_out], dr if dr is not None else dh,
+                                    dc, da_t[t], None if r_all is None else r_all[t], keep)
             if s > 0:
-                dh_next = torch.addmm(grad_out[t + 1 if reverse else t - 1], da[t], w_hh_c)
+                dh_next = torch.addmm(go_t[t + 1 if reverse else t - 1], da_t[t], w_hh_c)
             else:
-                dh_next = da[t] @ w_hh_c
+                dh_next = da_t[t] @ w_hh_c
             if keep is not None:
                 dh_next = dh_next + dh * (~keep).unsqueeze(-1)
             dh = dh_next

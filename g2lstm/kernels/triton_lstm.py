@@ -31,7 +31,7 @@ BLOCK = 1024
 def _mix32(x):
     # the bijective finaliser of g2lstm.noise, in wrap-around uint32 arithmetic
     x = x ^ (x >> 16)
-    x = x * 0x7FEB352D
+    x = x * tl.full(x.shape, 0x7FEB352D, tl.uint32)
     x = x ^ (x >> 15)
     x = x * tl.full(x.shape, 0x846CA68B, tl.uint32)
     return x ^ (x >> 16)
@@ -73,7 +73,7 @@ def _gate(a, n, j, N, H, G, noise_t, mask_t, key_u, key_b, p, tau,
     return v
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["noise_t", "mask_t"])  # one compiled kernel for every step
 def _forward_step_kernel(gates_ptr, c_prev_ptr, c_new_ptr, r_ptr, N, H, G, noise_t, mask_t,
                          key_u_in, key_b_in, p, tau,
                          KIND_I: tl.constexpr, KIND_F: tl.constexpr, KIND_O: tl.constexpr,
