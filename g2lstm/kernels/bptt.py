@@ -10,6 +10,7 @@ Triton kernels. Layout of the saved tensors: see ``cpu_lstm.cpp``.
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from ..noise import gate_noise
 from .common import HARD, NOISY, PLAIN, SCALED, GatePlan, active_mask, check_direction_args, gate_plan
@@ -125,6 +126,7 @@ class BPTTFunction(torch.autograd.Function):
         return out, hs[last].clone(), cs[last].clone()
 
     @staticmethod
+    @once_differentiable  # a hand-written backward: no double backward through it
     def backward(ctx, grad_out, grad_h, grad_c):
         gates, cs, hs, w_hh, w_hr, active = ctx.saved_tensors
         reverse, pointwise = ctx.reverse, ctx.pointwise

@@ -1,8 +1,8 @@
 """The CPU fast path: the time loops of forward and backward in a small C++ extension.
 
-``cpu_lstm.cpp`` is compiled with the system C++ compiler at first use (about 10-20 s) into a
+``cpu_lstm.cpp`` is compiled with the system C++ compiler at first use (about 15-30 s) into a
 cache folder (``$G2LSTM_EXT_DIR``, default ``~/.cache/g2lstm``) keyed by a hash of the source, the
-flags and the torch version, so later processes load it at once. It needs only ``c++`` (no ninja).
+flags, the torch version and the CPU model, so later processes load it at once. It needs only ``c++`` (no ninja).
 When no compiler is found or the build fails, a warning says why once, and the layer runs the
 hand-written BPTT of :mod:`g2lstm.kernels.bptt` instead (same results, slower).
 """
@@ -20,6 +20,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from torch.autograd.function import once_differentiable
 from torch.utils import cpp_extension
 
 from .. import reference
@@ -111,6 +112,7 @@ class CPULSTMFunction(torch.autograd.Function):
         return out, h_n, c_n
 
     @staticmethod
+    @once_differentiable  # a hand-written backward: no double backward through it
     def backward(ctx, grad_out, grad_h, grad_c):
         gates, cs, hs, w_hh, w_hr, lengths = ctx.saved_tensors
         grad_out = torch.zeros_like(hs[1:]) if grad_out is None else grad_out
