@@ -85,7 +85,8 @@ class LMTask:
     def evaluate(self, model) -> float:
         from g2lstm.lm.evaluate import perplexity
 
-        return perplexity(model, self.corpus.test, self.cfg.eval_batch_size, self.cfg.bptt)["ppl"]
+        test = self.corpus.test[: self.cfg.test_tokens] if self.cfg.test_tokens else self.corpus.test
+        return perplexity(model, test, self.cfg.eval_batch_size, self.cfg.bptt)["ppl"]
 
     def gate_stats(self, model):
         from g2lstm.data.lm import batchify
