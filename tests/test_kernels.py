@@ -96,6 +96,20 @@ def test_direction_matches_reference(impl, case):
 
 
 @pytest.mark.parametrize("impl", FUSED)
+def test_forward_without_grad_matches_reference(impl):
+    # without gradients the kernels keep one step of gate values instead of all of them
+    spec, training, noise, _, reverse, _ = CASES["gumbel-f-o-sequence_mask-lengths-rev"]
+    tensors, _, lengths = _inputs(_impl_dtype(impl), True, True)
+    args = (tensors["x_proj"], tensors["h0"], tensors["c0"], tensors["w_hh"], tensors["w_hr"],
+            spec, training, noise, lengths, reverse)
+    with torch.no_grad():
+        got = kernels.IMPLEMENTATIONS[impl](*args)
+        want = reference.lstm_direction(*args)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, atol=2e-5, rtol=2e-5)
+
+
+@pytest.mark.parametrize("impl", FUSED)
 def test_padded_outputs_are_zero_and_states_stop_at_length(impl):
     spec, training, noise = GateSpec(), True, NoiseKey(3, 0, 0.2)
     tensors, weights, lengths = _inputs(_impl_dtype(impl), False, True)
