@@ -82,6 +82,7 @@ def test_shared_embeddings_need_a_joint_vocabulary():
         model(share_embeddings=True, tgt_vocab=V + 1)
 
 
+@torch.no_grad()
 def sequence_logprob(m, src, length, hyp):
     state = m.encode(src, length)
     total = 0.0
