@@ -2,7 +2,8 @@
 
 For each size, every implementation is warmed up, then timed ``--repeats`` times with the
 implementations interleaved within each repeat (so load on a shared machine hits all of them
-alike); the median is reported with its ratio to ``nn.LSTM``. Memory: peak CUDA memory allocated
+alike); the median (and the minimum, less sensitive to load from other processes) is reported
+with its ratio to ``nn.LSTM``. Memory: peak CUDA memory allocated
 during the step on GPU; on CPU the bytes saved for the backward (distinct storages seen by
 ``saved_tensors_hooks``), the memory a step holds beyond the weights and activations.
 
@@ -110,11 +111,13 @@ def run_size(name, size, impls, device, dtype, autocast_dtype, warmup, repeats) 
             times[label].append(timed_step(model, x, autocast_dtype))
     memory = {label: step_memory(model, x, autocast_dtype) for label, model in models.items()}
     base_time, base_memory = statistics.median(times["nn.LSTM"]), memory["nn.LSTM"]
+    base_min = min(times["nn.LSTM"])
     rows = {}
     for label in models:
         median = statistics.median(times[label])
         rows[label] = dict(
             median_s=median, times_s=times[label], ratio_vs_lstm=median / base_time,
+            min_s=min(times[label]), min_ratio_vs_lstm=min(times[label]) / base_min,
             memory_bytes=memory[label], memory_ratio_vs_lstm=memory[label] / max(base_memory, 1),
         )
     return dict(size=name, **size, results=rows)
@@ -123,9 +126,11 @@ def run_size(name, size, impls, device, dtype, autocast_dtype, warmup, repeats) 
 def print_table(record: dict, memory_label: str) -> None:
     print(f"\n{record['size']}  (T={record['steps']}, N={record['batch']}, I={record['input_size']}, "
           f"H={record['hidden_size']}, layers={record['num_layers']})")
-    print(f"  {'implementation':<22}{'median ms':>11}{'x nn.LSTM':>11}{memory_label:>16}{'x nn.LSTM':>11}")
+    print(f"  {'implementation':<22}{'median ms':>11}{'x nn.LSTM':>11}{'min ms':>11}{'x nn.LSTM':>11}"
+          f"{memory_label:>16}{'x nn.LSTM':>11}")
     for label, row in record["results"].items():
         print(f"  {label:<22}{row['median_s'] * 1e3:>11.1f}{row['ratio_vs_lstm']:>11.2f}"
+              f"{row['min_s'] * 1e3:>11.1f}{row['min_ratio_vs_lstm']:>11.2f}"
               f"{row['memory_bytes'] / 2**20:>16.1f}{row['memory_ratio_vs_lstm']:>11.2f}")
 
 
