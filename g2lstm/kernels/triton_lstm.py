@@ -73,7 +73,9 @@ def _gate(a, n, j, N, H, G, noise_t, mask_t, key_u, key_b, p, tau,
     return v
 
 
-@triton.jit(do_not_specialize=["noise_t", "mask_t"])  # one compiled kernel for every step
+# Not specialised: the step (one compiled kernel for every step) and the keys (a key equal to 1
+# would otherwise become a constexpr, which has no .to()).
+@triton.jit(do_not_specialize=["noise_t", "mask_t", "key_u_in", "key_b_in"])
 def _forward_step_kernel(gates_ptr, c_prev_ptr, c_new_ptr, r_ptr, N, H, G, noise_t, mask_t,
                          key_u_in, key_b_in, p, tau,
                          KIND_I: tl.constexpr, KIND_F: tl.constexpr, KIND_O: tl.constexpr,
