@@ -200,17 +200,26 @@ MODULE_CONFIGS = {
     "batch_first-weight_drop-3gates": dict(batch_first=True, weight_drop=0.3,
                                            stochastic_gates=("input", "forget", "output"), tau=0.5),
     "sequence_mask-dropout": dict(num_layers=2, dropout=0.2, noise_mode="sequence_mask", noise_p=0.5),
+    "no-bias-sequence-p1-hx": dict(bias=False, noise_mode="sequence", noise_p=1.0, tau=0.3),
 }
 
 
-def _module_step(module, x, seed):
+def _module_step(module, x, seed, with_hx=False):
     module.zero_grad()
     x = x.detach().clone().requires_grad_(True)
+    hx = None
+    if with_hx:
+        layers = module.num_layers * (2 if module.bidirectional else 1)
+        gen = torch.Generator().manual_seed(seed)
+        hx = tuple(torch.randn(layers, x.shape[1], size, generator=gen).requires_grad_(True)
+                   for size in (module.proj_size or module.hidden_size, module.hidden_size))
     torch.manual_seed(seed)  # the same noise seed, dropout and DropConnect masks for both
-    out, (h, c) = module(x)
+    out, (h, c) = module(x, hx)
     data = out.data if hasattr(out, "batch_sizes") else out
     (data.square().sum() + h.sum() + c.sin().sum()).backward()
     grads = {name: p.grad.clone() for name, p in module.named_parameters()}
+    if with_hx:
+        grads.update(d_h0=hx[0].grad, d_c0=hx[1].grad)
     return dict(out=data, h=h, c=c, d_x=x.grad, **grads)
 
 
@@ -223,7 +232,8 @@ def test_g2lstm_module_matches_reference(impl, config):
     slow = G2LSTM(4, HIDDEN, impl="reference", **options)
     slow.load_state_dict(fast.state_dict())
     x = torch.randn(3, 2, 4)
-    _assert_match(_module_step(fast, x, 1), _module_step(slow, x, 1), 2e-5)
+    with_hx = config.endswith("-hx")
+    _assert_match(_module_step(fast, x, 1, with_hx), _module_step(slow, x, 1, with_hx), 2e-5)
 
 
 def test_g2lstm_packed_sequence_auto_matches_reference():

@@ -156,41 +156,44 @@ def _slope_scale(kind: int, tau: float) -> float:
 
 
 class TritonPointwise:
-    """The two fused step kernels, with the gate plan and noise keys of one layer direction."""
+    """The two fused step kernels, with the gate plan and noise keys of one layer direction.
+
+    Everything that does not change from step to step is worked out once here: the Python time
+    spent per launch adds up over T steps.
+    """
 
     def __init__(self, plan: GatePlan, noise, num_gates: int, block: int = BLOCK):
         self.plan, self.block, self.num_gates = plan, block, num_gates
-        self.key_u = self.key_b = 0
-        self.p, self.mode = 1.0, 0
+        key_u = key_b = mode = 0
+        p = 2.0  # p >= 1: every element perturbed (u_B < 1 < 2 always)
         if plan.noisy:
-            self.key_u = stream_key(noise.seed, noise.stream, 0)
-            self.key_b = stream_key(noise.seed, noise.stream, 1)
-            self.p, self.mode = float(noise.p), NOISE_MODES.index(noise.mode)
-
-    def _grid(self, elements: int):
-        return (triton.cdiv(elements, self.block),)
+            key_u = stream_key(noise.seed, noise.stream, 0)
+            key_b = stream_key(noise.seed, noise.stream, 1)
+            p, mode = (float(noise.p) if noise.p < 1.0 else 2.0), NOISE_MODES.index(noise.mode)
+        self.mode = mode
+        kinds, slots = plan.kinds, plan.slots
+        self.forward_scalars = (key_u, key_b, p, plan.tau)
+        self.forward_constants = dict(KIND_I=kinds[0], KIND_F=kinds[1], KIND_O=kinds[2],
+                                      SLOT_I=slots[0], SLOT_F=slots[1], SLOT_O=slots[2],
+                                      BLOCK_SIZE=block)
+        self.slope_scales = tuple(_slope_scale(kind, plan.tau) for kind in kinds)
 
     def forward_step(self, gates, c_prev, c_new, r_out, t):
         batch, hidden = c_prev.shape
         noise_t = 0 if self.mode == 1 else t  # 'sequence': one draw for all steps
         mask_t = t if self.mode == 0 else 0  # 'sequence_mask': the mask of step 0
-        kinds, slots = self.plan.kinds, self.plan.slots
-        _forward_step_kernel[self._grid(batch * hidden)](
+        _forward_step_kernel[(triton.cdiv(batch * hidden, self.block),)](
             gates, c_prev, c_new, r_out, batch, hidden, self.num_gates, noise_t, mask_t,
-            self.key_u, self.key_b, self.p if self.p < 1.0 else 2.0, self.plan.tau,
-            KIND_I=kinds[0], KIND_F=kinds[1], KIND_O=kinds[2],
-            SLOT_I=slots[0], SLOT_F=slots[1], SLOT_O=slots[2], BLOCK_SIZE=self.block,
+            *self.forward_scalars, **self.forward_constants,
         )
 
     def backward_step(self, gates, c_prev, c_new, dr, dc, da, r_out, active):
         batch, hidden = c_prev.shape
-        tau = self.plan.tau
-        scales = [_slope_scale(kind, tau) for kind in self.plan.kinds]
-        _backward_step_kernel[self._grid(batch * hidden)](
+        _backward_step_kernel[(triton.cdiv(batch * hidden, self.block),)](
             gates, c_prev, c_new, dr.contiguous(), dc, da,
             r_out if r_out is not None else dc,
             active.view(torch.uint8) if active is not None else dc,
-            batch, hidden, *scales,
+            batch, hidden, *self.slope_scales,
             HAS_R=r_out is not None, HAS_ACTIVE=active is not None, BLOCK_SIZE=self.block,
         )
 
