@@ -178,20 +178,7 @@ def low_rank(model: nn.Module, rank: int, gates: Iterable[str] = ("input", "forg
 @torch.no_grad()
 def _inference_lstm(layer: nn.LSTM) -> nn.LSTM:
     """The ``nn.LSTM`` that computes what ``layer`` computes in evaluation mode."""
-    if type(layer) is nn.LSTM:
-        return layer
-    spec = layer.gate_spec
-    if spec.stochastic and spec.eval_gates == "hard":
-        raise ValueError("a G2LSTM with eval_gates='hard' is no nn.LSTM at inference; use eval_gates='soft'")
-    lstm = layer.to_lstm()
-    if spec.gates == "sharpened" and spec.stochastic and spec.tau != 1.0:
-        # sigmoid(a / tau) is a plain sigmoid of the pre-activation with its gate rows scaled by 1/tau.
-        hidden = lstm.hidden_size
-        for name, p in lstm.named_parameters():
-            if not name.startswith("weight_hr"):
-                for k in spec.stochastic:
-                    p[k * hidden:(k + 1) * hidden] /= spec.tau
-    return lstm
+    return layer if type(layer) is nn.LSTM else layer.to_lstm()
 
 
 def to_plain_lstm(model: nn.Module) -> nn.Module:

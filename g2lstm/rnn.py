@@ -71,6 +71,23 @@ class _G2Options:
             eval_gates=self.eval_gates,
         )
 
+    @torch.no_grad()
+    def _inference_state_dict(self) -> dict[str, torch.Tensor]:
+        """The state dict of the torch module that computes what this one computes at evaluation."""
+        spec = self.gate_spec
+        if spec.stochastic and spec.eval_gates == "hard":
+            raise ValueError(
+                "a layer with eval_gates='hard' computes no torch LSTM at evaluation; "
+                "use eval_gates='soft', or load its state_dict() into the torch module directly"
+            )
+        state = {name: value.clone() for name, value in self.state_dict().items()}
+        if spec.gates == "sharpened" and spec.tau != 1.0:
+            for name, value in state.items():
+                if name.startswith(("weight_ih", "weight_hh", "bias_ih", "bias_hh")):
+                    for k in spec.stochastic:
+                        value[k * self.hidden_size : (k + 1) * self.hidden_size] /= spec.tau
+        return state
+
     def _noise_active(self) -> bool:
         return self.training and self.gates == "gumbel" and self.noise_p > 0 and bool(self.stochastic_gates)
 
@@ -173,10 +190,16 @@ class G2LSTM(_G2Options, nn.LSTM):
         return layer.train(lstm.training)
 
     def to_lstm(self) -> nn.LSTM:
-        """An ordinary ``torch.nn.LSTM`` with the same weights: what this layer is at inference."""
+        """The ordinary ``torch.nn.LSTM`` that computes what this layer computes at evaluation.
+
+        Its weights are this layer's; for ``gates='sharpened'`` the stochastic gates' rows of
+        ``W_ih``, ``W_hh`` and the biases are divided by ``tau``, since
+        ``sigmoid(a / tau) = sigmoid(a')`` with ``a'`` from those rows. Hard evaluation gates
+        (``eval_gates='hard'``) have no ``nn.LSTM`` equivalent and raise an error.
+        """
         weight = self.weight_ih_l0
         lstm = nn.LSTM(**_lstm_config(self), device=weight.device, dtype=weight.dtype)
-        lstm.load_state_dict(self.state_dict())
+        lstm.load_state_dict(self._inference_state_dict())
         return lstm.train(self.training)
 
     def extra_repr(self) -> str:
@@ -353,10 +376,11 @@ class G2LSTMCell(_G2Options, nn.LSTMCell):
         return g2.train(cell.training)
 
     def to_lstm_cell(self) -> nn.LSTMCell:
-        """An ordinary ``torch.nn.LSTMCell`` with the same weights."""
+        """The ordinary ``torch.nn.LSTMCell`` that computes what this cell computes at evaluation
+        (see :meth:`G2LSTM.to_lstm`)."""
         w = self.weight_ih
         cell = nn.LSTMCell(self.input_size, self.hidden_size, self.bias, device=w.device, dtype=w.dtype)
-        cell.load_state_dict(self.state_dict())
+        cell.load_state_dict(self._inference_state_dict())
         return cell.train(self.training)
 
     def extra_repr(self) -> str:

@@ -255,3 +255,18 @@ def test_cell_steps_equal_layer_in_noiseless_training():
         h, c = cell(x[t], (h, c))
         torch.testing.assert_close(h, out[t])
     torch.testing.assert_close(c, c_n[0])
+
+
+@pytest.mark.parametrize("gates, tau", [("gumbel", 0.5), ("sharpened", 0.5), ("sharpened", 1.0), ("sigmoid", 2.0)])
+def test_to_lstm_computes_what_the_layer_computes_at_evaluation(gates, tau):
+    torch.manual_seed(0)
+    g2 = G2LSTM(I, H, 2, proj_size=3, gates=gates, tau=tau, stochastic_gates=("forget", "output")).eval()
+    cell = G2LSTMCell(I, H, gates=gates, tau=tau).eval()
+    x = torch.randn(5, 3, I)
+    torch.testing.assert_close(g2.to_lstm()(x)[0], g2(x)[0], atol=ATOL, rtol=1e-4)
+    torch.testing.assert_close(cell.to_lstm_cell()(x[0])[0], cell(x[0])[0], atol=ATOL, rtol=1e-4)
+
+
+def test_to_lstm_refuses_hard_evaluation_gates():
+    with pytest.raises(ValueError, match="eval_gates='hard' computes no torch LSTM at evaluation"):
+        G2LSTM(I, H, eval_gates="hard").to_lstm()
