@@ -10,9 +10,14 @@ collect its gate statistics. Writes, under ``out_dir``:
 
     <task>/results.json       values, changes, compression reports, gate saturation per model
     <task>/gates_<model>.json gate histograms (10 bins of width 0.1) per layer
+    <task>/gate_averages_<model>.json  per-token average gates of the heatmap sentences
     <task>/histograms.png     input/forget gate histograms of the three models, per layer
     <task>/heatmap_<n>_<layer>.png  per-token average gates of the n-th test sentence
     table.md, table.csv       the table over every task whose results.json exists
+
+``<task>`` is the task's ``folder`` (default: its key). With ``merge=true`` the models of an
+existing ``<task>/results.json`` that are not in ``models`` are kept, so a model trained later can
+be added without evaluating the others again; the plots are redrawn from all models' files.
 """
 
 from __future__ import annotations
@@ -31,10 +36,10 @@ import torch  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from g2lstm import diagnostics  # noqa: E402
-from g2lstm.compress import evaluate_under_compression  # noqa: E402
+from g2lstm.compress import evaluate_under_compression, gate_weight_stats  # noqa: E402
 
 COLUMNS = {"original": "Original", "round": "Round", "round_clip": "Round & clip", "svd": "SVD",
-           "svd_small": "SVD+", "int8": "int8 (extra)"}
+           "svd_small": "SVD+", "int8": "int8 (extra)", "round_relative": "Relative round & clip (extra)"}
 MODEL_NAMES = {"lstm": "LSTM", "sharpened": "Sharpened sigmoid", "g2lstm": "G2-LSTM"}
 
 
@@ -82,6 +87,7 @@ class LMTask:
             self._corpora[key] = load_data(OmegaConf.create(config["data"]), vocab=vocab)
         return self._corpora[key]
 
+    @torch.no_grad()  # perplexity() keeps every chunk's log-probabilities: with grad, their graphs too
     def evaluate(self, model) -> float:
         from g2lstm.lm.evaluate import perplexity
 
@@ -139,6 +145,7 @@ class MTTask:
             self.data = build_data(config)
         return model, str(path)
 
+    @torch.no_grad()
     def evaluate(self, model) -> float:
         from g2lstm.mt.evaluate import bleu_of
 
@@ -181,11 +188,24 @@ def saturation(summary: dict) -> dict:
     return result
 
 
-def run_task(task, cfg: DictConfig, models: list[str], out_dir: Path, command: str) -> dict:
+def _rounding_precision(compression: DictConfig) -> float | None:
+    """The paper's fixed grid of a task: the precision of its first absolute rounding entry."""
+    for options in compression.values():
+        if options.get("method") in ("round", "round_clip"):
+            return float(options["precision"])
+    return None
+
+
+def run_task(task, cfg: DictConfig, models: list[str], out_dir: Path, command: str, merge: bool = False) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     results = {"task": task.key, "name": task.cfg.name, "metric": task.cfg.metric,
                "higher_is_better": task.higher_is_better, "command": command, "models": {}}
-    stats, averages = {}, {}
+    if merge and (out_dir / "results.json").exists():
+        previous = json.loads((out_dir / "results.json").read_text())
+        if previous["task"] != task.key:
+            raise ValueError(f"merge: {out_dir / 'results.json'} holds task {previous['task']!r}, not {task.key!r}")
+        results["models"] = {k: v for k, v in previous["models"].items() if k not in models}
+    precision = _rounding_precision(task.cfg.compression)
     for kind in models:
         t0 = time.time()
         model, path = task.model(kind)
@@ -195,28 +215,43 @@ def run_task(task, cfg: DictConfig, models: list[str], out_dir: Path, command: s
             gates=list(task.cfg.gates), int8=cfg.int8)
         for r in rows:
             print(f"[{task.key}/{kind}] {r['method']}: {r['value']:.2f} ({r['change']:+.2f})", flush=True)
-        stats[kind] = task.gate_stats(model)
-        stats[kind].to_json(out_dir / f"gates_{kind}.json")
-        summary = stats[kind].summary()
-        results["models"][kind] = {"checkpoint": path, "rows": rows, "saturation": saturation(summary),
+        stats = task.gate_stats(model)
+        stats.to_json(out_dir / f"gates_{kind}.json")
+        results["models"][kind] = {"checkpoint": path, "command": command, "rows": rows,
+                                   "saturation": saturation(stats.summary()),
+                                   "gate_weights": gate_weight_stats(model, list(task.cfg.gates), precision),
+                                   "rounding_precision": precision,
                                    "parameters": sum(p.numel() for p in model.parameters()),
                                    "seconds": time.time() - t0}
-        averages[kind] = [(tokens, diagnostics.token_gate_averages(model, batch, forward), labels)
-                          for tokens, batch, forward, labels in task.sentences(task.cfg.diagnostics.heatmap_sentences)]
-        (out_dir / "results.json").write_text(json.dumps(results, indent=1))  # partial results survive a kill
-
-    labels = {MODEL_NAMES[k]: s for k, s in stats.items()}
-    diagnostics.plot_histograms(labels, out_dir / "histograms.png", title=f"{task.cfg.name}: gate value histograms")
-    for n in range(task.cfg.diagnostics.heatmap_sentences):
-        first = averages[models[0]][n]
-        for layer in first[1]:
-            tokens = first[0]
-            if first[2] is not None:  # MT: encoder layers read the source, decoder layers the target
-                tokens = first[2]["encoder" if layer.startswith("encoder") else "decoder"]
-            per_model = {MODEL_NAMES[k]: averages[k][n][1] for k in models}
-            diagnostics.plot_heatmap(tokens, per_model, out_dir / f"heatmap_{n}_{layer.replace('/', '_')}.png",
-                                     layer=layer, title=f"{task.cfg.name}, test sentence {n}, {layer}")
+        averages = [{"tokens": tokens, "labels": labels,
+                     "layers": {k: v.tolist() for k, v in diagnostics.token_gate_averages(model, batch, forward).items()}}
+                    for tokens, batch, forward, labels in task.sentences(task.cfg.diagnostics.heatmap_sentences)]
+        (out_dir / f"gate_averages_{kind}.json").write_text(json.dumps(averages))
+        # Partial results survive a kill; models in the paper's order whatever order they ran in.
+        results["models"] = {k: results["models"][k] for k in sorted(results["models"], key=_model_order)}
+        (out_dir / "results.json").write_text(json.dumps(results, indent=1))
+    plot_task(results, out_dir)
     return results
+
+
+def _model_order(kind: str) -> tuple:
+    return (list(MODEL_NAMES).index(kind) if kind in MODEL_NAMES else len(MODEL_NAMES), kind)
+
+
+def plot_task(results: dict, out_dir: Path) -> None:
+    """Histograms and heatmaps of every model in ``results``, from the files run_task wrote."""
+    kinds = list(results["models"])
+    stats = {MODEL_NAMES.get(k, k): diagnostics.GateStats.from_json(out_dir / f"gates_{k}.json") for k in kinds}
+    diagnostics.plot_histograms(stats, out_dir / "histograms.png", title=f"{results['name']}: gate value histograms")
+    averages = {k: json.loads((out_dir / f"gate_averages_{k}.json").read_text()) for k in kinds}
+    for n, first in enumerate(averages[kinds[0]]):
+        for layer in first["layers"]:
+            tokens = first["tokens"]
+            if first["labels"] is not None:  # MT: encoder layers read the source, decoder layers the target
+                tokens = first["labels"]["encoder" if layer.startswith("encoder") else "decoder"]
+            per_model = {MODEL_NAMES.get(k, k): {layer: torch.tensor(averages[k][n]["layers"][layer])} for k in kinds}
+            diagnostics.plot_heatmap(tokens, per_model, out_dir / f"heatmap_{n}_{layer.replace('/', '_')}.png",
+                                     layer=layer, title=f"{results['name']}, test sentence {n}, {layer}")
 
 
 # ----------------------------------------------------------------------------- the table
@@ -232,6 +267,8 @@ def _column_title(method: str, rows: list[dict]) -> str:
     title = COLUMNS.get(method, method)
     if report.get("method") == "svd":
         title += f" (rank {report['rank']})"
+    elif report.get("relative"):
+        title += f" (r={report['precision']}σ" + (f", c={report['clip']}σ" if report.get("clip") else "") + ")"
     elif report.get("method") in ("round", "round_clip"):
         title += f" (r={report['precision']}" + (f", c={report['clip']}" if report.get("clip") else "") + ")"
     return title
@@ -243,12 +280,19 @@ def write_table(out_dir: Path) -> str:
     lines = []
     csv_rows = []
     for t in tasks:
-        kinds = list(t["models"])
+        kinds = sorted(t["models"], key=_model_order)
         methods = [r["method"] for r in t["models"][kinds[0]]["rows"]]
         first_rows = t["models"][kinds[0]]["rows"]
         digits = 1 if t["task"] == "lm" else 2
+        commands: dict[str, list[str]] = {}
+        for kind in kinds:
+            commands.setdefault(t["models"][kind].get("command", t["command"]), []).append(MODEL_NAMES.get(kind, kind))
+        made_by = f"Made by `{next(iter(commands))}`." if len(commands) == 1 else "Made by " + "; ".join(
+            f"`{c}` ({', '.join(names)})" for c, names in commands.items()) + "."
         lines += [f"### {t['name']}: {t['metric']} ({'higher' if t['higher_is_better'] else 'lower'} is better; "
-                  "change vs the uncompressed model in brackets)", "", f"Made by `{t['command']}`.", "",
+                  "change vs the uncompressed model in brackets)", "", made_by, "",
+                  "Checkpoints: " + ", ".join(f"{MODEL_NAMES.get(k, k)} `{t['models'][k]['checkpoint']}`"
+                                              for k in kinds) + ".", "",
                   "| Model | " + " | ".join(_column_title(m, first_rows) for m in methods) + " |",
                   "|---" * (len(methods) + 1) + "|"]
         for kind in kinds:
@@ -261,13 +305,15 @@ def write_table(out_dir: Path) -> str:
                     "bits_per_weight": report.get("bits_per_weight", ""),
                     "size_ratio": report.get("model_size_ratio", report.get("size_ratio", "")),
                 })
-        lines += ["", "Compressed size: " + "; ".join(
-            f"{COLUMNS.get(r['method'], r['method'])}: " + (
-                f"{r['report']['distinct_values']} distinct values, {r['report']['bits_per_weight']} bits/weight "
-                f"({r['report']['entropy_bits_per_weight']:.2f} entropy)" if "bits_per_weight" in r["report"] else
-                f"targeted blocks x{r['report']['targeted_size_ratio']:.2f}, model x{r['report']['model_size_ratio']:.2f}"
-                if "targeted_size_ratio" in r["report"] else f"LSTM layers x{r['report']['size_ratio']:.2f}")
-            for r in first_rows[1:]) + f" (for {MODEL_NAMES.get(kinds[0], kinds[0])}).", ""]
+        lines.append("")
+        for kind in kinds:  # rounding leaves a different number of values in each model
+            lines += [f"Compressed size, {MODEL_NAMES.get(kind, kind)}: " + "; ".join(
+                f"{COLUMNS.get(r['method'], r['method'])}: " + (
+                    f"{r['report']['distinct_values']} distinct values, {r['report']['bits_per_weight']} bits/weight "
+                    f"({r['report']['entropy_bits_per_weight']:.2f} entropy)" if "bits_per_weight" in r["report"] else
+                    f"targeted blocks x{r['report']['targeted_size_ratio']:.2f}, model x{r['report']['model_size_ratio']:.2f}"
+                    if "targeted_size_ratio" in r["report"] else f"LSTM layers x{r['report']['size_ratio']:.2f}")
+                for r in t["models"][kind]["rows"][1:]) + ".", ""]
         lines += ["Gate saturation over the test data (share of values < 0.1 / > 0.9, all layers pooled):", "",
                   "| Model | input <0.1 | input >0.9 | forget <0.1 | forget >0.9 | output <0.1 | output >0.9 |",
                   "|---|---|---|---|---|---|---|"]
@@ -277,6 +323,20 @@ def write_table(out_dir: Path) -> str:
                 f"{s[f'{g}_share_{side}']:.3f}" for g in diagnostics.RECORDED_GATES
                 for side in ("below_0.1", "above_0.9")) + " |")
         lines.append("")
+        weighed = [k for k in kinds if "gate_weights" in t["models"][k]]
+        if weighed:
+            r = t["models"][weighed[0]]["rounding_precision"]
+            gates = list(t["models"][weighed[0]]["gate_weights"])
+            lines += [f"Gate-weight magnitudes of the compressed blocks (all layers pooled; 'to 0': share with "
+                      f"abs w < r/2 = {r / 2:g}, which rounding to r={r:g} sets to 0):", "",
+                      "| Model | " + " | ".join(f"{g} mean abs w | {g} std | {g} max abs w | {g} to 0" for g in gates) + " |",
+                      "|---" * (4 * len(gates) + 1) + "|"]
+            for kind in weighed:
+                w = t["models"][kind]["gate_weights"]
+                lines.append(f"| {MODEL_NAMES.get(kind, kind)} | " + " | ".join(
+                    f"{w[g]['mean_abs']:.3f} | {w[g]['std']:.3f} | {w[g]['max_abs']:.2f} | "
+                    f"{w[g].get('share_rounded_to_zero', float('nan')):.3f}" for g in gates) + " |")
+            lines.append("")
     text = "\n".join(lines)
     (out_dir / "table.md").write_text(text)
     with open(out_dir / "table.csv", "w", newline="") as f:
@@ -295,7 +355,7 @@ def main(argv: list[str]) -> None:
             raise ValueError(f"tasks must be among {sorted(TASKS)}, got {key!r}")
         task = TASKS[key](cfg[key], ROOT / cfg.runs_dir, cfg.seed)
         command = "python experiments/paper_table.py " + " ".join(map(shlex.quote, argv))
-        run_task(task, cfg, list(cfg.models), out_dir / key, command.strip())
+        run_task(task, cfg, list(cfg.models), out_dir / cfg[key].get("folder", key), command.strip(), merge=cfg.merge)
         print(write_table(out_dir), flush=True)
 
 

@@ -6,6 +6,7 @@ counts), leaves the argument alone and returns ``(compressed deep copy, report)`
 - :func:`round_clip` rounds the chosen gate blocks to multiples of ``precision`` and optionally
   clips them to ``[-clip, clip]`` (paper: LM 0.2 / 0.4, MT 0.5 / 1.0);
 - :func:`low_rank` replaces each chosen gate block by its best rank-``k`` approximation (SVD);
+- :func:`gate_weight_stats` measures the blocks' magnitudes (is a rounding grid coarse for them?);
 - :func:`quantize_int8` (beyond the paper) is PyTorch's int8 dynamic quantization of the LSTM
   layers, after turning each ``G2LSTM`` into the plain ``nn.LSTM`` it is at inference.
 
@@ -86,10 +87,35 @@ def _check_positive(name: str, value, allow_none: bool = False) -> None:
 
 
 @torch.no_grad()
+def gate_weight_stats(model: nn.Module, gates: Iterable[str] = ("input", "forget"),
+                      precision: float | None = None) -> dict[str, dict[str, float]]:
+    """Magnitudes of the chosen gate blocks, pooled over layers and directions, per gate.
+
+    Per gate: ``weights``, ``mean_abs``, ``std``, ``max_abs`` and, given a rounding
+    ``precision``, ``share_rounded_to_zero`` (``|w| < precision / 2``: what rounding zeroes).
+    Tells whether a fixed rounding grid is coarse or fine for these weights.
+    """
+    _check_positive("precision", precision, allow_none=True)
+    pooled: dict[str, list[torch.Tensor]] = {}
+    for b in gate_blocks(model, gates):
+        pooled.setdefault(b["gate"], []).append(b["block"].detach().flatten().double())
+    result = {}
+    for gate, parts in pooled.items():
+        w = torch.cat(parts)
+        result[gate] = {"weights": int(w.numel()), "mean_abs": float(w.abs().mean()), "std": float(w.std()),
+                        "max_abs": float(w.abs().max())}
+        if precision is not None:
+            result[gate]["share_rounded_to_zero"] = float((w.abs() < precision / 2).double().mean())
+    return result
+
+
+@torch.no_grad()
 def round_clip(model: nn.Module, precision: float, clip: float | None = None,
-               gates: Iterable[str] = ("input", "forget")) -> tuple[nn.Module, dict]:
+               gates: Iterable[str] = ("input", "forget"), relative: bool = False) -> tuple[nn.Module, dict]:
     """Round the chosen gate blocks to multiples of ``precision``, then clip to ``[-clip, clip]``.
 
+    With ``relative=True`` (beyond the paper) ``precision`` and ``clip`` are in units of each
+    block's standard deviation, so the grid follows the weights' scale instead of being fixed.
     Report: per block the number of distinct values left and the bits per weight they need
     (``ceil(log2(distinct))`` for a fixed-length code, and the empirical entropy), plus totals.
     """
@@ -100,15 +126,20 @@ def round_clip(model: nn.Module, precision: float, clip: float | None = None,
     all_values = []
     for b in gate_blocks(compressed, gates):
         w = b["block"]
-        rounded = torch.round(w / precision) * precision
+        scale = float(w.double().std()) if relative else 1.0
+        if not scale > 0:
+            raise ValueError(f"relative rounding needs a block with spread; {b['module']}.{b['param']} "
+                             f"{b['gate']} gate has standard deviation {scale}")
+        step = precision * scale
+        rounded = torch.round(w / step) * step
         if clip is not None:
-            rounded = rounded.clamp(-clip, clip)
+            rounded = rounded.clamp(-clip * scale, clip * scale)
         w.copy_(rounded)
         distinct = int(torch.unique(w).numel())
         all_values.append(w.flatten())
         blocks.append({
             "module": b["module"], "param": b["param"], "gate": b["gate"],
-            "shape": list(w.shape),
+            "shape": list(w.shape), "step": step,
             "distinct_values": distinct,
             "bits_per_weight": math.ceil(math.log2(distinct)) if distinct > 1 else 0,
             "entropy_bits_per_weight": _entropy_bits(w),
@@ -117,7 +148,7 @@ def round_clip(model: nn.Module, precision: float, clip: float | None = None,
     values = torch.cat(all_values)
     distinct = int(torch.unique(values).numel())
     report = {
-        "method": "round_clip" if clip is not None else "round",
+        "method": "round_clip" if clip is not None else "round", "relative": relative,
         "precision": precision, "clip": clip, "gates": list(gates) if not isinstance(gates, str) else [gates],
         "blocks": blocks,
         "weights": int(values.numel()),
@@ -227,16 +258,17 @@ def quantize_int8(model: nn.Module) -> tuple[nn.Module, dict]:
 
 
 def compress(model: nn.Module, method: str, **options) -> tuple[nn.Module, dict]:
-    """Dispatch by name: ``round`` / ``round_clip`` / ``svd`` / ``int8``, used by configs."""
-    if method in ("round", "round_clip"):
+    """Dispatch by name, used by configs: ``round`` / ``round_clip`` / ``svd`` / ``int8``, and
+    ``round_relative`` (round & clip with ``precision`` and ``clip`` in block standard deviations)."""
+    if method in ("round", "round_clip", "round_relative"):
         if method == "round":
             options["clip"] = None
-        return round_clip(model, **options)
+        return round_clip(model, relative=method == "round_relative", **options)
     if method == "svd":
         return low_rank(model, **options)
     if method == "int8":
         return quantize_int8(model)
-    raise ValueError(f"method must be one of 'round', 'round_clip', 'svd', 'int8', got {method!r}")
+    raise ValueError(f"method must be one of 'round', 'round_clip', 'round_relative', 'svd', 'int8', got {method!r}")
 
 
 def evaluate_under_compression(model: nn.Module, evaluate, methods: dict[str, dict],
@@ -252,7 +284,8 @@ def evaluate_under_compression(model: nn.Module, evaluate, methods: dict[str, di
     for label, options in runs:
         method = options.pop("method", None)
         if method is None:
-            raise ValueError(f"compression {label!r} needs a 'method' ('round', 'round_clip', 'svd' or 'int8')")
+            raise ValueError(f"compression {label!r} needs a 'method' ('round', 'round_clip', 'round_relative', "
+                             "'svd' or 'int8')")
         if method != "int8":
             options["gates"] = gates
         small, report = compress(model, method, **options)

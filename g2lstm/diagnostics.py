@@ -211,6 +211,24 @@ class GateStats:
         bin_edges = [round(b / BINS, 1) for b in range(BINS + 1)]
         path.write_text(json.dumps({"bin_edges": bin_edges, "layers": self.summary()}, indent=1))
 
+    @classmethod
+    def from_json(cls, path: str | Path) -> "GateStats":
+        """The statistics written by :meth:`to_json` (counts recovered from shares x count)."""
+        data = json.loads(Path(path).read_text())
+        if data.get("bin_edges") != [round(b / BINS, 1) for b in range(BINS + 1)] or "layers" not in data:
+            raise ValueError(f"{path}: expected a GateStats.to_json file with {BINS} bins, "
+                             f"got keys {sorted(data)} and bin_edges {data.get('bin_edges')}")
+        stats = cls()
+        for key, per_gate in data["layers"].items():
+            gates = [per_gate[g] for g in RECORDED_GATES]
+            n = gates[0]["count"]
+            stats.counts[key] = torch.tensor([[round(h * n) for h in g["histogram"]] for g in gates])
+            stats.below[key] = torch.tensor([round(g["share_below_0.1"] * n) for g in gates])
+            stats.above[key] = torch.tensor([round(g["share_above_0.9"] * n) for g in gates])
+            stats.sums[key] = torch.tensor([g["mean"] * n for g in gates], dtype=torch.float64)
+            stats.total[key] = n
+        return stats
+
 
 def _layer_keys(name: str, gates: list[list[torch.Tensor]]):
     for layer, per_direction in enumerate(gates):

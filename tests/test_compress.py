@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from g2lstm.compress import GATE_NAMES, compress, low_rank, quantize_int8, round_clip
+from g2lstm.compress import GATE_NAMES, compress, gate_weight_stats, low_rank, quantize_int8, round_clip
 
 
 class TinyLM(nn.Module):
@@ -277,3 +277,50 @@ def test_evaluate_under_compression_rows():
     assert rows[4]["report"]["method"] == "int8_dynamic"
     with pytest.raises(ValueError, match="needs a 'method'"):
         evaluate_under_compression(model, error, {"x": {"precision": 0.2}})
+
+
+def test_gate_weight_stats_match_the_pooled_blocks():
+    model = make_model()
+    stats = gate_weight_stats(model, ("input", "forget"), precision=0.5)
+    assert set(stats) == {"input", "forget"}
+    for gate in ("input", "forget"):
+        w = torch.cat([p[gate_rows(name, hidden, gate)].flatten() for name, hidden, p in lstm_gate_weights(model)]).double()
+        assert stats[gate]["weights"] == w.numel()
+        assert stats[gate]["mean_abs"] == pytest.approx(w.abs().mean().item())
+        assert stats[gate]["std"] == pytest.approx(w.std().item())
+        assert stats[gate]["max_abs"] == pytest.approx(w.abs().max().item())
+        # The share it calls "rounded to zero" is exactly what round() sets to 0.
+        rounded, _ = round_clip(model, precision=0.5, gates=(gate,))
+        zeros = torch.cat([p[gate_rows(name, hidden, gate)].flatten() == 0
+                           for name, hidden, p in lstm_gate_weights(rounded)]).double().mean().item()
+        assert stats[gate]["share_rounded_to_zero"] == pytest.approx(zeros)
+    assert "share_rounded_to_zero" not in gate_weight_stats(model)["input"]
+    with pytest.raises(ValueError, match="precision must be a positive"):
+        gate_weight_stats(model, precision=0)
+
+
+def test_relative_rounding_follows_each_blocks_scale():
+    model = make_model()
+    small, report = compress(model, "round_relative", precision=1.0, clip=2.0, gates=["input", "forget"])
+    assert report["relative"] and report["method"] == "round_clip"
+    originals = {name: p for name, _, p in lstm_gate_weights(model)}
+    for name, hidden, p in lstm_gate_weights(small):
+        for gate in ("input", "forget"):
+            rows = gate_rows(name, hidden, gate)
+            std = originals[name][rows].double().std().item()
+            block = p[rows].double()
+            levels = torch.round(block / std)  # every value is a whole number of block stds in [-2, 2]
+            assert torch.allclose(block, levels * std, atol=1e-5)
+            assert levels.abs().max() <= 2 and len(torch.unique(levels)) <= 5
+            expected = (torch.round(originals[name][rows].double() / std)).clamp(-2, 2)
+            assert torch.equal(levels, expected)
+        assert torch.equal(p[gate_rows(name, hidden, "cell")], originals[name][gate_rows(name, hidden, "cell")])
+    # Scaling the weights scales the relative grid with them: the same levels, so the same distinct count.
+    scaled = make_model()
+    with torch.no_grad():
+        for _, _, p in lstm_gate_weights(scaled):
+            p.mul_(10.0)
+    _, report_scaled = round_clip(scaled, precision=1.0, clip=2.0, relative=True)
+    assert [b["distinct_values"] for b in report_scaled["blocks"]] == [b["distinct_values"] for b in report["blocks"]]
+    _, absolute = round_clip(scaled, precision=1.0, clip=2.0)
+    assert not absolute["relative"]

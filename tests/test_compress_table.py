@@ -106,3 +106,38 @@ def test_run_task_and_table(tmp_path):
     sharp = {r["method"]: r for r in results["models"]["sharpened"]["rows"]}
     assert float(row["value"]) == pytest.approx(sharp["round_clip"]["value"])
     assert int(row["bits_per_weight"]) == sharp["round_clip"]["report"]["bits_per_weight"]
+
+
+def test_merge_adds_a_model_and_keeps_the_others(tmp_path):
+    paper_table = load_paper_table()
+    task = ToyTask()
+    task.cfg.compression["round_relative"] = {"method": "round_relative", "precision": 1.0, "clip": 2.0}
+    cfg = OmegaConf.create({"int8": False})
+    first = paper_table.run_task(task, cfg, ["g2lstm", "lstm"], tmp_path / "toy", command="cmd one")
+    assert list(first["models"]) == ["lstm", "g2lstm"]  # the paper's order whatever the run order
+    later = paper_table.run_task(task, cfg, ["sharpened"], tmp_path / "toy", command="cmd two", merge=True)
+    assert list(later["models"]) == ["lstm", "sharpened", "g2lstm"]
+    assert later["models"]["lstm"] == first["models"]["lstm"]  # kept, not re-evaluated
+    assert later["models"]["sharpened"]["command"] == "cmd two"
+    # Without merge a rerun starts over.
+    alone = paper_table.run_task(task, cfg, ["sharpened"], tmp_path / "other", command="cmd three")
+    assert list(alone["models"]) == ["sharpened"]
+
+    # Gate-weight magnitudes per model, with the share the task's fixed grid (r=0.2) zeroes.
+    model, _ = task.model("g2lstm")
+    w = torch.cat([model.rnn.weight_ih_l0[:6].flatten(), model.rnn.weight_hh_l0[:6].flatten(),
+                   model.rnn.weight_ih_l1[:6].flatten(), model.rnn.weight_hh_l1[:6].flatten()]).double()
+    stats = later["models"]["g2lstm"]["gate_weights"]["input"]
+    assert stats["mean_abs"] == pytest.approx(w.abs().mean().item())
+    assert stats["share_rounded_to_zero"] == pytest.approx((w.abs() < 0.1).double().mean().item())
+
+    text = paper_table.write_table(tmp_path)
+    assert "Made by `cmd one` (LSTM, G2-LSTM); `cmd two` (Sharpened sigmoid)." in text
+    assert "Relative round & clip (extra) (r=1.0σ, c=2.0σ)" in text
+    assert f"| G2-LSTM | {stats['mean_abs']:.3f} | {stats['std']:.3f} |" in text
+    assert (tmp_path / "toy" / "histograms.png").stat().st_size > 0
+    assert (tmp_path / "toy" / "gate_averages_sharpened.json").exists()
+    with pytest.raises(ValueError, match="holds task 'toy'"):
+        other = ToyTask()
+        other.key = "lm"
+        paper_table.run_task(other, cfg, ["lstm"], tmp_path / "toy", command="x", merge=True)

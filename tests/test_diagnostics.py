@@ -196,3 +196,24 @@ def test_g2lstm_gates_replayed_with_its_own_spec():
         assert h[0, 0] + h[0, 9] == 1.0 and h[1, 0] + h[1, 9] == 1.0  # binary input and forget gates
         saturated = lambda s: s.summary()[key]["forget"]["share_below_0.1"] + s.summary()[key]["forget"]["share_above_0.9"]  # noqa: E731
         assert saturated(s_sharp) > saturated(s_plain)  # a temperature of 1/4 sharpens the gates
+
+
+def test_gate_stats_json_round_trip(tmp_path):
+    torch.manual_seed(5)
+    model = Tagger(num_layers=2, bidirectional=True)
+    stats = collect_gate_stats(model, [torch.randint(0, 13, (6, 3)) for _ in range(2)])
+    stats.to_json(tmp_path / "gates.json")
+    back = GateStats.from_json(tmp_path / "gates.json")
+    assert set(back.counts) == set(stats.counts)
+    for key in stats.counts:
+        assert torch.equal(back.counts[key], stats.counts[key])
+        assert torch.equal(back.below[key], stats.below[key]) and torch.equal(back.above[key], stats.above[key])
+        assert torch.allclose(back.sums[key], stats.sums[key])
+        assert back.total[key] == stats.total[key]
+    for key, per_gate in stats.summary().items():
+        for gate, values in per_gate.items():
+            assert back.summary()[key][gate]["histogram"] == pytest.approx(values["histogram"])
+            assert back.summary()[key][gate]["mean"] == pytest.approx(values["mean"])
+    (tmp_path / "other.json").write_text(json.dumps({"layers": {}}))
+    with pytest.raises(ValueError, match="expected a GateStats.to_json file"):
+        GateStats.from_json(tmp_path / "other.json")
