@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import shlex
 import sys
 import time
@@ -274,6 +275,15 @@ def _column_title(method: str, rows: list[dict]) -> str:
     return title
 
 
+def _relative_size(report: dict) -> str:
+    """A relative grid keeps at most 2 * clip / precision + 1 levels per block, plus the block's scale."""
+    levels = 2 * math.floor(report["clip"] / report["precision"] + 1e-9) + 1 if report.get("clip") else None
+    per_block = f"at most {levels} levels per block ({math.ceil(math.log2(levels))} bits/weight) and one scale " \
+        "per block" if levels else "one scale per block"
+    return f"{per_block}; {report['distinct_values']} distinct values over all blocks " \
+           f"({report['entropy_bits_per_weight']:.2f} entropy)"
+
+
 def write_table(out_dir: Path) -> str:
     """table.md and table.csv from every ``<task>/results.json`` under ``out_dir``."""
     tasks = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*/results.json"))]
@@ -309,6 +319,7 @@ def write_table(out_dir: Path) -> str:
         for kind in kinds:  # rounding leaves a different number of values in each model
             lines += [f"Compressed size, {MODEL_NAMES.get(kind, kind)}: " + "; ".join(
                 f"{COLUMNS.get(r['method'], r['method'])}: " + (
+                    _relative_size(r["report"]) if r["report"].get("relative") else
                     f"{r['report']['distinct_values']} distinct values, {r['report']['bits_per_weight']} bits/weight "
                     f"({r['report']['entropy_bits_per_weight']:.2f} entropy)" if "bits_per_weight" in r["report"] else
                     f"targeted blocks x{r['report']['targeted_size_ratio']:.2f}, model x{r['report']['model_size_ratio']:.2f}"

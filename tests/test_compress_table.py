@@ -141,3 +141,10 @@ def test_merge_adds_a_model_and_keeps_the_others(tmp_path):
         other = ToyTask()
         other.key = "lm"
         paper_table.run_task(other, cfg, ["lstm"], tmp_path / "toy", command="x", merge=True)
+
+
+def test_relative_rounding_size_counts_levels_per_block(tmp_path):
+    paper_table = load_paper_table()
+    report = {"relative": True, "precision": 1.0, "clip": 2.0, "distinct_values": 33, "entropy_bits_per_weight": 3.7}
+    assert paper_table._relative_size(report).startswith("at most 5 levels per block (3 bits/weight)")
+    assert paper_table._relative_size(dict(report, precision=0.5)).startswith("at most 9 levels per block (4 bits/weight)")
