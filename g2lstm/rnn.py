@@ -259,8 +259,7 @@ class G2LSTM(_G2Options, nn.LSTM):
                 input = input.unsqueeze(batch_dim)
             x = input.transpose(0, 1) if self.batch_first else input
         if hx is None:
-            steps, batch = x.shape[:2]
-            shape = (self.num_layers * num_directions, batch)
+            shape = (self.num_layers * num_directions, x.shape[1])
             hx = (
                 x.new_zeros(shape + (real_hidden_size,)),
                 x.new_zeros(shape + (self.hidden_size,)),
