@@ -15,9 +15,10 @@ V = 40
 
 def model(**kw) -> Seq2Seq:
     torch.manual_seed(0)
-    cfg = dict(src_vocab=V, tgt_vocab=V, embed_dim=16, hidden_dim=12, dropout=0.0)
+    vocab = {"src_vocab": kw.pop("src_vocab", V), "tgt_vocab": kw.pop("tgt_vocab", V)}
+    cfg = dict(embed_dim=16, hidden_dim=12, dropout=0.0)
     cfg.update(kw)
-    return Seq2Seq(ModelConfig(**cfg))
+    return Seq2Seq(ModelConfig(**cfg), **vocab)
 
 
 def batch():

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import ClassVar, Iterable, Optional, Sequence
 
 import torch
+from omegaconf import MISSING
 
+from g2lstm import config as checks
 from g2lstm.data import data_root
 
 UNK = "<unk>"
@@ -216,6 +218,90 @@ class Corpus:
 
 
 SOURCES = ("bible", "brown", "ptb", "wikitext", "text")
+
+
+# ----------------------------------------------------------------------------- config schemas
+# One schema per kind of source (conf/lm/data/*.yaml), so a key a source does not read is refused.
+
+
+@dataclass
+class LMDataConfig:
+    """What every source's config holds: its name, the source, where it is, the vocabulary."""
+
+    sources: ClassVar[tuple[str, ...]] = SOURCES  # the ``source`` values a schema reads
+    name: str = MISSING
+    source: str = MISSING
+    path: Optional[str] = None  # null: the source's folder under data_root()
+    vocab_size: Optional[int] = None  # the most frequent training words, the two specials included
+    min_count: int = 1
+
+    def __post_init__(self):
+        checks.require(self, "source", lambda v: v in self.sources,
+                       f"one of {list(self.sources)} (the sources this data group reads; pick a corpus with "
+                       f"data=<bible|brown|ptb|wikitext2|text>)")
+        checks.at_least(self, 3, "vocab_size", optional=True)
+        checks.at_least(self, 1, "min_count")
+
+
+@dataclass
+class BibleDataConfig(LMDataConfig):
+    sources: ClassVar[tuple[str, ...]] = ("bible",)
+    translation: str = "4"
+    valid_books: list[int] = field(default_factory=list)
+    test_books: list[int] = field(default_factory=list)
+    lowercase: bool = True
+
+    def __post_init__(self):
+        super().__post_init__()
+        from g2lstm.data.bible import NUM_BOOKS
+
+        for key in ("valid_books", "test_books"):
+            checks.require(self, key, lambda books: all(1 <= b <= NUM_BOOKS for b in books),
+                           f"Bible book numbers in 1..{NUM_BOOKS}")
+        checks.require(self, "test_books", lambda books: not set(books) & set(self.valid_books),
+                       "books not also in data.valid_books")
+
+
+@dataclass
+class BrownDataConfig(LMDataConfig):
+    sources: ClassVar[tuple[str, ...]] = ("brown",)
+    lowercase: bool = True
+    train_words: int = 800_000
+    valid_words: int = 200_000
+
+    def __post_init__(self):
+        super().__post_init__()
+        checks.positive(self, "train_words", "valid_words")
+
+
+@dataclass
+class TokenFilesDataConfig(LMDataConfig):
+    """Pre-tokenized split files (PTB, WikiText)."""
+
+    sources: ClassVar[tuple[str, ...]] = ("ptb", "wikitext")
+    files: list[str] = field(default_factory=list)  # [train, valid, test] file names in ``path``
+
+    def __post_init__(self):
+        super().__post_init__()
+        checks.require(self, "files", lambda f: len(f) == 3, "three file names [train, valid, test]")
+
+
+@dataclass
+class TextDataConfig(TokenFilesDataConfig):
+    """Plain UTF-8 text files, tokenized here."""
+
+    sources: ClassVar[tuple[str, ...]] = ("text",)
+    lowercase: bool = True
+
+    def __post_init__(self):
+        super().__post_init__()
+        checks.require(self, "path", lambda v: bool(v), "the folder of the text files")
+
+
+checks.store(BibleDataConfig, "lm_bible_schema", group="data")
+checks.store(BrownDataConfig, "lm_brown_schema", group="data")
+checks.store(TokenFilesDataConfig, "lm_token_files_schema", group="data")
+checks.store(TextDataConfig, "lm_text_schema", group="data")
 
 
 def read_splits(source: str, path: str | None = None, *, lowercase: bool = True,

@@ -13,9 +13,14 @@ from __future__ import annotations
 
 import gzip
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
+from omegaconf import MISSING
+
+from .. import config as checks
+from ..mt.tokenizer import TokenizerConfig
 from . import data_root
 
 Pair = tuple[str, str]
@@ -173,6 +178,65 @@ def filter_pairs(
             continue
         kept.append((s, t))
     return kept
+
+
+# corpus name -> the ``options`` its loader reads
+CORPUS_OPTIONS = {
+    "multi30k": (),
+    "folder": ("splits",),
+    "iwslt_raw": ("year",),
+    "bible": ("src_code", "tgt_code", "val_books", "test_books"),
+}
+
+
+@dataclass
+class SplitNames:
+    """Which of the corpus's splits plays each role."""
+
+    train: str = "train"
+    valid: str = "valid"
+    test: str = "test"
+
+
+@dataclass
+class PairFilter:
+    """Length filters of the training pairs (:func:`filter_pairs`), in whitespace words."""
+
+    min_len: int = 1
+    max_len: Optional[int] = 80
+    max_ratio: Optional[float] = 3.0
+
+    def __post_init__(self):
+        checks.at_least(self, 0, "min_len")
+        checks.require(self, "max_len", lambda v: v >= max(self.min_len, 1), "a length >= min_len and >= 1",
+                       optional=True)
+        checks.at_least(self, 1, "max_ratio", optional=True)
+
+
+@dataclass
+class MTDataConfig:
+    """The schema of ``conf/mt/data``: a parallel corpus (:func:`load_corpus`) and its tokenizer."""
+
+    name: str = MISSING  # multi30k | folder | iwslt_raw | bible
+    path: Optional[str] = None
+    src: str = "de"
+    tgt: str = "en"
+    options: dict[str, Any] = field(default_factory=dict)  # the corpus's own options (CORPUS_OPTIONS)
+    splits: SplitNames = field(default_factory=SplitNames)
+    filter: PairFilter = field(default_factory=PairFilter)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+
+    def __post_init__(self):
+        checks.one_of(self, "name", CORPUS_OPTIONS)
+        allowed = CORPUS_OPTIONS[self.name]
+        checks.require(self, "options", lambda o: set(o) <= set(allowed),
+                       f"options of corpus {self.name!r} among {list(allowed)}")
+        checks.require(self, "tgt", lambda v: v != self.src, "a target language other than data.src")
+        if self.name in ("folder", "iwslt_raw"):
+            checks.require(self, "path", lambda v: bool(v), f"the folder of the {self.name!r} corpus")
+
+
+checks.store(MTDataConfig, "mt_data_schema", group="data")
 
 
 def load_corpus(name: str, src: str, tgt: str, path: str | Path | None = None, **options) -> Splits:
