@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from hydra.errors import CompactHydraException
+from hydra.experimental.callback import Callback
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 CONF_ROOT = Path(__file__).resolve().parents[1] / "conf"
@@ -29,11 +31,12 @@ SCHEMA_MODULES = {
 }
 
 
-class ConfigError(ValueError):
+# CompactHydraException: Hydra's entry points print the message alone, without a traceback.
+class ConfigError(ValueError, CompactHydraException):
     """A config that cannot be composed (a wrong type, an unknown key); says which and why."""
 
 
-class ConfigValueError(ValueError):
+class ConfigValueError(ValueError, CompactHydraException):
     """A config value outside what its key allows; names the full key, the value and the range."""
 
     def __init__(self, key: str, value: Any, expected: str):
@@ -143,6 +146,28 @@ def _validate_node(node: DictConfig, prefix: str) -> None:
         OmegaConf.to_object(node)  # runs the schemas' __post_init__ checks
     except ConfigValueError as error:
         raise error.under(prefix) from None
+
+
+class ValidateConfig(Callback):
+    """Hydra callback (``hydra.callbacks`` of every config root): validates the composed config
+    before Hydra creates the run folder or writes anything into it. Hydra turns a callback's
+    exceptions into warnings, so a bad config ends the program here with its message (exit code 1)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _validate_or_exit(config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _validate_or_exit(config)  # the base config; each job's sweep values: by its trainer
+
+
+def _validate_or_exit(config: DictConfig) -> None:
+    task_cfg = config.copy()
+    with open_dict(task_cfg):
+        task_cfg.pop("hydra", None)
+    try:
+        validate(task_cfg)
+    except ConfigValueError as error:
+        raise SystemExit(f"Error in the config: {error}") from None
 
 
 def config_dir(root: str) -> Path:

@@ -22,6 +22,10 @@ import torch
 from tqdm import tqdm
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read or written; the message names the path and the way on."""
+
+
 class NonFiniteLossError(RuntimeError):
     """Raised when the training loss becomes NaN or infinite; the last good checkpoint is kept."""
 
@@ -47,10 +51,20 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as error:  # a full disk shows as either, from torch's zip writer
+        _remove(tmp)
+        kept = f"the previous {path.name} is kept" if path.exists() else f"no {path.name} was written"
+        raise CheckpointError(f"could not write the checkpoint {path} ({error}); {kept}. Free space in "
+                              f"{path.parent} (or fix its permissions) and run again: the run resumes from "
+                              f"its last checkpoint") from error
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _remove(tmp)
         raise
+
+
+def _remove(path: str) -> None:
+    if os.path.exists(path):
+        os.unlink(path)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
@@ -58,7 +72,21 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    way_on = ("Load another checkpoint of the run (best.pt or last.pt), or start its run folder afresh "
+              "with train.resume=false")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is an empty file (0 bytes), not a checkpoint: a crash or a full disk "
+                              f"while it was written? {way_on}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch's readers fail on garbage with many types (EOFError, IndexError, ...)
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path} is not a readable checkpoint ({first_line}): it is truncated, damaged "
+                              f"or not written by torch.save. {way_on}") from error
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds a {type(state).__name__}, not a g2lstm checkpoint (a dict with "
+                              f"'task', 'config' and 'model'). {way_on}")
+    return state
 
 
 def rng_state() -> dict[str, Any]:
@@ -153,7 +181,10 @@ class Run:
         run.finish(result)                          # results.json, the 'final' metrics line
     """
 
-    def __init__(self, cfg, task: str, run_dir: str | os.PathLike):
+    def __init__(self, cfg, task: str, run_dir: str | os.PathLike, fixed_keys: tuple[str, ...] = ()):
+        """``fixed_keys``: dotted config keys outside ``data`` and ``model`` that a resumed run must
+        keep too, because the trainer's saved state depends on them (e.g. the LM's
+        ``train.batch_size``: its hidden state and position in the epoch)."""
         self.cfg = to_container(cfg)
         self.task = task
         self.dir = Path(run_dir)
@@ -162,7 +193,7 @@ class Run:
         self.saved = None
         if train_cfg.get("resume", True) and self.last_path.exists():
             self.saved = load_checkpoint(self.last_path)
-            check_resumable(self.saved, task, self.cfg, self.last_path)
+            check_resumable(self.saved, task, self.cfg, self.last_path, fixed_keys)
         if (self.saved is not None and self.saved["run"].get("finished")
                 and self.saved["config"].get("train") == train_cfg):
             # Running a finished run's command again changes nothing in its folder; with another
@@ -280,14 +311,22 @@ def _differences(saved, current, prefix: str) -> list[str]:
     return [] if saved == current else [f"{prefix}: {saved!r} in the checkpoint, {current!r} now"]
 
 
-def check_resumable(saved: dict, task: str, cfg: dict, path: Path) -> None:
-    """Refuse to resume from a checkpoint of another task or with another data / model config."""
+def _get(cfg: dict, dotted: str):
+    for part in dotted.split("."):
+        cfg = cfg.get(part) if isinstance(cfg, dict) else None
+    return cfg
+
+
+def check_resumable(saved: dict, task: str, cfg: dict, path: Path, fixed_keys: tuple[str, ...] = ()) -> None:
+    """Refuse to resume from a checkpoint of another task or with another data / model config
+    (or another value of one of ``fixed_keys``)."""
     saved_task = checkpoint_task(saved, path)
     if saved_task != task:
         raise ValueError(f"cannot resume: {path} is a checkpoint of task {saved_task!r}, this trainer is "
                          f"{task!r}; use a new run folder")
     differences = [d for section in COMPARED_SECTIONS
                    for d in _differences(saved["config"].get(section), cfg.get(section), section)]
+    differences += [d for key in fixed_keys for d in _differences(_get(saved["config"], key), _get(cfg, key), key)]
     if differences:
         raise ValueError(f"cannot resume from {path}: the config changed:\n  " + "\n  ".join(differences)
                          + "\nuse a new run folder, or train.resume=false to start this folder afresh")

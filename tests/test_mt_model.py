@@ -34,7 +34,7 @@ def test_one_switch_sets_every_recurrent_layer(cell, gates):
     assert len(layers) == 2 and all(isinstance(layer, G2LSTM) and layer.gates == gates for layer in layers)
     assert m.encoder.rnn.bidirectional and m.encoder.rnn.num_layers == 2
     assert m.decoder.output.weight is m.decoder.embedding.weight  # tied
-    with pytest.raises(ValueError, match="cell must be one of"):
+    with pytest.raises(ValueError, match=r"cell=.gru.: expected one of"):
         model(cell="gru")
 
 

@@ -11,7 +11,7 @@ Every loader returns ``{split_name: [(source_sentence, target_sentence), ...]}``
 
 from __future__ import annotations
 
-import gzip
+import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +21,7 @@ from omegaconf import MISSING
 
 from .. import config as checks
 from ..mt.tokenizer import TokenizerConfig
-from . import data_root
+from . import data_root, read_text
 
 Pair = tuple[str, str]
 Splits = dict[str, list[Pair]]
@@ -32,12 +32,8 @@ MULTI30K_LANGS = ("de", "en", "fr", "cs")
 
 def read_lines(path: str | Path) -> list[str]:
     """The lines of a UTF-8 text file, plain or gzip (by the ``.gz`` suffix), without newlines."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"expected a text file (plain or .gz) at {path}, found nothing")
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8", newline="\n") as f:
-        return [line.rstrip("\r\n") for line in f]
+    text = read_text(path, "a UTF-8 text file (plain or .gz), one sentence a line")
+    return [line.rstrip("\r\n") for line in io.StringIO(text, newline="\n")]
 
 
 def read_parallel(src_path: str | Path, tgt_path: str | Path) -> list[Pair]:

@@ -188,7 +188,8 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict:
     """
     checks.validate(cfg, LMConfig)  # before anything is read or written
     run_dir = run_dir if run_dir is not None else Path("runs/lm") / time.strftime("%Y-%m-%d_%H-%M-%S")
-    run = runtime.Run(cfg, TASK, run_dir)
+    # the saved hidden state and position in the epoch are laid out for one batch size
+    run = runtime.Run(cfg, TASK, run_dir, fixed_keys=("train.batch_size",))
     if run.finished:
         return run.result()
     tc = cfg.train

@@ -139,11 +139,18 @@ def build_data(cfg: dict) -> dict[str, list[tuple[str, str]]]:
         if split not in corpus:
             raise KeyError(f"data.splits.{role} is {split!r}, but the corpus has splits {sorted(corpus)}")
     f = d["filter"]
-    return {
+    data = {
         "train": filter_pairs(corpus[names["train"]], f["min_len"], f["max_len"], f["max_ratio"]),
         "valid": corpus[names["valid"]],
         "test": corpus[names["test"]],
     }
+    where = f"corpus {d['name']!r}" + (f" at {d['path']}" if d.get("path") else "")
+    for role, pairs in data.items():
+        if not pairs:
+            kept = " after data.filter" if role == "train" and corpus[names["train"]] else ""
+            raise ValueError(f"data.splits.{role}: split {names[role]!r} of the {where} has no sentence pairs"
+                             f"{kept}; expected at least one")
+    return data
 
 
 @torch.no_grad()
