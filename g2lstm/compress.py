@@ -26,8 +26,7 @@ from typing import Iterable, Iterator
 import torch
 from torch import nn
 
-# Row-block order of nn.LSTM's stacked weights.
-GATE_NAMES = ("input", "forget", "cell", "output")
+from .reference import GATE_NAMES  # the row-block order of nn.LSTM's stacked weights
 _GATE_WEIGHT = re.compile(r"^weight_(ih|hh)_l(\d+)(_reverse)?$")
 
 
