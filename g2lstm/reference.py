@@ -26,8 +26,8 @@ with ``L = log U - log(1 - U)`` and ``B ~ Bernoulli(p)`` from :mod:`g2lstm.noise
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import NamedTuple
+from dataclasses import dataclass, fields
+from typing import Sequence
 
 import torch
 
@@ -126,7 +126,8 @@ def step_mask(lengths: torch.Tensor | None, steps: int, device) -> torch.Tensor 
     return torch.arange(steps, device=device).unsqueeze(1) < lengths.to(device).unsqueeze(0)
 
 
-class StepRecord(NamedTuple):
+@dataclass
+class StepRecord:
     """The per-step values of one layer direction, each time-major ``(T, N, ·)``.
 
     ``h`` (projected when the layer has a projection) and ``c`` are the states after each step;
@@ -140,6 +141,12 @@ class StepRecord(NamedTuple):
     f: torch.Tensor
     g: torch.Tensor
     o: torch.Tensor
+
+    @classmethod
+    def join(cls, records: Sequence[StepRecord], stack: bool = False) -> StepRecord:
+        """The records concatenated along time (``stack``: stacked, each record one step)."""
+        combine = torch.stack if stack else torch.cat
+        return cls(**{f.name: combine([getattr(r, f.name) for r in records]) for f in fields(cls)})
 
 
 def lstm_direction(
@@ -184,7 +191,7 @@ def lstm_direction(
 
     h, c = h0, c0
     outputs: list[torch.Tensor | None] = [None] * steps
-    records: list[tuple[torch.Tensor, ...] | None] = [None] * steps
+    records: list[StepRecord | None] = [None] * steps
     for t in range(steps - 1, -1, -1) if reverse else range(steps):
         a = torch.addmm(x_proj[t], h, w_hh.t())
         noise_t = None
@@ -203,8 +210,8 @@ def lstm_direction(
             if record:
                 gate_values = tuple(torch.where(keep, v, torch.zeros_like(v)) for v in gate_values)
         if record:
-            records[t] = (h, c) + gate_values
+            records[t] = StepRecord(h, c, *gate_values)
     result = (torch.stack(outputs), h, c)
     if record:
-        return result + (StepRecord(*(torch.stack(values) for values in zip(*records))),)
+        return result + (StepRecord.join(records, stack=True),)
     return result

@@ -40,7 +40,7 @@ _TOLERANCE = {torch.float16: 1e-2, torch.bfloat16: 5e-2}  # default atol for hal
 
 
 @dataclass
-class LayerTrace:
+class LayerTrace(StepRecord):
     """One direction of one layer of an LSTM module, over all its calls in a :func:`record` block.
 
     ``h`` is ``(T, N, H_out)`` (the projected state with ``proj_size``); ``c``, ``i``, ``f``,
@@ -54,12 +54,6 @@ class LayerTrace:
     name: str  # the module's path in the model ('' for the model itself)
     layer: int
     direction: int  # 0 forward, 1 reverse
-    h: torch.Tensor
-    c: torch.Tensor
-    i: torch.Tensor
-    f: torch.Tensor
-    g: torch.Tensor
-    o: torch.Tensor
     mask: torch.Tensor
 
     @property
@@ -166,35 +160,41 @@ class _ModuleRecorder:
                 "trace in evaluation mode)"
             )
         self._check(replayed, output)
+        if self.calls and self.calls[0][1].shape[1] != batch.x.shape[1]:
+            raise ValueError(
+                f"trace of '{self.name}': called with a batch of {batch.x.shape[1]} after a batch of "
+                f"{self.calls[0][1].shape[1]} in one record() block; calls are joined along time, so "
+                "they need one batch size (record each batch in its own block)"
+            )
         self.calls.append((records, batch.mask))
         return replayed if self.grad else None
 
     def _check(self, replayed, output) -> None:
         for what, mine, theirs in zip(("output", "h_n", "c_n"), _output_tensors(replayed), _output_tensors(output)):
+            mine, theirs = mine.detach(), theirs.detach()
             atol = self.atol if self.atol is not None else _TOLERANCE.get(theirs.dtype, 1e-4)
-            if mine.shape != theirs.shape or not torch.allclose(mine.detach(), theirs.detach(), atol=atol, rtol=1e-4):
-                diff = (mine.detach() - theirs.detach()).abs().max().item() if mine.shape == theirs.shape else "shape"
-                raise RuntimeError(
-                    f"trace of '{self.name}' does not reproduce its {what} (max diff {diff}); "
-                    "the recorded gates would not be the module's"
-                )
+            if mine.shape != theirs.shape:
+                difference = f"shape {tuple(mine.shape)}, the module's {tuple(theirs.shape)}"
+            elif not torch.allclose(mine, theirs, atol=atol, rtol=1e-4):
+                difference = f"max diff {(mine - theirs).abs().max().item():.3g}"
+            else:
+                continue
+            raise RuntimeError(
+                f"trace of '{self.name}' does not reproduce its {what} ({difference}); "
+                "the recorded gates would not be the module's"
+            )
 
     def layer_traces(self) -> list[LayerTrace]:
         """The calls joined along time, one :class:`LayerTrace` per layer direction."""
         if not self.calls:
             return []
-        sizes = [mask.shape[1] for _, mask in self.calls]
-        if len(set(sizes)) > 1:
-            raise ValueError(
-                f"trace of '{self.name}': its calls in one record() block had batch sizes {sizes}; "
-                "calls are joined along time, so they need one batch size (record each batch separately)"
-            )
         mask = torch.cat([m for _, m in self.calls])
         directions = 2 if self.lstm.bidirectional else 1
         traces = []
-        for index, steps in enumerate(zip(*(records for records, _ in self.calls))):
-            joined = StepRecord(*(torch.cat(values) for values in zip(*steps)))
-            traces.append(LayerTrace(self.name, index // directions, index % directions, *joined, mask))
+        for index, per_call in enumerate(zip(*(records for records, _ in self.calls))):
+            joined = StepRecord.join(per_call)
+            traces.append(LayerTrace(**vars(joined), name=self.name, layer=index // directions,
+                                     direction=index % directions, mask=mask))
         return traces
 
 

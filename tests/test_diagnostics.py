@@ -5,7 +5,6 @@ import json
 import pytest
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
 
 from g2lstm import rnn, trace
 from g2lstm.diagnostics import GateStats, collect_gate_stats, plot_heatmap, plot_histograms, token_gate_averages

@@ -248,7 +248,7 @@ def test_gradients_flow_through_the_trace():
 
 def test_errors():
     lstm = nn.LSTM(I, H)
-    with pytest.raises(ValueError, match="batch sizes \\[2, 3\\]"):
+    with pytest.raises(ValueError, match="batch of 3 after a batch of 2"):
         with torch.no_grad(), trace.record(lstm):
             lstm(torch.randn(4, 2, I))
             lstm(torch.randn(4, 3, I))
@@ -266,3 +266,17 @@ def test_errors():
     with pytest.raises(KeyError, match="no trace of module 'rnn'"):
         recorded.layer("rnn")
     assert not lstm._forward_hooks and not lstm._forward_pre_hooks
+
+
+def test_a_replay_that_draws_other_random_numbers_is_an_error(monkeypatch):
+    run_layers = trace.run_layers
+
+    def drawing_one_more(*args):
+        torch.rand(1)
+        return run_layers(*args)
+
+    monkeypatch.setattr(trace, "run_layers", drawing_one_more)
+    lstm = nn.LSTM(I, H)
+    with pytest.raises(RuntimeError, match="trace of 'rnn': the replay drew random numbers differently"):
+        with trace.record(nn.ModuleDict({"rnn": lstm})):
+            lstm(torch.randn(3, 2, I))
