@@ -3,6 +3,7 @@
 from . import trace
 from .gumbel import gumbel_sigmoid
 from .rnn import G2LSTM, G2LSTMCell
+from .tasks import load
 
-__all__ = ["G2LSTM", "G2LSTMCell", "gumbel_sigmoid", "trace"]
+__all__ = ["G2LSTM", "G2LSTMCell", "gumbel_sigmoid", "load", "trace"]
 __version__ = "0.1.0"

@@ -32,6 +32,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from .inputs import normalize
+from .protocol import lstm_layers
 from .reference import GATE_NAMES, StepRecord, lstm_direction
 from .rnn import gate_spec_of, run_layers
 
@@ -213,13 +214,7 @@ def record(model: nn.Module, grad: bool = False, *, atol: float | None = None) -
     Yields:
         a :class:`Trace`, filled when the block ends.
     """
-    recorders = [
-        _ModuleRecorder(name, module, grad, atol)
-        for name, module in model.named_modules()
-        if isinstance(module, nn.LSTM)
-    ]
-    if not recorders:
-        raise ValueError(f"expected a module containing nn.LSTM or G2LSTM layers, got {type(model).__name__} with none")
+    recorders = [_ModuleRecorder(name, lstm, grad, atol) for name, lstm in lstm_layers(model).items()]
     handles = []
     for recorder in recorders:
         handles.append(recorder.lstm.register_forward_pre_hook(recorder.before, with_kwargs=True))
