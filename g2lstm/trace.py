@@ -17,8 +17,9 @@ from any traced tensor to the model's inputs and parameters (e.g. the sensitivit
 input token).
 
 Calls of one module inside one block are joined along time, so a decoder stepping one token at a
-time gives one ``(T, N, H)`` sequence per layer direction. ``nn.LSTM``'s own inter-layer dropout
-in training on CUDA comes from cuDNN and cannot be reproduced: trace such a model in evaluation.
+time gives one ``(T, N, H)`` sequence per layer direction. On CUDA torch's fused LSTM (``nn.LSTM``,
+or a ``G2LSTM`` that is a plain LSTM) draws its inter-layer dropout in training inside cuDNN,
+which cannot be replayed (an error says so): trace such a model in evaluation.
 """
 
 from __future__ import annotations
