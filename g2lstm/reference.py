@@ -126,7 +126,7 @@ def step_mask(lengths: torch.Tensor | None, steps: int, device) -> torch.Tensor 
     return torch.arange(steps, device=device).unsqueeze(1) < lengths.to(device).unsqueeze(0)
 
 
-@dataclass
+@dataclass(eq=False)  # tensors: compare values with torch, not ==
 class StepRecord:
     """The per-step values of one layer direction, each time-major ``(T, N, ·)``.
 

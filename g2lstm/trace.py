@@ -41,7 +41,7 @@ _FIELD_OF_GATE = dict(zip(GATE_NAMES, ("i", "f", "g", "o")))
 _TOLERANCE = {torch.float16: 1e-2, torch.bfloat16: 5e-2}  # default atol for half types
 
 
-@dataclass
+@dataclass(eq=False)  # tensors: compare values with torch, not ==
 class LayerTrace(StepRecord):
     """One direction of one layer of an LSTM module, over all its calls in a :func:`record` block.
 
