@@ -1,8 +1,8 @@
 """Traces: the per-step states and gates of every LSTM inside a model, as the model ran.
 
-    >>> with g2lstm.trace.record(model) as trace:
+    >>> with g2lstm.trace.record(model) as recorded:
     ...     model(batch)
-    >>> t = trace.layer("encoder.rnn", layer=0, direction=1)
+    >>> t = recorded.layer("encoder.rnn", layer=0, direction=1)
     >>> t.f[t.mask].mean()          # mean forget gate over the real steps of that direction
 
 While :func:`record` is active, every call of an ``nn.LSTM`` or ``G2LSTM`` inside the model is
