@@ -266,10 +266,10 @@ def test_an_empty_lm_split_is_named_with_its_file(tmp_path):
 def test_an_empty_mt_split_is_named_by_role_split_and_path(corpus):  # noqa: F811
     for side in ("de", "en"):
         (corpus / f"valid.{side}").write_text("", encoding="utf-8")
-    with pytest.raises(ValueError, match=re.escape(f"data.splits.valid: split 'valid' of the corpus 'folder' at {corpus} "
-                                                   "has no sentence pairs")):
+    with pytest.raises(ValueError, match=re.escape(f"the valid split (data.splits.valid='valid', data.name=folder, "
+                                                   f"data.path={corpus}) has no sentence pairs")):
         build_data(mt_config(corpus))
-    with pytest.raises(ValueError, match="data.splits.train: .* has no sentence pairs after data.filter"):
+    with pytest.raises(ValueError, match=r"the train split \(data.splits.train='train'.* has no sentence pairs left after data.filter"):
         build_data(mt_config(corpus, "data.filter.min_len=50", "data.filter.max_len=60"))
 
 

@@ -8,7 +8,6 @@ It needs no training; theta and lambdah are chosen on the validation split.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -16,6 +15,7 @@ import torch.nn.functional as F
 
 from g2lstm import config as checks
 from g2lstm.data.lm import batchify
+from g2lstm.runtime import exp_or_inf
 
 
 @dataclass
@@ -76,11 +76,27 @@ def run_split(model, ids: torch.Tensor, batch_size: int, bptt: int, keep_hidden:
     return SplitOutputs(hidden_states, torch.cat(logprobs), torch.cat(targets))
 
 
+def gate_data(ids: torch.Tensor, tokens: int, batch_size: int, bptt: int, device) -> tuple[list, object]:
+    """``(chunks, forward)`` over the first ``tokens`` of ``ids`` for
+    :func:`g2lstm.diagnostics.collect_gate_stats`: ``bptt``-long chunks of ``batch_size`` columns,
+    the state carried from chunk to chunk as in evaluation."""
+    data = batchify(ids[: tokens + 1], batch_size).to(device)
+    chunks = [data[i:i + bptt] for i in range(0, data.size(0) - 1, bptt)]
+    hidden: list = [None]
+
+    def forward(model, words):
+        if hidden[0] is None or words is chunks[0]:
+            hidden[0] = model.init_hidden(batch_size)
+        _, hidden[0], _, _ = model(words, hidden[0])
+
+    return chunks, forward
+
+
 def perplexity(model, ids: torch.Tensor, batch_size: int = 10, bptt: int = 70) -> dict:
     """``{'loss': mean cross-entropy in nats, 'ppl': exp(loss), 'tokens': count}`` on ``ids``."""
     out = run_split(model, ids, batch_size, bptt)
     loss = -out.target_logprob.double().mean().item()
-    return {"loss": loss, "ppl": math.exp(loss), "tokens": out.targets.numel()}
+    return {"loss": loss, "ppl": exp_or_inf(loss), "tokens": out.targets.numel()}
 
 
 def cache_pointer_loss(out: SplitOutputs, theta: float, lambdah: float, window: int, chunk: int = 256) -> float:
@@ -124,14 +140,14 @@ def evaluate(model, valid_ids: torch.Tensor, test_ids: torch.Tensor, batch_size:
     keep = cache is not None
     valid = run_split(model, valid_ids, batch_size, bptt, keep_hidden=keep)
     test = run_split(model, test_ids, batch_size, bptt, keep_hidden=keep)
-    result = {"valid_ppl": math.exp(-valid.target_logprob.double().mean().item()),
-              "test_ppl": math.exp(-test.target_logprob.double().mean().item()), "cache": None}
+    result = {"valid_ppl": exp_or_inf(-valid.target_logprob.double().mean().item()),
+              "test_ppl": exp_or_inf(-test.target_logprob.double().mean().item()), "cache": None}
     if cache is not None:
         window = cache["window"]
         best = min((cache_pointer_loss(valid, theta, lambdah, window), theta, lambdah)
                    for theta in cache["thetas"] for lambdah in cache["lambdahs"])
         valid_loss, theta, lambdah = best
         test_loss = cache_pointer_loss(test, theta, lambdah, window)
-        result["cache"] = {"valid_ppl": math.exp(valid_loss), "test_ppl": math.exp(test_loss),
+        result["cache"] = {"valid_ppl": exp_or_inf(valid_loss), "test_ppl": exp_or_inf(test_loss),
                            "theta": theta, "lambdah": lambdah, "window": window}
     return result

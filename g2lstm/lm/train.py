@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -33,7 +33,7 @@ from tqdm import tqdm
 from g2lstm import config as checks, runtime
 from g2lstm.config import compose_config
 from g2lstm.data.lm import Corpus, LMDataConfig, Vocab, batchify, load_corpus
-from g2lstm.lm.evaluate import LMEvalConfig, evaluate, perplexity
+from g2lstm.lm.evaluate import LMEvalConfig, evaluate, gate_data, perplexity
 from g2lstm.lm.model import AWDLSTM, LMModelConfig, detach_hidden
 
 TASK = "lm"
@@ -62,13 +62,20 @@ class LMTrainConfig:
     max_minutes: Optional[float] = None
     log_every: int = 50
     checkpoint_every: int = 200
+    saturation_every: Optional[int] = 200
+    saturation_tokens: int = 2000
+    schedules: runtime.Schedules = field(default_factory=runtime.Schedules)
+    divergence_factor: Optional[float] = 10.0
     resume: bool = True
 
     def __post_init__(self):
         checks.positive(self, "batch_size", "eval_batch_size", "bptt", "lr", "epochs", "nonmono",
                         "log_every", "checkpoint_every")
         checks.at_least(self, 0, "clip", "wdecay", "alpha", "beta", "finetune_epochs")
-        checks.positive(self, "max_steps", optional=True)
+        checks.positive(self, "max_steps", "saturation_every", optional=True)
+        checks.positive(self, "saturation_tokens")
+        checks.require(self, "divergence_factor", lambda v: v > 1, "a factor > 1 (of the running average loss)",
+                       optional=True)
         checks.at_least(self, 0, "max_minutes", optional=True)
 
 
@@ -179,8 +186,9 @@ def sample_seq_len(bptt: int) -> int:
 # ----------------------------------------------------------------------------- the run
 
 
-def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict:
-    """Train (or resume, if ``run_dir`` has a ``last.pt``) and evaluate one run.
+def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None, overrides: list[str] | None = None) -> dict:
+    """Train (or resume, if ``run_dir`` has a ``last.pt``) and evaluate one run. With the command
+    line's ``overrides``, a resumed run takes its saved config with only those applied.
 
     Returns ``{'run_dir', 'steps', 'stopped', 'train_minutes', 'valid_ppl', 'test_ppl',
     'cache': {...} | None}`` where ``stopped`` is ``'done'``, ``'max_steps'`` (no evaluation: run the
@@ -189,12 +197,14 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict:
     checks.validate(cfg, LMConfig)  # before anything is read or written
     run_dir = run_dir if run_dir is not None else Path("runs/lm") / time.strftime("%Y-%m-%d_%H-%M-%S")
     # the saved hidden state and position in the epoch are laid out for one batch size
-    run = runtime.Run(cfg, TASK, run_dir, fixed_keys=("train.batch_size",))
+    run = runtime.Run(cfg, TASK, run_dir, overrides, fixed_keys=("train.batch_size",))
     if run.finished:
         return run.result()
+    cfg = OmegaConf.create(run.cfg)
     tc = cfg.train
     device = torch.device(cfg.device)
     corpus = load_data(cfg.data, vocab=Vocab(run.saved["vocab"]) if run.resumed else None)
+    check_splits(corpus, cfg)
     model = build_model(cfg.model, len(corpus.vocab)).to(device)
     train_data = batchify(corpus.train, tc.batch_size).to(device)
     print(f"run {run.dir}: {cfg.model.cell}, {sum(p.numel() for p in model.parameters()):,} parameters, "
@@ -227,7 +237,7 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict:
         run.metrics.write(event="epoch", stage=state["stage"], epoch=state["epoch"], step=run.step,
                           valid_loss=val["loss"], valid_ppl=val["ppl"], optimizer=state["optimizer_kind"])
         tqdm.write(f"{state['stage']} epoch {state['epoch']}: valid ppl {val['ppl']:.2f} "
-                   f"({state['optimizer_kind']}, best {math.exp(state['best_val']):.2f})")
+                   f"({state['optimizer_kind']}, best {runtime.exp_or_inf(state['best_val']):.2f})")
         state["epoch"] += 1
         state["position"] = 0
         if state["stage"] == "train":
@@ -248,6 +258,8 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict:
         optimizer = make_optimizer("asgd", model.parameters(), tc)
 
     # ------------------------------------------------------------------ training loop
+    probe = gate_data(corpus.valid, tc.saturation_tokens, tc.eval_batch_size, tc.bptt, device)
+    gates = None if run.resumed else run.watch_gates(model, *probe)  # step 0: the initial gates
     stopped = "done"
     bar = None
     while state["stage"] != "done":
@@ -271,6 +283,7 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict:
 
         tick = time.time()
         model.train()
+        run.apply_schedules(model)
         seq_len = min(sample_seq_len(tc.bptt), train_data.size(0) - 1 - state["position"])
         i = state["position"]
         inputs, targets = train_data[i:i + seq_len], train_data[i + 1:i + 1 + seq_len]
@@ -282,11 +295,10 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict:
             loss = loss + tc.alpha * dropped_outputs[-1].pow(2).mean()
         if tc.beta:  # TAR: slowly changing last-layer hidden states
             loss = loss + tc.beta * (raw_outputs[-1][1:] - raw_outputs[-1][:-1]).pow(2).mean()
-        runtime.check_finite(loss.detach(), run.step)
+        run.check_loss(loss.detach())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if tc.clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip)
+        run.check_grad_norm(torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip or math.inf))
         set_step_lr(optimizer, tc.lr * seq_len / tc.bptt)  # shorter segments get a smaller step
         optimizer.step()
         for group in optimizer.param_groups:
@@ -296,8 +308,9 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict:
         state["position"] += seq_len
         tokens_per_s = seq_len * tc.batch_size / max(time.time() - tick, 1e-9)
         bar.update(seq_len * tc.batch_size)
+        gates = run.watch_gates(model, *probe) or gates
         bar.set_postfix(loss=f"{raw_loss.item():.3f}", ppl=f"{math.exp(min(raw_loss.item(), 50)):.1f}",
-                        tok_s=f"{tokens_per_s:.0f}", refresh=False)
+                        tok_s=f"{tokens_per_s:.0f}", **(gates or {}), refresh=False)
         if run.step % tc.log_every == 0:
             run.metrics.write(event="train", stage=state["stage"], epoch=state["epoch"], step=run.step,
                               loss=raw_loss.item(), ppl=math.exp(min(raw_loss.item(), 50)), tokens_per_s=tokens_per_s)
@@ -309,6 +322,16 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict:
     if stopped == "max_steps":
         return {"run_dir": str(run.dir), "steps": run.step, "stopped": stopped, "train_minutes": run.elapsed / 60}
     return run.finish({"stopped": stopped, **final_evaluation(cfg, run.best_path, corpus)})
+
+
+def check_splits(corpus: Corpus, cfg: DictConfig) -> None:
+    """Valid and test must fill two rows of their evaluation batches: found now, not after an epoch."""
+    for split, batch_size, key in (("valid", cfg.train.eval_batch_size, "train.eval_batch_size"),
+                                   ("test", cfg.eval.test_batch_size, "eval.test_batch_size")):
+        tokens = corpus.split(split).numel()
+        if tokens < 2 * batch_size + 1:
+            raise ValueError(f"the {split} split of data={cfg.data.name} has {tokens} tokens; evaluating it "
+                             f"with {key}={batch_size} needs at least {2 * batch_size + 1}")
 
 
 def final_evaluation(cfg: DictConfig, best_path: Path, corpus: Corpus) -> dict:

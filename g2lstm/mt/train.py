@@ -27,10 +27,10 @@ import torch.nn.functional as F
 from omegaconf import MISSING
 from tqdm import tqdm
 
-from .. import config as checks
+from .. import config as checks, runtime
 from ..data.mt import MTDataConfig, filter_pairs, load_corpus
 from ..config import compose_config
-from ..runtime import Run, check_finite, load_checkpoint
+from ..runtime import Run, load_checkpoint
 from .batching import token_batches, training_batch
 from .evaluate import TOKENIZED_BLEU, bleu_of
 from .model import ModelConfig, Seq2Seq
@@ -65,6 +65,10 @@ class MTTrainConfig:
     valid_beam: int = 1
     log_every: int = 50
     checkpoint_every: int = 200
+    saturation_every: Optional[int] = 200
+    saturation_pairs: int = 100
+    schedules: runtime.Schedules = field(default_factory=runtime.Schedules)
+    divergence_factor: Optional[float] = 10.0
     resume: bool = True
 
     def __post_init__(self):
@@ -75,7 +79,10 @@ class MTTrainConfig:
         checks.at_least(self, 0, "warmup_steps", "min_lr", "eval_every")
         checks.require(self, "lr_decay", lambda v: 0 < v <= 1, "a factor in (0, 1]")
         checks.require(self, "label_smoothing", lambda v: 0 <= v < 1, "a probability in [0, 1)")
-        checks.positive(self, "max_steps", optional=True)
+        checks.positive(self, "max_steps", "saturation_every", optional=True)
+        checks.positive(self, "saturation_pairs")
+        checks.require(self, "divergence_factor", lambda v: v > 1, "a factor > 1 (of the running average loss)",
+                       optional=True)
         checks.at_least(self, 0, "max_minutes", optional=True)
         checks.one_of(self, "select_by", ("loss", "bleu"))
 
@@ -144,12 +151,11 @@ def build_data(cfg: dict) -> dict[str, list[tuple[str, str]]]:
         "valid": corpus[names["valid"]],
         "test": corpus[names["test"]],
     }
-    where = f"corpus {d['name']!r}" + (f" at {d['path']}" if d.get("path") else "")
-    for role, pairs in data.items():
+    for role, pairs in data.items():  # found now, not as a loss of 0 after the first epoch
         if not pairs:
-            kept = " after data.filter" if role == "train" and corpus[names["train"]] else ""
-            raise ValueError(f"data.splits.{role}: split {names[role]!r} of the {where} has no sentence pairs"
-                             f"{kept}; expected at least one")
+            where = f"data.name={d['name']}" + (f", data.path={d['path']}" if d.get("path") else "")
+            raise ValueError(f"the {role} split (data.splits.{role}={names[role]!r}, {where}) has no sentence pairs"
+                             + (" left after data.filter" if role == "train" else ""))
     return data
 
 
@@ -168,15 +174,16 @@ def validation_loss(model: Seq2Seq, src_ids, tgt_ids, max_tokens: int, device) -
     return total / max(tokens, 1)
 
 
-def train(cfg, run_dir: str | Path | None = None) -> dict[str, Any]:
-    """Train (or resume, if ``run_dir`` has a ``last.pt``) and test one run.
+def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Train (or resume, if ``run_dir`` has a ``last.pt``) and test one run. With the command
+    line's ``overrides``, a resumed run takes its saved config with only those applied.
 
     Returns the test scores with ``run_dir``, ``steps``, ``epochs``, ``stopped``; with
     ``stopped='max_steps'`` only the first four (no test: run the folder again to go on).
     """
     checks.validate(cfg, MTConfig)  # before anything is read or written
     run_dir = run_dir if run_dir is not None else Path("runs/mt") / time.strftime("%Y%m%d-%H%M%S")
-    run = Run(cfg, TASK, run_dir)
+    run = Run(cfg, TASK, run_dir, overrides)
     if run.finished:
         return run.result()
     cfg = run.cfg
@@ -233,6 +240,11 @@ def train(cfg, run_dir: str | Path | None = None) -> dict[str, Any]:
         ts["stopped"] = stop
         return stop is not None
 
+    watched = min(t["saturation_pairs"], len(val_src))  # the valid pairs whose gates are watched in training
+    probe = [tuple(b[k].to(device) for k in ("src", "src_lengths", "tgt_in"))
+             for b in (training_batch(val_src[i:min(i + 50, watched)], val_tgt[i:min(i + 50, watched)])
+                       for i in range(0, watched, 50))]
+    gates = None if run.resumed else run.watch_gates(model, probe)  # step 0: the initial gates
     budget = None
     model.train()
     while ts["stopped"] is None and ts["epoch"] < t["max_epochs"] and budget is None:
@@ -242,6 +254,7 @@ def train(cfg, run_dir: str | Path | None = None) -> dict[str, Any]:
         while ts["batch_in_epoch"] < len(batches):
             batch = batches[ts["batch_in_epoch"]]
             b = {k: v.to(device) for k, v in training_batch([src_ids[i] for i in batch], [tgt_ids[i] for i in batch]).items()}
+            run.apply_schedules(model)
             lr = t["lr"] * ts["lr_scale"] * min(1.0, (run.step + 1) / max(t["warmup_steps"], 1))
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -249,15 +262,17 @@ def train(cfg, run_dir: str | Path | None = None) -> dict[str, Any]:
             n_tokens = int((b["tgt_out"] != PAD).sum())
             loss = F.cross_entropy(logits.flatten(0, 1).float(), b["tgt_out"].flatten(), ignore_index=PAD,
                                    label_smoothing=t["label_smoothing"], reduction="sum") / n_tokens
-            check_finite(loss.detach(), run.step)
+            run.check_loss(loss.detach())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t["clip_norm"])
+            run.check_grad_norm(grad_norm)
             optimizer.step()
             run.step += 1
             ts["batch_in_epoch"] += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
+            gates = run.watch_gates(model, probe) or gates
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}", **(gates or {}))
             if run.step % t["log_every"] == 0:
                 run.metrics.write(split="train", step=run.step, epoch=ts["epoch"], loss=loss.item(), lr=lr,
                                   grad_norm=float(grad_norm), tokens=n_tokens, elapsed=run.elapsed)
