@@ -16,11 +16,10 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import MISSING
 from tqdm import tqdm
 
 from g2lstm import config as checks
@@ -398,26 +397,18 @@ SHAPES = ("linear", "exponential")
 
 
 @dataclass
-class Schedule:
-    """One option's schedule (``train.schedules.<option>``): to ``end`` at ``steps``, held after."""
+class Schedules:
+    """``train.schedules`` of every trainer: per option, null (fixed) or ``{end, steps, shape}``:
+    to ``end`` at ``steps``, held after (see :func:`check_schedules`)."""
 
-    end: float = MISSING
-    steps: int = MISSING
-    shape: str = MISSING  # linear | exponential
+    # Any, not Optional[dict]: OmegaConf cannot merge a command line's {end: ...} into a typed null
+    tau: Any = None
+    noise_p: Any = None
 
     def __post_init__(self):
-        checks.positive(self, "steps")
-        checks.one_of(self, "shape", SHAPES)
-        if self.shape == "exponential":
-            checks.positive(self, "end")
-
-
-@dataclass
-class Schedules:
-    """``train.schedules`` of every trainer: null keeps an option fixed."""
-
-    tau: Optional[Schedule] = None
-    noise_p: Optional[Schedule] = None
+        for option in SCHEDULABLE:
+            checks.require(self, option, lambda s: isinstance(s, dict) and set(s) == {"end", "steps", "shape"}
+                           and s["steps"] > 0 and s["shape"] in SHAPES, f"{{end, steps > 0, shape in {list(SHAPES)}}}", optional=True)
 
 
 def check_schedules(schedules: dict, model_cfg: dict) -> dict:
