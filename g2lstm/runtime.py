@@ -14,9 +14,9 @@ import os
 import random
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -409,6 +409,28 @@ class Schedules:
         for option in SCHEDULABLE:
             checks.require(self, option, lambda s: isinstance(s, dict) and set(s) == {"end", "steps", "shape"}
                            and s["steps"] > 0 and s["shape"] in SHAPES, f"{{end, steps > 0, shape in {list(SHAPES)}}}", optional=True)
+
+
+@dataclass
+class RunConfig:
+    """The keys of ``train`` that :class:`Run` and the guards read, shared by every trainer's
+    train schema (their meaning: ``conf/lm/train/nt_asgd.yaml``)."""
+
+    max_steps: Optional[int] = None
+    max_minutes: Optional[float] = None
+    log_every: int = 50
+    checkpoint_every: int = 200
+    saturation_every: Optional[int] = 200
+    schedules: Schedules = field(default_factory=Schedules)
+    divergence_factor: Optional[float] = 10.0
+    resume: bool = True
+
+    def __post_init__(self):
+        checks.positive(self, "log_every", "checkpoint_every")
+        checks.positive(self, "max_steps", "saturation_every", optional=True)
+        checks.at_least(self, 0, "max_minutes", optional=True)
+        checks.require(self, "divergence_factor", lambda v: v > 1, "a factor > 1 (of the running average loss)",
+                       optional=True)
 
 
 def check_schedules(schedules: dict, model_cfg: dict) -> dict:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -43,7 +43,7 @@ TASK = "lm"
 
 
 @dataclass
-class LMTrainConfig:
+class LMTrainConfig(runtime.RunConfig):
     """The schema of ``conf/lm/train`` (the meaning of each key: ``conf/lm/train/nt_asgd.yaml``)."""
 
     batch_size: int = 80
@@ -58,25 +58,13 @@ class LMTrainConfig:
     asgd: bool = True
     nonmono: int = 5
     finetune_epochs: int = 0
-    max_steps: Optional[int] = None
-    max_minutes: Optional[float] = None
-    log_every: int = 50
-    checkpoint_every: int = 200
-    saturation_every: Optional[int] = 200
     saturation_tokens: int = 2000
-    schedules: runtime.Schedules = field(default_factory=runtime.Schedules)
-    divergence_factor: Optional[float] = 10.0
-    resume: bool = True
 
     def __post_init__(self):
-        checks.positive(self, "batch_size", "eval_batch_size", "bptt", "lr", "epochs", "nonmono",
-                        "log_every", "checkpoint_every")
+        super().__post_init__()
+        checks.positive(self, "batch_size", "eval_batch_size", "bptt", "lr", "epochs", "nonmono")
         checks.at_least(self, 0, "clip", "wdecay", "alpha", "beta", "finetune_epochs")
-        checks.positive(self, "max_steps", "saturation_every", optional=True)
         checks.positive(self, "saturation_tokens")
-        checks.require(self, "divergence_factor", lambda v: v > 1, "a factor > 1 (of the running average loss)",
-                       optional=True)
-        checks.at_least(self, 0, "max_minutes", optional=True)
 
 
 @dataclass

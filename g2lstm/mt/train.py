@@ -44,7 +44,7 @@ TASK = "mt"
 
 
 @dataclass
-class MTTrainConfig:
+class MTTrainConfig(runtime.RunConfig):
     """The schema of ``conf/mt/train`` (the meaning of each key: ``conf/mt/train/default.yaml``)."""
 
     max_tokens: int = 4000
@@ -58,32 +58,21 @@ class MTTrainConfig:
     label_smoothing: float = 0.1
     clip_norm: float = 5.0
     max_epochs: int = 30
-    max_steps: Optional[int] = None
-    max_minutes: Optional[float] = None
     eval_every: int = 0
     select_by: str = "loss"
     valid_beam: int = 1
-    log_every: int = 50
-    checkpoint_every: int = 200
-    saturation_every: Optional[int] = 200
     saturation_pairs: int = 100
-    schedules: runtime.Schedules = field(default_factory=runtime.Schedules)
-    divergence_factor: Optional[float] = 10.0
-    resume: bool = True
 
     def __post_init__(self):
+        super().__post_init__()
         checks.positive(self, "max_tokens", "lr", "decay_patience", "early_stop_patience", "clip_norm",
-                        "max_epochs", "valid_beam", "log_every", "checkpoint_every")
+                        "max_epochs", "valid_beam")
         checks.require(self, "betas", lambda b: len(b) == 2 and all(0 <= x < 1 for x in b),
                        "two Adam betas in [0, 1)")
         checks.at_least(self, 0, "warmup_steps", "min_lr", "eval_every")
         checks.require(self, "lr_decay", lambda v: 0 < v <= 1, "a factor in (0, 1]")
         checks.require(self, "label_smoothing", lambda v: 0 <= v < 1, "a probability in [0, 1)")
-        checks.positive(self, "max_steps", "saturation_every", optional=True)
         checks.positive(self, "saturation_pairs")
-        checks.require(self, "divergence_factor", lambda v: v > 1, "a factor > 1 (of the running average loss)",
-                       optional=True)
-        checks.at_least(self, 0, "max_minutes", optional=True)
         checks.one_of(self, "select_by", ("loss", "bleu"))
 
 
