@@ -143,7 +143,7 @@ def _documented_commands():
     """Every train_lm / train_mt / paper_table command of the guides and result READMEs, as
     ``(root, overrides)``: placeholders filled, sweeps at their first value, hydra.* dropped."""
     roots = {"train_lm": "lm", "train_mt": "mt", "paper_table": "paper"}
-    docs = [ROOT / "README.md", *ROOT.glob("docs/*.md"), *ROOT.glob("results/*/README.md")]
+    docs = [ROOT / "README.md", *ROOT.glob("docs/*.md"), *ROOT.glob("results/*/README.md"), ROOT / "results/paper/table.md"]
     commands = set()
     for doc in docs:
         text = doc.read_text(encoding="utf-8").replace("\\\n", " ")
