@@ -3,7 +3,6 @@
 import importlib
 import subprocess
 import sys
-import tomllib
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -13,6 +12,8 @@ import yaml
 
 from g2lstm.config import CONF_ROOT
 from test_lm_train import tiny_corpus  # noqa: F401  (fixture)
+
+tomllib = pytest.importorskip("tomllib")  # the standard library's from Python 3.11
 
 REPO = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
