@@ -310,7 +310,7 @@ class G2LSTM(_G2Options, nn.LSTM):
         """All layers and directions over the padded, time-major input ``x`` (T, N, I)."""
         spec = self.gate_spec
         num_directions = 2 if self.bidirectional else 1
-        run_direction = kernels.IMPLEMENTATIONS[kernels.select_impl(self.impl, x.device)]
+        run_direction = kernels.IMPLEMENTATIONS[kernels.select_impl(self.impl, x.device, x.dtype)]
         seed = draw_seed() if self._noise_active() else None
         layer_input = x
         h_n, c_n = [], []
