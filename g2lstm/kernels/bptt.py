@@ -178,11 +178,12 @@ class BPTTFunction(torch.autograd.Function):
                 dh_next = dh_next + dh * (~keep).unsqueeze(-1)
             dh = dh_next
         flat = da.view(steps * batch, four_h)
-        h_prev = (hs[1:] if reverse else hs[:-1]).reshape(steps * batch, -1)
+        h_prev = (hs[1:] if reverse else hs[:-1]).reshape(steps * batch, hs.shape[-1])
         dw_hh = (flat.t() @ h_prev).to(w_hh.dtype)
         dw_hr = None
         if w_hr is not None:
-            dw_hr = (dh_all.view(steps * batch, -1).t() @ r_all.view(steps * batch, -1)).to(w_hr.dtype)
+            dw_hr = (dh_all.view(steps * batch, hs.shape[-1]).t()
+                     @ r_all.view(steps * batch, cs.shape[-1])).to(w_hr.dtype)
         return da, dh, dc, dw_hh, dw_hr, None, None, None, None, None
 
 
