@@ -1,7 +1,9 @@
-"""What every training run needs, shared by the LM and MT trainers.
+"""What every training run needs, shared by every trainer.
 
-Atomic checkpoints that load with ``torch.load(weights_only=True)``, exact resume of the random
-number generators, metrics as JSON lines and a clear stop on a non-finite loss.
+:class:`Run` is the run lifecycle (folder, saved config, threads, seed, resume with a config check,
+``last.pt`` / ``best.pt``, step and minute budgets, progress bar, metrics log); below it, atomic
+checkpoints that load with ``torch.load(weights_only=True)``, exact resume of the random number
+generators, metrics as JSON lines and a clear stop on a non-finite loss.
 """
 
 from __future__ import annotations
@@ -17,10 +19,21 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 
 class NonFiniteLossError(RuntimeError):
     """Raised when the training loss becomes NaN or infinite; the last good checkpoint is kept."""
+
+
+class DivergedError(NonFiniteLossError):
+    """Raised, before the optimizer step, when training diverges: a non-finite loss or gradient
+    norm, or a loss above ``train.divergence_factor`` times its running average."""
+
+
+def exp_or_inf(loss: float) -> float:
+    """``exp(loss)`` (a perplexity), ``inf`` where it overflows a float instead of raising."""
+    return math.exp(loss) if loss < 709.0 else math.inf
 
 
 def seed_everything(seed: int) -> None:
@@ -29,8 +42,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
-    """Write ``state`` to ``path`` atomically: a crash leaves either the old file or the new one.
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike,
+                    keep_previous: str | os.PathLike | None = None) -> None:
+    """Write ``state`` to ``path`` atomically: a crash leaves either the old file or the new one
+    (with ``keep_previous``, the old one is moved there first: a crash between the two moves
+    leaves it there only).
 
     ``state`` must hold only tensors and plain Python values so that it loads with
     ``torch.load(weights_only=True)``.
@@ -43,6 +59,8 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
+        if keep_previous is not None and path.exists():
+            os.replace(path, keep_previous)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -83,15 +101,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def check_finite(loss: float | torch.Tensor, step: int) -> None:
-    """Stop training with a clear message when the loss is NaN or infinite."""
-    value = float(loss)
-    if not math.isfinite(value):
-        raise NonFiniteLossError(
-            f"training loss became {value} at step {step}; stopping. The last good checkpoint is kept."
-        )
-
-
 class MetricsLog:
     """Append-only JSON-lines log: one dict per line, flushed at once so a kill loses nothing."""
 
@@ -109,3 +118,254 @@ class MetricsLog:
             return []
         with open(self.path, encoding="utf-8") as f:
             return [json.loads(line) for line in f if line.strip()]
+
+    def truncate(self, step: int) -> None:
+        """Drop the lines of steps after ``step`` (a resumed run replays them), atomically."""
+        records = self.read()
+        kept = [r for r in records if r.get("step", 0) <= step and r.get("event") != "final"]
+        if len(kept) == len(records):
+            return
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+
+# ----------------------------------------------------------------------------- the run lifecycle
+
+LAST, BEST, PREVIOUS = "last.pt", "best.pt", "last.prev.pt"
+GUARD_DECAY = 0.98  # of the exponential running average of the loss (from the first step on)
+COMPARED_SECTIONS = ("data", "model")  # a resumed run must keep these exactly
+
+
+class Run:
+    """One training run in one folder, shared by every trainer.
+
+    The folder holds ``config.yaml`` (the resolved config), ``metrics.jsonl``, ``last.pt``
+    (everything an exact resume needs) and ``best.pt`` (the best weights on validation). A run
+    started in a folder that holds ``last.pt`` resumes from it (unless ``train.resume=false``):
+    the checkpoint must come from the same task with the same ``data`` and ``model`` config, which
+    is checked before anything in the folder is written. A finished run started again with the
+    same ``train`` config is left as it is (:attr:`finished`); with another one (e.g. more
+    epochs) it goes on. The step and minute budgets
+    (``train.max_steps``, ``train.max_minutes``) count across resumes.
+
+    A trainer uses it top to bottom::
+
+        run = Run(cfg, "lm", run_dir)              # folder, config.yaml, threads, seed
+        ... build data and model ...
+        trainer_state = run.restore(model, optimizer) or {...fresh state...}
+        while not run.budget_reached():
+            ... one step ...; run.step += 1
+            run.save(model, optimizer, trainer_state, **task_payload)   # last.pt
+        run.finish(result)                          # results.json, the 'final' metrics line
+    """
+
+    def __init__(self, cfg, task: str, run_dir: str | os.PathLike, overrides: list[str] | None = None):
+        self.cfg = to_container(cfg)
+        self.task = task
+        self.dir = Path(run_dir)
+        self.last_path, self.best_path = self.dir / LAST, self.dir / BEST
+        self.previous_path = self.dir / PREVIOUS
+        self.saved = None
+        if self.cfg.get("train", {}).get("resume", True):
+            resume_from = self.last_path if self.last_path.exists() else self.previous_path
+            if resume_from.exists():  # (only the previous one is there after a kill inside save())
+                self.saved = load_checkpoint(resume_from)
+                if overrides is not None:
+                    self.cfg = config_for_resume(self.saved["config"], self.cfg, overrides)
+                check_resumable(self.saved, task, self.cfg, resume_from)
+        train_cfg = self.cfg.get("train", {})
+        if (self.saved is not None and self.saved["run"].get("finished")
+                and self.saved["config"].get("train") == train_cfg):
+            # Running a finished run's command again changes nothing in its folder; with another
+            # train config (a raised budget) it goes on from last.pt.
+            self.finished = True
+            return
+        self.finished = False
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for leftover in self.dir.glob("*.pt.*.tmp"):  # a kill during save_checkpoint leaves these
+            leftover.unlink()
+        (self.dir / "config.yaml").write_text(_yaml(self.cfg), encoding="utf-8")
+        if self.cfg.get("threads"):
+            torch.set_num_threads(int(self.cfg["threads"]))
+        seed_everything(int(self.cfg["seed"]))
+        self.metrics = MetricsLog(self.dir / "metrics.jsonl")
+        run_state = (self.saved or {}).get("run", {})
+        self.step: int = run_state.get("step", 0)
+        self._elapsed_before = run_state.get("elapsed", 0.0)
+        self._started = time.time()
+        self.max_steps = train_cfg.get("max_steps")
+        self.max_minutes = train_cfg.get("max_minutes")
+        self.divergence_factor = train_cfg.get("divergence_factor")
+        self.loss_average: float | None = run_state.get("loss_average")
+        # Lines logged after the checkpoint (or by a run killed before its first one) are replayed.
+        self.metrics.truncate(self.step)
+
+    @property
+    def resumed(self) -> bool:
+        return self.saved is not None
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds of training in this run, counting the sessions before a resume."""
+        return self._elapsed_before + time.time() - self._started
+
+    def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict | None:
+        """Load the saved weights, optimizer and RNG state (call it after building both, where the
+        checkpoint was taken); returns the trainer's own saved state, or None for a fresh run."""
+        if self.saved is None:
+            return None
+        model.load_state_dict(self.saved["model"])
+        if optimizer is not None:
+            optimizer.load_state_dict(self.saved["optimizer"])
+        set_rng_state(self.saved["rng"])
+        print(f"resumed from {self.last_path} at step {self.step}", flush=True)
+        return self.saved["trainer"]
+
+    def budget_reached(self) -> str | None:
+        """Why training must stop now (``'max_steps'``, ``'max_minutes'``), or None."""
+        if self.max_steps is not None and self.step >= self.max_steps:
+            return "max_steps"
+        if self.max_minutes is not None and self.elapsed >= 60 * self.max_minutes:
+            return "max_minutes"
+        return None
+
+    def check_loss(self, loss: float | torch.Tensor) -> None:
+        """Stop (:class:`DivergedError`) before a step whose loss is non-finite or above
+        ``train.divergence_factor`` times the running average of the steps before it."""
+        value = float(loss)
+        if not math.isfinite(value):
+            self._diverged(f"the training loss became {value}")
+        factor = self.divergence_factor
+        if factor and self.loss_average is not None and value > factor * self.loss_average:
+            self._diverged(f"the training loss {value:.4g} is more than train.divergence_factor={factor} "
+                           f"times its running average {self.loss_average:.4g}")
+        self.loss_average = value if self.loss_average is None else \
+            GUARD_DECAY * self.loss_average + (1 - GUARD_DECAY) * value
+
+    def check_grad_norm(self, norm: float | torch.Tensor) -> None:
+        """Stop (:class:`DivergedError`) before a step whose gradient norm is non-finite."""
+        if not math.isfinite(float(norm)):
+            self._diverged(f"the gradient norm became {float(norm)}")
+
+    def _diverged(self, what: str) -> None:
+        kept = [f"{p} (step {load_checkpoint(p)['run']['step']})" for p in (self.last_path, self.previous_path)
+                if p.exists()]
+        raise DivergedError(
+            f"{what} at step {self.step}; the step was not applied and training stops. Kept: "
+            + (", ".join(kept) or "no checkpoint yet") + ". Resume from them with a smaller train.lr "
+            "(the run folder resumes from last.pt), or start afresh with train.resume=false.")
+
+    def checkpoint(self, model: torch.nn.Module, **payload: Any) -> dict[str, Any]:
+        """What every checkpoint of this run holds: task, config, weights, plus ``payload``."""
+        return {"task": self.task, "config": self.cfg, "model": model.state_dict(), **payload}
+
+    def save(self, model, optimizer, trainer: dict, **payload: Any) -> None:
+        """Write ``last.pt`` (atomically): everything an exact resume needs. The one it replaces
+        is kept as ``last.prev.pt``, so a state saved just before a divergence is not all that's left."""
+        state = self.checkpoint(
+            model, optimizer=optimizer.state_dict(), trainer=trainer, rng=rng_state(),
+            run={"step": self.step, "elapsed": self.elapsed, "loss_average": self.loss_average}, **payload)
+        save_checkpoint(state, self.last_path, keep_previous=self.previous_path)
+
+    def save_best(self, model, **payload: Any) -> None:
+        """Write ``best.pt``: the weights to evaluate, loadable by :func:`g2lstm.load`."""
+        save_checkpoint(self.checkpoint(model, step=self.step, **payload), self.best_path)
+
+    def progress(self, total: int, initial: int = 0, desc: str = "", unit: str = "it") -> tqdm:
+        """The progress bar every trainer shows (refreshed at most every 2 s; off when not a tty)."""
+        return tqdm(total=total, initial=initial, desc=desc, unit=unit, unit_scale=unit != "it",
+                    leave=False, mininterval=2.0, dynamic_ncols=True, disable=None)
+
+    def finish(self, result: dict[str, Any]) -> dict[str, Any]:
+        """Record the final result (``results.json``, a ``final`` line in ``metrics.jsonl``) and mark
+        ``last.pt`` finished, so that running the same command again changes nothing."""
+        result = {"task": self.task, "run_dir": str(self.dir), "steps": self.step,
+                  "train_minutes": self.elapsed / 60, **result}
+        (self.dir / "results.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        self.metrics.write(event="final", **result)
+        state = load_checkpoint(self.last_path)
+        state["run"]["finished"] = True
+        save_checkpoint(state, self.last_path)
+        return result
+
+    def result(self) -> dict[str, Any]:
+        """The result of a finished run, as :meth:`finish` recorded it."""
+        path = self.dir / "results.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{self.last_path} says the run finished, but {path} is missing")
+        result = json.loads(path.read_text(encoding="utf-8"))
+        print(f"{self.dir} is a finished run (step {result['steps']}); nothing to do. Use a new run "
+              "folder to train again.", flush=True)
+        return result
+
+
+def to_container(cfg) -> dict[str, Any]:
+    """A plain, resolved dict of a Hydra/OmegaConf config (or a deep copy of a dict)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return json.loads(json.dumps(cfg))
+
+
+def _yaml(cfg: dict) -> str:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(OmegaConf.create(cfg))
+
+
+def _differences(saved, current, prefix: str) -> list[str]:
+    if isinstance(saved, dict) and isinstance(current, dict):
+        keys = sorted(set(saved) | set(current))
+        return [d for k in keys for d in _differences(saved.get(k), current.get(k), f"{prefix}.{k}")]
+    return [] if saved == current else [f"{prefix}: {saved!r} in the checkpoint, {current!r} now"]
+
+
+def config_for_resume(saved: dict, current: dict, overrides: list[str]) -> dict[str, Any]:
+    """The config of a resumed run: the run's saved one with the command line's ``key=value``
+    overrides applied (their values as composed in ``current``), so that resuming a run folder
+    needs no overrides. A config-group choice (``data=brown``, ``experiment=...``) makes it the
+    whole ``current`` config, whose data and model are then compared with the saved ones."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    config = json.loads(json.dumps(saved))
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        key = override.key_or_group
+        parts, node = key.split("."), current
+        for part in parts:
+            node = node.get(part, _ABSENT) if isinstance(node, dict) else _ABSENT
+        if override.is_delete() or node is _ABSENT or isinstance(node, dict):
+            return current
+        target = config
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+        target[parts[-1]] = node
+    return config
+
+
+_ABSENT = object()
+
+
+def check_resumable(saved: dict, task: str, cfg: dict, path: Path) -> None:
+    """Refuse to resume from a checkpoint of another task or with another data / model config."""
+    saved_task = checkpoint_task(saved, path)
+    if saved_task != task:
+        raise ValueError(f"cannot resume: {path} is a checkpoint of task {saved_task!r}, this trainer is "
+                         f"{task!r}; use a new run folder")
+    differences = [d for section in COMPARED_SECTIONS
+                   for d in _differences(saved["config"].get(section), cfg.get(section), section)]
+    if differences:
+        raise ValueError(f"cannot resume from {path}: the config changed:\n  " + "\n  ".join(differences)
+                         + "\nuse a new run folder, or train.resume=false to start this folder afresh")
+
+
+def checkpoint_task(state: dict, path: str | os.PathLike = "<checkpoint>") -> str:
+    """The task that wrote a checkpoint (older checkpoints are recognised by their contents)."""
+    if "task" in state:
+        return state["task"]
+    if "tokenizers" in state:
+        return "mt"
+    if "vocab" in state:
+        return "lm"
+    raise ValueError(f"{path}: not a g2lstm checkpoint (no 'task' key; keys {sorted(state)})")

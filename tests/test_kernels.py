@@ -276,7 +276,7 @@ def test_selection():
     assert kernels.select_impl("auto", cpu_device, torch.float32) == "cpu"
     assert kernels.select_impl("auto", cpu_device, torch.float64) == "cpu"
     assert kernels.select_impl("auto", cpu_device, torch.bfloat16) == "reference"
-    assert kernels.select_impl("auto", cpu_device, torch.float32, record_gates=True) == "reference"
+    assert kernels.select_impl("auto", cpu_device, torch.float32, record=True) == "reference"
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert kernels.select_impl("auto", cpu_device, torch.float32) == "reference"
         with pytest.raises(ValueError, match="impl='cpu' cannot run CPU autocast"):
@@ -285,8 +285,8 @@ def test_selection():
     assert kernels.select_impl("bptt", cpu_device, torch.float16) == "bptt"
     with pytest.raises(ValueError, match=r"impl='cpu' cannot run torch.float16 \(it runs float32 and float64\)"):
         kernels.select_impl("cpu", cpu_device, torch.float16)
-    with pytest.raises(ValueError, match=r"impl='bptt' cannot run record_gates=True"):
-        kernels.select_impl("bptt", cpu_device, torch.float32, record_gates=True)
+    with pytest.raises(ValueError, match=r"impl='bptt' cannot run record=True"):
+        kernels.select_impl("bptt", cpu_device, torch.float32, record=True)
     with pytest.raises(ValueError, match="the C\\+\\+ CPU kernel cannot run torch.float16"):
         cpu.lstm_direction(torch.zeros(2, 1, 8, dtype=torch.float16), torch.zeros(1, 2), torch.zeros(1, 2),
                            torch.zeros(8, 2), None, GateSpec(), True)

@@ -54,14 +54,14 @@ def triton_interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def unsupported(impl: str, device, dtype: torch.dtype, record_gates: bool = False) -> str | None:
+def unsupported(impl: str, device, dtype: torch.dtype, record: bool = False) -> str | None:
     """Why ``impl`` cannot run inputs on ``device`` in ``dtype`` (under the current autocast
     state), or ``None`` when it can."""
     device = torch.device(device)
     if impl == "reference":
         return None
-    if record_gates:
-        return "record_gates=True (only the reference records gate values)"
+    if record:
+        return "record=True (only the reference records states and gates)"
     if torch._C._functorch.peek_interpreter_stack() is not None:
         # torch.func.grad / vmap / jacrev over the forward: autograd Functions and custom ops
         # with hand-written backwards do not compose with them (vmap over the backward does)
@@ -83,27 +83,27 @@ def unsupported(impl: str, device, dtype: torch.dtype, record_gates: bool = Fals
     return None
 
 
-def select_impl(impl: str, device, dtype: torch.dtype = torch.float32, record_gates: bool = False) -> str:
+def select_impl(impl: str, device, dtype: torch.dtype = torch.float32, record: bool = False) -> str:
     """The implementation that runs a layer direction with these inputs.
 
     ``'auto'``: ``'triton'`` on CUDA when Triton is installed, ``'cpu'`` on the CPU (``'bptt'``,
     after a warning, when the C++ extension cannot be built), else the reference, for every input
-    the chosen kernel does not handle (other dtypes, CPU autocast, ``record_gates``). A named
+    the chosen kernel does not handle (other dtypes, CPU autocast, ``record``). A named
     implementation runs as asked, or raises ``ValueError`` saying why it cannot.
     """
     if impl != "auto" and impl not in IMPLEMENTATIONS:
         raise ValueError(f"impl must be 'auto' or one of {sorted(IMPLEMENTATIONS)}, got {impl!r}")
     if impl != "auto":
-        reason = unsupported(impl, device, dtype, record_gates)
+        reason = unsupported(impl, device, dtype, record)
         if reason is not None:
             raise ValueError(f"impl={impl!r} cannot run {reason}; use impl='auto' to choose for you")
         return impl
     device_type = torch.device(device).type
-    if device_type == "cuda" and HAS_TRITON and unsupported("triton", device, dtype, record_gates) is None:
+    if device_type == "cuda" and HAS_TRITON and unsupported("triton", device, dtype, record) is None:
         return "triton"
-    if device_type == "cpu" and unsupported("cpu", device, dtype, record_gates) is None:
+    if device_type == "cpu" and unsupported("cpu", device, dtype, record) is None:
         return "cpu"
     if (device_type == "cpu" and dtype in cpu.DTYPES and not torch.is_autocast_enabled("cpu")
-            and not cpu.load_extension() and unsupported("bptt", device, dtype, record_gates) is None):
+            and not cpu.load_extension() and unsupported("bptt", device, dtype, record) is None):
         return "bptt"  # the C++ extension could not be built (load_extension warned why)
     return "reference"

@@ -224,7 +224,7 @@ torch.library.register_vmap(cpu_direction_backward, _vmap_by_loop(cpu_direction_
 
 
 def lstm_direction(x_proj, h0, c0, w_hh, w_hr, spec, training, noise=None, lengths=None,
-                   reverse=False, record_gates=False):
+                   reverse=False, record=False):
     """:func:`g2lstm.reference.lstm_direction` on the CPU through the C++ extension.
 
     float32 and float64 CPU tensors without autocast; anything else raises ``ValueError``
@@ -232,7 +232,7 @@ def lstm_direction(x_proj, h0, c0, w_hh, w_hr, spec, training, noise=None, lengt
     """
     from . import unsupported  # the package imports this module
 
-    reason = unsupported("cpu", x_proj.device, x_proj.dtype, record_gates)
+    reason = unsupported("cpu", x_proj.device, x_proj.dtype, record)
     if reason is not None:
         raise ValueError(f"the C++ CPU kernel cannot run {reason}")
     check_direction_args(x_proj, h0, c0, w_hh, w_hr, lengths)

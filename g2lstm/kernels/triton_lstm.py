@@ -198,7 +198,7 @@ class TritonPointwise:
 
 
 def lstm_direction(x_proj, h0, c0, w_hh, w_hr, spec, training, noise=None, lengths=None,
-                   reverse=False, record_gates=False, block: int = BLOCK):
+                   reverse=False, record=False, block: int = BLOCK):
     """:func:`g2lstm.reference.lstm_direction` with the fused Triton step kernels.
 
     CUDA tensors (or CPU tensors under ``TRITON_INTERPRET=1``) in float32/float16/bfloat16;
@@ -207,7 +207,7 @@ def lstm_direction(x_proj, h0, c0, w_hh, w_hr, spec, training, noise=None, lengt
     """
     from . import unsupported  # the package imports this module lazily
 
-    reason = unsupported("triton", x_proj.device, x_proj.dtype, record_gates)
+    reason = unsupported("triton", x_proj.device, x_proj.dtype, record)
     if reason is not None:
         raise ValueError(f"the Triton kernels cannot run {reason}")
     check_direction_args(x_proj, h0, c0, w_hh, w_hr, lengths)
