@@ -1,4 +1,5 @@
-"""What every fused implementation shares: how each gate is computed, and shape checks.
+"""What every fused implementation shares: how each gate is computed, shape checks, and the
+differentiable backward (double backward) through the reference.
 
 A fused kernel does not branch on ``GateSpec`` per element; it gets one small integer per gate
 (input, forget, output) saying which formula of :func:`g2lstm.reference.gate_activation` applies,
@@ -8,6 +9,8 @@ and for a noisy gate which slice of the noise tensor it reads.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import torch
 
 from ..reference import SIGMOID_GATES, GateSpec
 
