@@ -99,29 +99,24 @@ def _samples(torch_cls, training, requires_grad=True):
                                    requires_grad=requires_grad, training=training)
 
 
-@pytest.mark.parametrize("mode", sorted(MODES))
-def test_lstm_samples(mode):
-    """module_inputs_torch_nn_LSTM: every sample, forward and backward, equals nn.LSTM."""
-    samples = _samples(nn.LSTM, MODES[mode][0])
-    assert len(samples) == 32
+SAMPLE_CASES = [(nn.LSTM, MODES, mode, 32) for mode in sorted(MODES)] + [
+    (nn.LSTMCell, CELL_MODES, mode, 2) for mode in sorted(CELL_MODES)]
+
+
+@pytest.mark.parametrize("torch_cls, modes, mode, count", SAMPLE_CASES,
+                         ids=[f"{c.__name__}-{m}" for c, _, m, _ in SAMPLE_CASES])
+def test_torch_samples(torch_cls, modes, mode, count):
+    """module_inputs_torch_nn_LSTM / _LSTMCell: every sample, forward and backward, equals torch's."""
+    samples = _samples(torch_cls, modes[mode][0])
+    assert len(samples) == count
     for sample in samples:
         ctor = sample.constructor_input
-        module, g2 = _pair(nn.LSTM, MODES, mode, ctor.args, dict(ctor.kwargs, dtype=torch.float64))
+        module, g2 = _pair(torch_cls, modes, mode, ctor.args, dict(ctor.kwargs, dtype=torch.float64))
         _assert_same_results(module, g2, sample.forward_input.args, sample.forward_input.kwargs)
         # and torch's own reference of the sample: the unbatched input run as a batch of one
         with torch.no_grad():
             args = _leaves(sample.forward_input.args)
             torch.testing.assert_close(_flat(g2(*args)), _flat(sample.reference_fn(g2, *args)))
-
-
-@pytest.mark.parametrize("mode", sorted(CELL_MODES))
-def test_lstm_cell_samples(mode):
-    samples = _samples(nn.LSTMCell, CELL_MODES[mode][0])
-    assert len(samples) == 2
-    for sample in samples:
-        ctor = sample.constructor_input
-        module, g2 = _pair(nn.LSTMCell, CELL_MODES, mode, ctor.args, dict(ctor.kwargs, dtype=torch.float64))
-        _assert_same_results(module, g2, sample.forward_input.args, sample.forward_input.kwargs)
 
 
 def _outcome(fn):
