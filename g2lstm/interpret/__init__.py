@@ -1,0 +1,29 @@
+"""Interpretability methods for any recurrent model of the package (see docs/interpret.md).
+
+Model-free cores, each testable on its own:
+
+- :func:`integrated_gradients`: token attributions whose sum is the logit's change (Captum).
+- :func:`word_information`: how much of each word a hidden state keeps (Guan et al. 2019).
+- :func:`expected_response`, :func:`co_cluster`: what units respond to, words x units
+  co-clusters (RNNVis, Ming et al. 2017).
+- :func:`hellinger`, :func:`rank_neurons`: neurons whose activations separate two groups of
+  steps, with a permutation null.
+"""
+
+from .ig import integrated_gradients, require_soft_gates
+from .neurons import NeuronScore, hellinger, rank_neurons
+from .rnnvis import co_cluster, expected_response
+from .word_information import WordInformation, feature_scale, word_information
+
+__all__ = [
+    "NeuronScore",
+    "WordInformation",
+    "co_cluster",
+    "expected_response",
+    "feature_scale",
+    "hellinger",
+    "integrated_gradients",
+    "rank_neurons",
+    "require_soft_gates",
+    "word_information",
+]
