@@ -8,21 +8,33 @@ Model-free cores, each testable on its own:
   co-clusters (RNNVis, Ming et al. 2017).
 - :func:`hellinger`, :func:`rank_neurons`: neurons whose activations separate two groups of
   steps, with a permutation null.
+
+Views over arrays (:mod:`.views`): word clouds per word cluster, memory chips, text coloured by
+a unit's activations (HTML and PNG).
 """
 
 from .ig import integrated_gradients, require_soft_gates
 from .neurons import NeuronScore, hellinger, rank_neurons
 from .rnnvis import co_cluster, expected_response
+from .views import (
+    ColoredText, activation_html, activation_png, cluster_means, plot_memory_chips, plot_word_clouds,
+)
 from .word_information import WordInformation, feature_scale, word_information
 
 __all__ = [
+    "ColoredText",
     "NeuronScore",
     "WordInformation",
+    "activation_html",
+    "activation_png",
+    "cluster_means",
     "co_cluster",
     "expected_response",
     "feature_scale",
     "hellinger",
     "integrated_gradients",
+    "plot_memory_chips",
+    "plot_word_clouds",
     "rank_neurons",
     "require_soft_gates",
     "word_information",
