@@ -13,6 +13,7 @@ Views over arrays (:mod:`.views`): word clouds per word cluster, memory chips, t
 a unit's activations (HTML and PNG).
 """
 
+from .attribution import TokenAttribution, token_attributions
 from .ig import integrated_gradients, require_soft_gates
 from .neurons import NeuronScore, hellinger, rank_neurons
 from .rnnvis import co_cluster, expected_response
@@ -24,6 +25,7 @@ from .word_information import WordInformation, feature_scale, word_information
 __all__ = [
     "ColoredText",
     "NeuronScore",
+    "TokenAttribution",
     "WordInformation",
     "activation_html",
     "activation_png",
@@ -37,5 +39,6 @@ __all__ = [
     "plot_word_clouds",
     "rank_neurons",
     "require_soft_gates",
+    "token_attributions",
     "word_information",
 ]

@@ -14,13 +14,14 @@ from captum.attr import IntegratedGradients
 from torch import nn
 
 
-def _scalar_per_example(forward: Callable[[torch.Tensor], torch.Tensor]):
-    def checked(inputs: torch.Tensor) -> torch.Tensor:
-        out = forward(inputs)
-        if out.shape != inputs.shape[:1]:
+def _scalar_per_example(forward: Callable[..., torch.Tensor]):
+    def checked(*inputs: torch.Tensor) -> torch.Tensor:
+        out = forward(*inputs)
+        size = inputs[0].shape[0]
+        if out.shape != (size,):
             raise ValueError(
-                f"forward must map a batch of {inputs.shape[0]} inputs to one scalar per example, "
-                f"shape ({inputs.shape[0]},); got shape {tuple(out.shape)}"
+                f"forward must map a batch of {size} inputs to one scalar per example, "
+                f"shape ({size},); got shape {tuple(out.shape)}"
             )
         return out
 
@@ -28,9 +29,9 @@ def _scalar_per_example(forward: Callable[[torch.Tensor], torch.Tensor]):
 
 
 def integrated_gradients(
-    forward: Callable[[torch.Tensor], torch.Tensor],
-    inputs: torch.Tensor,
-    baselines: torch.Tensor | float | None = None,
+    forward: Callable[..., torch.Tensor],
+    inputs: torch.Tensor | tuple[torch.Tensor, ...],
+    baselines: torch.Tensor | float | tuple | None = None,
     n_steps: int = 50,
     method: str = "gausslegendre",
     internal_batch_size: int | None = None,
@@ -39,14 +40,14 @@ def integrated_gradients(
 
     Args:
         forward: maps a batch of inputs ``(N, ...)`` to one scalar per example ``(N,)``
-            (attribute logits, not probabilities).
-        inputs: ``(N, ...)``.
-        baselines: a tensor of the inputs' shape, a number, or ``None`` for zeros.
+            (attribute logits, not probabilities); with a tuple of inputs, ``forward(*inputs)``.
+        inputs: ``(N, ...)``, or a tuple of such tensors (e.g. source and target embeddings).
+        baselines: like the inputs (a tensor or a number per input), or ``None`` for zeros.
         n_steps, method: the quadrature (Captum's names: ``'gausslegendre'``, ``'riemann_trapezoid'``...).
         internal_batch_size: how many path points are evaluated in one call (memory bound).
 
     Returns:
-        ``(attributions, delta)``: attributions of the inputs' shape and, per example,
+        ``(attributions, delta)``: attributions of the inputs' shape (a tuple for a tuple) and, per example,
         ``delta = sum(attributions) - (F(x) - F(baseline))`` (completeness gap).
     """
     if n_steps < 1:
