@@ -13,7 +13,8 @@ from g2lstm.mt.train import train
 
 @hydra.main(version_base="1.3", config_path="../conf/mt", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    return train(cfg, HydraConfig.get().runtime.output_dir).get("bleu")
+    hydra_cfg = HydraConfig.get()
+    return train(cfg, hydra_cfg.runtime.output_dir, overrides=list(hydra_cfg.overrides.task)).get("bleu")
 
 
 if __name__ == "__main__":

@@ -28,16 +28,14 @@ class LockedDropout(nn.Module):
 def embedding_dropout(embed: nn.Embedding, words: torch.Tensor, p: float) -> torch.Tensor:
     """Drop whole word types (rows of the embedding matrix) with probability ``p``, in training.
 
-    The embedding module itself is called (its hooks fire) and the row mask is applied to what it
-    returns, ``embed(words) * mask[words]``: the same values and gradients as embedding with the
-    masked matrix, as AWD-LSTM does.
+    As AWD-LSTM, the words are embedded with the row-masked matrix; the module itself is called
+    with it (``torch.func.functional_call``), so its forward hooks fire.
     """
-    embedded = embed(words)
     if embed.training and p > 0:
         weight = embed.weight
         mask = weight.new_empty(weight.size(0), 1).bernoulli_(1 - p) / (1 - p)
-        embedded = embedded * mask[words]
-    return embedded
+        return torch.func.functional_call(embed, {"weight": weight * mask}, (words,))
+    return embed(words)
 
 
 class AWDLSTM(nn.Module):

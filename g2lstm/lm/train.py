@@ -123,20 +123,23 @@ def sample_seq_len(bptt: int) -> int:
 # ----------------------------------------------------------------------------- the run
 
 
-def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict:
-    """Train (or resume, if ``run_dir`` has a ``last.pt``) and evaluate one run.
+def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None, overrides: list[str] | None = None) -> dict:
+    """Train (or resume, if ``run_dir`` has a ``last.pt``) and evaluate one run. With the command
+    line's ``overrides``, a resumed run takes its saved config with only those applied.
 
     Returns ``{'run_dir', 'steps', 'stopped', 'train_minutes', 'valid_ppl', 'test_ppl',
     'cache': {...} | None}`` where ``stopped`` is ``'done'``, ``'max_steps'`` (no evaluation: run the
     folder again to go on) or ``'max_minutes'``.
     """
     run_dir = run_dir if run_dir is not None else Path("runs/lm") / time.strftime("%Y-%m-%d_%H-%M-%S")
-    run = runtime.Run(cfg, TASK, run_dir)
+    run = runtime.Run(cfg, TASK, run_dir, overrides)
     if run.finished:
         return run.result()
+    cfg = OmegaConf.create(run.cfg)
     tc = cfg.train
     device = torch.device(cfg.device)
     corpus = load_data(cfg.data, vocab=Vocab(run.saved["vocab"]) if run.resumed else None)
+    check_splits(corpus, cfg)
     model = build_model(cfg.model, len(corpus.vocab)).to(device)
     train_data = batchify(corpus.train, tc.batch_size).to(device)
     print(f"run {run.dir}: {cfg.model.cell}, {sum(p.numel() for p in model.parameters()):,} parameters, "
@@ -169,7 +172,7 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict:
         run.metrics.write(event="epoch", stage=state["stage"], epoch=state["epoch"], step=run.step,
                           valid_loss=val["loss"], valid_ppl=val["ppl"], optimizer=state["optimizer_kind"])
         tqdm.write(f"{state['stage']} epoch {state['epoch']}: valid ppl {val['ppl']:.2f} "
-                   f"({state['optimizer_kind']}, best {math.exp(state['best_val']):.2f})")
+                   f"({state['optimizer_kind']}, best {runtime.exp_or_inf(state['best_val']):.2f})")
         state["epoch"] += 1
         state["position"] = 0
         if state["stage"] == "train":
@@ -224,11 +227,10 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict:
             loss = loss + tc.alpha * dropped_outputs[-1].pow(2).mean()
         if tc.beta:  # TAR: slowly changing last-layer hidden states
             loss = loss + tc.beta * (raw_outputs[-1][1:] - raw_outputs[-1][:-1]).pow(2).mean()
-        runtime.check_finite(loss.detach(), run.step)
+        run.check_loss(loss.detach())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if tc.clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip)
+        run.check_grad_norm(torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip or math.inf))
         set_step_lr(optimizer, tc.lr * seq_len / tc.bptt)  # shorter segments get a smaller step
         optimizer.step()
         for group in optimizer.param_groups:
@@ -251,6 +253,16 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict:
     if stopped == "max_steps":
         return {"run_dir": str(run.dir), "steps": run.step, "stopped": stopped, "train_minutes": run.elapsed / 60}
     return run.finish({"stopped": stopped, **final_evaluation(cfg, run.best_path, corpus)})
+
+
+def check_splits(corpus: Corpus, cfg: DictConfig) -> None:
+    """Valid and test must fill two rows of their evaluation batches: found now, not after an epoch."""
+    for split, batch_size, key in (("valid", cfg.train.eval_batch_size, "train.eval_batch_size"),
+                                   ("test", cfg.eval.test_batch_size, "eval.test_batch_size")):
+        tokens = corpus.split(split).numel()
+        if tokens < 2 * batch_size + 1:
+            raise ValueError(f"the {split} split of data={cfg.data.name} has {tokens} tokens; evaluating it "
+                             f"with {key}={batch_size} needs at least {2 * batch_size + 1}")
 
 
 def final_evaluation(cfg: DictConfig, best_path: Path, corpus: Corpus) -> dict:

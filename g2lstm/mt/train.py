@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from ..data.mt import filter_pairs, load_corpus
 from ..config import compose_config
-from ..runtime import Run, check_finite, load_checkpoint
+from ..runtime import Run, load_checkpoint
 from .batching import token_batches, training_batch
 from .evaluate import bleu_of
 from .model import ModelConfig, Seq2Seq
@@ -60,11 +60,16 @@ def build_data(cfg: dict) -> dict[str, list[tuple[str, str]]]:
         if split not in corpus:
             raise KeyError(f"data.splits.{role} is {split!r}, but the corpus has splits {sorted(corpus)}")
     f = d["filter"]
-    return {
+    data = {
         "train": filter_pairs(corpus[names["train"]], f["min_len"], f["max_len"], f["max_ratio"]),
         "valid": corpus[names["valid"]],
         "test": corpus[names["test"]],
     }
+    for role, pairs in data.items():  # found now, not as a loss of 0 after the first epoch
+        if not pairs:
+            raise ValueError(f"the {role} split ({names[role]!r} of data={d['name']}) has no sentence pairs"
+                             + (" left after data.filter" if role == "train" else ""))
+    return data
 
 
 @torch.no_grad()
@@ -82,14 +87,15 @@ def validation_loss(model: Seq2Seq, src_ids, tgt_ids, max_tokens: int, device) -
     return total / max(tokens, 1)
 
 
-def train(cfg, run_dir: str | Path | None = None) -> dict[str, Any]:
-    """Train (or resume, if ``run_dir`` has a ``last.pt``) and test one run.
+def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Train (or resume, if ``run_dir`` has a ``last.pt``) and test one run. With the command
+    line's ``overrides``, a resumed run takes its saved config with only those applied.
 
     Returns the test scores with ``run_dir``, ``steps``, ``epochs``, ``stopped``; with
     ``stopped='max_steps'`` only the first four (no test: run the folder again to go on).
     """
     run_dir = run_dir if run_dir is not None else Path("runs/mt") / time.strftime("%Y%m%d-%H%M%S")
-    run = Run(cfg, TASK, run_dir)
+    run = Run(cfg, TASK, run_dir, overrides)
     if run.finished:
         return run.result()
     cfg = run.cfg
@@ -163,10 +169,11 @@ def train(cfg, run_dir: str | Path | None = None) -> dict[str, Any]:
             n_tokens = int((b["tgt_out"] != PAD).sum())
             loss = F.cross_entropy(logits.flatten(0, 1).float(), b["tgt_out"].flatten(), ignore_index=PAD,
                                    label_smoothing=t["label_smoothing"], reduction="sum") / n_tokens
-            check_finite(loss.detach(), run.step)
+            run.check_loss(loss.detach())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t["clip_norm"])
+            run.check_grad_norm(grad_norm)
             optimizer.step()
             run.step += 1
             ts["batch_in_epoch"] += 1
