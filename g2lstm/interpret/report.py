@@ -15,6 +15,8 @@ from typing import Sequence
 import numpy as np
 
 from .attribution import TokenAttribution, token_attributions
+from .sections import gate_token_section, information_section, neuron_section, rnnvis_section
+from .states import collect_states
 from .views import ColoredText, activation_html, activation_png
 
 
@@ -133,6 +135,16 @@ def write_report(models: dict, texts: Sequence, out: Path, cfg, command: str) ->
     if cfg.attribution.enabled:
         section, numbers["attribution"] = attribution_section(models, texts, out, cfg.attribution)
         lines += section
+    if cfg.rnnvis.enabled or cfg.gates.enabled or cfg.neurons.enabled or cfg.information.enabled:
+        states = {name: collect_states(loaded, texts, cfg.batch_size, progress=True) for name, loaded in models.items()}
+        for section_name, section in (("gates", gate_token_section), ("rnnvis", rnnvis_section),
+                                      ("neurons", neuron_section)):
+            if cfg[section_name].enabled:
+                section_lines, numbers[section_name] = section(states, out, cfg[section_name])
+                lines += section_lines
+        if cfg.information.enabled:
+            section_lines, numbers["information"] = information_section(models, texts, states, out, cfg.information)
+            lines += section_lines
     (out / "report.json").write_text(json.dumps(numbers, indent=1) + "\n")
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
