@@ -164,3 +164,12 @@ def _attribute_batch(model, batch: Batch, position, n_steps, internal_batch_size
         )
         for n in range(size)
     ]
+
+
+def target_string(loaded, target_id: int) -> str:
+    """The token (or class) whose logit was attributed, as text."""
+    if hasattr(loaded, "vocab"):
+        return loaded.vocab.decode([target_id])[0]
+    if hasattr(loaded, "tokenizers"):
+        return loaded.tokenizers.tgt.sp.id_to_piece(target_id)
+    return str(target_id)

@@ -1,11 +1,13 @@
-"""The report's sections beyond attribution: what units respond to (RNNVis), gates per token,
-neurons that decide (Hellinger), per-word information (Guan et al.). Each takes the models'
-recorded states (:func:`g2lstm.interpret.states.collect_states`) or the models themselves,
-writes its views into ``out`` and returns ``(markdown lines, numbers)``."""
+"""The report's sections: token attributions (Integrated Gradients), gates per token, what units
+respond to (RNNVis), neurons that decide (Hellinger), per-word information (Guan et al.). Each
+takes the models or their recorded states (:func:`g2lstm.interpret.states.collect_states`), writes
+its views into ``out`` and returns ``(markdown lines, numbers)``."""
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -13,7 +15,7 @@ import torch
 
 from .. import trace
 from ..diagnostics import RECORDED_GATES, plot_heatmap
-from .attribution import repeat_batch, time_major
+from .attribution import TokenAttribution, repeat_batch, target_string, time_major, token_attributions
 from .neurons import rank_neurons
 from .rnnvis import co_cluster, expected_response
 from .states import LayerStates
@@ -56,6 +58,90 @@ def table(columns: Sequence[str], rows: Sequence[tuple[str, Sequence]]) -> str:
 
 def _slug(text: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in text)
+
+
+def colored_views(rows: Sequence[ColoredText], out, stem: str, title: str) -> str:
+    """Write ``stem.png`` and ``stem.html`` of coloured text; the markdown line linking them."""
+    png = activation_png(rows, out / f"{stem}.png", title=title)
+    page = activation_html(rows, out / f"{stem}.html", title=title)
+    return f"![{stem}]({png.name}) ([HTML]({page.name}))"
+
+
+# --------------------------------------------------------------------------- Integrated Gradients
+def concentration(scores: np.ndarray) -> tuple[float, float]:
+    """``(top-1 share, normalised entropy)`` of ``|scores|``: how much of the attribution mass the
+    largest token holds, and the entropy of the mass over tokens divided by ``log n`` (0: one
+    token holds everything, 1: spread evenly)."""
+    mass = np.abs(scores)
+    if mass.sum() == 0 or mass.size < 2:
+        return 1.0, 0.0
+    p = mass / mass.sum()
+    nonzero = p[p > 0]
+    return float(p.max()), float(-(nonzero * np.log(nonzero)).sum() / np.log(p.size))
+
+
+def _flat_scores(a: TokenAttribution) -> np.ndarray:
+    return np.concatenate([a.scores[side] for side in a.tokens])
+
+
+def attribution_summary(attributions: Sequence[TokenAttribution]) -> dict[str, float]:
+    top, entropy = zip(*(concentration(_flat_scores(a)) for a in attributions))
+    delta = np.array([abs(a.delta) for a in attributions])
+    change = np.array([abs(a.logit - a.baseline_logit) for a in attributions])
+    return {
+        "texts": len(attributions),
+        "top1_share_mean": float(np.mean(top)),
+        "entropy_normalised_mean": float(np.mean(entropy)),
+        "abs_delta_mean": float(delta.mean()),
+        "abs_delta_max": float(delta.max()),
+        "relative_delta_max": float((delta / np.maximum(change, 1e-12)).max()),
+    }
+
+
+def _colored(name: str, loaded, a: TokenAttribution) -> ColoredText:
+    tokens, values = [], []
+    for k, side in enumerate(a.tokens):
+        if k:
+            tokens.append("||")
+            values.append(0.0)
+        tokens += a.tokens[side]
+        values += a.scores[side].tolist()
+    scale = max(np.abs(values).max(), 1e-12)
+    label = f"{name}: logit of '{target_string(loaded, a.target_id)}'" + (
+        f" at step {a.position}" if a.position is not None else "")
+    return ColoredText(label, tokens, [v / scale for v in values])
+
+
+def attribution_section(models: dict, texts: Sequence, out: Path, cfg) -> tuple[list[str], dict]:
+    """IG of every model on ``texts``: concentration table, coloured views of the first texts."""
+    results = {
+        name: token_attributions(loaded, texts, position=cfg.position, n_steps=cfg.n_steps,
+                                 batch_size=cfg.batch_size, internal_batch_size=cfg.internal_batch_size,
+                                 progress=True)
+        for name, loaded in models.items()
+    }
+    summary = {name: attribution_summary(r) for name, r in results.items()}
+    rows = [ColoredText(c.label + f" (text {n})", c.tokens, c.values)
+            for n in range(min(cfg.views, len(texts)))
+            for c in (_colored(name, models[name], results[name][n]) for name in models)]
+    lines = [
+        "## Integrated Gradients: which tokens a prediction rests on",
+        "",
+        f"{len(texts)} texts, {cfg.n_steps} Gauss-Legendre steps from zero embeddings; the logit of the "
+        f"gold target at output step {cfg.position}. Concentration of |attribution| over a text's "
+        "tokens: the top token's share (higher: more concentrated) and the normalised entropy "
+        "(lower: more concentrated); delta is the completeness gap.",
+        "",
+        table(list(summary), [(key, [summary[name][key] for name in summary]) for key in
+                              ("top1_share_mean", "entropy_normalised_mean", "abs_delta_mean", "abs_delta_max")]),
+        "",
+        colored_views(rows, out, "attributions", "Integrated Gradients, scaled per text (red +, blue -)"),
+        "",
+    ]
+    numbers = {"summary": summary,
+               "texts": {name: [asdict(a) | {"scores": {s: v.tolist() for s, v in a.scores.items()}}
+                                for a in r] for name, r in results.items()}}
+    return lines, numbers
 
 
 # --------------------------------------------------------------------------- RNNVis and gates
@@ -237,8 +323,6 @@ def neuron_section(states: dict[str, dict[str, LayerStates]], out, cfg) -> tuple
                 values = layer.values[field][n][:, unit]
                 shown = np.tanh(values) if field == "c" else (2 * values - 1 if field in "ifo" else values)
                 views.append(ColoredText(f"{name} {key} unit {unit} {field} (text {n})", layer.tokens[n], shown))
-    png = activation_png(views, out / "neurons.png", title="best neuron per model: tanh(c), h, and its internal")
-    page = activation_html(views, out / "neurons.html", title="best neuron per model")
     lines = [
         "## Neurons that decide: Hellinger distance between activation histograms",
         "",
@@ -253,7 +337,7 @@ def neuron_section(states: dict[str, dict[str, LayerStates]], out, cfg) -> tuple
         "",
         *reverse_lines,
         "",
-        f"![neurons]({png.name}) ([HTML]({page.name}))",
+        colored_views(views, out, "neurons", "best neuron per model: tanh(c), h, and its internal"),
         "",
     ]
     return lines, numbers
@@ -312,9 +396,6 @@ def information_section(models: dict, texts: Sequence, states: dict[str, dict[st
                 views.append(ColoredText(f"{name} {key} (text {n})", batch.tokens[side0][n], centred / scale))
         rows.append((f"{key}: mean H per word (nats)", mean_entropy))
         rows.append((f"{key}: spread of H within a text (std)", spread))
-    png = activation_png(views, out / "information.png",
-                         title="per-word information: red = kept (low entropy), blue = forgotten")
-    page = activation_html(views, out / "information.html", title="per-word information")
     lines = [
         "## Per-word information in each layer's hidden states (Guan et al. 2019)",
         "",
@@ -325,7 +406,7 @@ def information_section(models: dict, texts: Sequence, states: dict[str, dict[st
         "",
         table(names, rows),
         "",
-        f"![information]({png.name}) ([HTML]({page.name}))",
+        colored_views(views, out, "information", "per-word information: red = kept (low entropy), blue = forgotten"),
         "",
     ]
     return lines, numbers

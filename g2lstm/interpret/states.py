@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from .. import trace
 from ..protocol import Batch
-from .attribution import time_major
+from .attribution import target_string, time_major
 
 FIELDS = ("h", "c", "i", "f", "g", "o")
 
@@ -65,8 +65,6 @@ def _output_symbols(loaded, batch: Batch, is_time_major: bool) -> list[list[str]
     if batch.targets is None or batch.targets.dim() != 2:
         return None
     targets = batch.targets.t() if is_time_major else batch.targets
-    from .report import target_string
-
     last = list(batch.tokens)[-1]
     return [[target_string(loaded, int(t)) for t in targets[n, : len(tokens)].tolist()]
             for n, tokens in enumerate(batch.tokens[last])]
