@@ -63,13 +63,13 @@ def _output_steps(batch: Batch, side: str, position: int) -> list[int]:
     return steps
 
 
-def _select(logits: torch.Tensor, rows: torch.Tensor, steps: torch.Tensor | None, targets: torch.Tensor,
-            is_time_major: bool) -> torch.Tensor:
+def _at_steps(features: torch.Tensor, rows: torch.Tensor, steps: torch.Tensor | None,
+              is_time_major: bool) -> torch.Tensor:
+    """Each row's features at its step ``(rows, F)``; a classifier's features ``(N, F)`` have none.
+    Only these go through the output layer: one logit row per example, not one per step."""
     if steps is None:
-        return logits[rows, targets]
-    if is_time_major:
-        return logits[steps, rows, targets]
-    return logits[rows, steps, targets]
+        return features[rows]
+    return features[steps, rows] if is_time_major else features[rows, steps]
 
 
 def token_attributions(
@@ -114,23 +114,23 @@ def token_attributions(
 def _attribute_batch(model, batch: Batch, position, n_steps, internal_batch_size, is_time_major):
     with torch.no_grad():
         embedded = model.embed(batch)
-        logits = model.output_layer(model.extract_features(batch, embedded))
+        features = model.extract_features(batch, embedded)
     sides = list(embedded)
     size = len(batch.tokens[sides[0]])
-    rows = torch.arange(size, device=logits.device)
-    if logits.dim() == 2:  # a classifier: (N, classes)
+    rows = torch.arange(size, device=features.device)
+    if features.dim() == 2:  # a classifier: one feature vector per text
         steps, step_list = None, [None] * size
         gold = batch.targets
     else:
         step_list = _output_steps(batch, sides[-1], position)
-        steps = torch.tensor(step_list, device=logits.device)
+        steps = torch.tensor(step_list, device=features.device)
         gold = None
         if batch.targets is not None:
             gold = batch.targets[steps, rows] if is_time_major else batch.targets[rows, steps]
     if gold is None:
-        at_steps = logits[rows] if steps is None else (logits[steps, rows] if is_time_major else logits[rows, steps])
-        gold = at_steps.argmax(-1)
-    targets = gold.to(logits.device)
+        with torch.no_grad():
+            gold = model.output_layer(_at_steps(features, rows, steps, is_time_major)).argmax(-1)
+    targets = gold.to(features.device)
 
     def to_model(side_inputs):
         return {s: e.transpose(0, 1) if is_time_major else e for s, e in zip(sides, side_inputs)}
@@ -138,9 +138,10 @@ def _attribute_batch(model, batch: Batch, position, n_steps, internal_batch_size
     def forward(*side_inputs):
         times = side_inputs[0].shape[0] // size
         repeated = repeat_batch(batch, times, is_time_major)
-        out = model.output_layer(model.extract_features(repeated, to_model(side_inputs)))
-        return _select(out, torch.arange(size * times, device=out.device),
-                       None if steps is None else steps.repeat(times), targets.repeat(times), is_time_major)
+        all_rows = torch.arange(size * times, device=targets.device)
+        picked = _at_steps(model.extract_features(repeated, to_model(side_inputs)), all_rows,
+                           None if steps is None else steps.repeat(times), is_time_major)
+        return model.output_layer(picked)[all_rows, targets.repeat(times)]
 
     inputs = tuple(e.transpose(0, 1) if is_time_major else e for e in embedded.values())
     # cuDNN has no RNN backward in evaluation mode; the native kernels do.
