@@ -6,6 +6,8 @@ import torch
 
 from g2lstm.data.lm import Vocab
 from g2lstm.interpret import token_attributions
+from g2lstm.interpret.sections import _layer_phi
+from g2lstm.interpret.states import collect_states
 from g2lstm.lm.model import AWDLSTM
 from g2lstm.lm.task import LanguageModelTask
 from g2lstm.mt.model import ModelConfig, Seq2Seq
@@ -79,3 +81,28 @@ def test_hard_gate_models_are_refused():
 def test_position_outside_a_text_is_an_error():
     with pytest.raises(ValueError, match="position 9 is outside example 0's 5 output steps"):
         token_attributions(tiny_lm("lstm"), LM_TEXTS[:1], position=9)
+
+
+def test_layer_features_are_the_traced_hidden_states(tokenizers):
+    """The per-word information's phi (module output hook for a module's last layer, trace for
+    inner layers) gives every layer direction's h as recorded by collect_states."""
+    torch.manual_seed(0)
+    size = tokenizers.src.vocab_size
+    mt = TranslationTask(Seq2Seq(ModelConfig(src_vocab=size, tgt_vocab=size, embed_dim=8, hidden_dim=8,
+                                             encoder_layers=2)).double(), tokenizers, {}, "mt.pt", "cpu")
+    for loaded, texts in ((tiny_lm("g2lstm"), LM_TEXTS), (mt, PAIRS[:3])):
+        batch = loaded.encode(texts)
+        side = list(batch.tokens)[0]
+        states = collect_states(loaded, texts)
+        checked = 0
+        for key, layer in states.items():
+            if layer.side != side:
+                continue
+            phi, x = _layer_phi(loaded.model, batch, side, layer)
+            h = phi(torch.cat([x, x]))  # two copies of the batch, as word_information calls it
+            for n, tokens in enumerate(batch.tokens[side]):
+                for copy in (n, n + len(texts)):
+                    np.testing.assert_allclose(h[copy, : len(tokens)].detach().numpy(), layer.values["h"][n],
+                                               atol=1e-6, err_msg=key)
+            checked += 1
+        assert checked == (2 if loaded is not mt else 4)  # LM: 2 layers; MT: 2 layers x 2 directions
