@@ -62,16 +62,6 @@ class PaperTask:
         return self.loaded.labelled_sentences(count)
 
 
-def saturation(summary: dict) -> dict:
-    """Shares of gate values < 0.1 and > 0.9 per gate, pooled over all layers."""
-    result = {}
-    for gate in diagnostics.RECORDED_GATES:
-        n = sum(layer[gate]["count"] for layer in summary.values())
-        for side in ("share_below_0.1", "share_above_0.9"):
-            result[f"{gate}_{side}"] = sum(layer[gate][side] * layer[gate]["count"] for layer in summary.values()) / n
-    return result
-
-
 def _rounding_precision(compression: DictConfig) -> float | None:
     """The paper's fixed grid of a task: the precision of its first absolute rounding entry."""
     for options in compression.values():
@@ -102,7 +92,7 @@ def run_task(task, cfg: DictConfig, models: list[str], out_dir: Path, command: s
         stats = task.gate_stats(model)
         stats.to_json(out_dir / f"gates_{kind}.json")
         results["models"][kind] = {"checkpoint": path, "command": command, "rows": rows,
-                                   "saturation": saturation(stats.summary()),
+                                   "saturation": diagnostics.pooled_saturation(stats.summary()),
                                    "gate_weights": gate_weight_stats(model, list(task.cfg.gates), precision),
                                    "rounding_precision": precision,
                                    "parameters": sum(p.numel() for p in model.parameters()),

@@ -197,6 +197,9 @@ class Run:
         self.max_steps = train_cfg.get("max_steps")
         self.max_minutes = train_cfg.get("max_minutes")
         self.divergence_factor = train_cfg.get("divergence_factor")
+        self.saturation_every = train_cfg.get("saturation_every")
+        schedules = {k: v for k, v in (train_cfg.get("schedules") or {}).items() if v is not None}
+        self.schedules = check_schedules(schedules, self.cfg.get("model", {}))
         self.loss_average: float | None = run_state.get("loss_average")
         # Lines logged after the checkpoint (or by a run killed before its first one) are replayed.
         self.metrics.truncate(self.step)
@@ -256,6 +259,33 @@ class Run:
             + (", ".join(kept) or "no checkpoint yet") + ". Resume from them with a smaller train.lr "
             "(the run folder resumes from last.pt), or start afresh with train.resume=false.")
 
+    def apply_schedules(self, model: torch.nn.Module) -> dict[str, float]:
+        """Set the scheduled G2 options (``train.schedules``, e.g. ``tau`` annealed) of every
+        recurrent layer to their values at the current step; returns them."""
+        values = {option: schedule_value(s, self.cfg["model"][option], self.step) for option, s in self.schedules.items()}
+        if values:
+            from .protocol import lstm_layers
+
+            for layer in lstm_layers(model).values():
+                for option, value in values.items():
+                    setattr(layer, option, value)
+        return values
+
+    def watch_gates(self, model: torch.nn.Module, batches, forward=None) -> dict[str, float] | None:
+        """Every ``train.saturation_every`` steps (step 0 included): the share of gate values
+        < 0.1 and > 0.9 per layer over ``batches`` (a fixed validation subset, in evaluation mode,
+        drawing no random numbers), logged as an ``event: "gates"`` line of ``metrics.jsonl``.
+        Returns the pooled input / forget shares outside (0.1, 0.9) for the progress bar, or None."""
+        if not self.saturation_every or self.step % self.saturation_every:
+            return None
+        from .diagnostics import collect_gate_stats, pooled_saturation, saturation_record
+
+        stats = collect_gate_stats(model, batches, forward)
+        pooled = pooled_saturation(stats.summary())
+        self.metrics.write(event="gates", step=self.step, layers=saturation_record(stats), pooled=pooled)
+        return {f"{gate[0]}_bin": round(pooled[f"{gate}_share_below_0.1"] + pooled[f"{gate}_share_above_0.9"], 3)
+                for gate in ("input", "forget")}
+
     def checkpoint(self, model: torch.nn.Module, **payload: Any) -> dict[str, Any]:
         """What every checkpoint of this run holds: task, config, weights, plus ``payload``."""
         return {"task": self.task, "config": self.cfg, "model": model.state_dict(), **payload}
@@ -284,6 +314,11 @@ class Run:
                   "train_minutes": self.elapsed / 60, **result}
         (self.dir / "results.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         self.metrics.write(event="final", **result)
+        gates = [r for r in self.metrics.read() if r.get("event") == "gates"]
+        if gates:
+            from .diagnostics import plot_saturation
+
+            plot_saturation(gates, self.dir / "saturation.png", title=f"{self.dir.name}: gate saturation")
         state = load_checkpoint(self.last_path)
         state["run"]["finished"] = True
         save_checkpoint(state, self.last_path)
@@ -320,6 +355,36 @@ def _differences(saved, current, prefix: str) -> list[str]:
         keys = sorted(set(saved) | set(current))
         return [d for k in keys for d in _differences(saved.get(k), current.get(k), f"{prefix}.{k}")]
     return [] if saved == current else [f"{prefix}: {saved!r} in the checkpoint, {current!r} now"]
+
+
+SCHEDULABLE = ("tau", "noise_p")  # G2 options a trainer may change step by step
+SHAPES = ("linear", "exponential")
+
+
+def check_schedules(schedules: dict, model_cfg: dict) -> dict:
+    """``train.schedules``: ``{option: {end, steps, shape}}`` (an option set to null is fixed),
+    from the model config's value at step 0 to ``end`` at ``steps`` (held after); a clear error
+    for anything else."""
+    for option, schedule in schedules.items():
+        if option not in SCHEDULABLE:
+            raise ValueError(f"train.schedules.{option}: only {SCHEDULABLE} can be scheduled")
+        if set(schedule) != {"end", "steps", "shape"} or schedule["shape"] not in SHAPES or not schedule["steps"] > 0:
+            raise ValueError(f"train.schedules.{option} must be {{end, steps > 0, shape in {SHAPES}}}, got {schedule}")
+        if option == "tau" and model_cfg.get("cell") == "sharpened":
+            raise ValueError("train.schedules.tau: a sharpened cell uses tau at evaluation too, and checkpoints "
+                             "keep model.tau; schedule tau for model.cell=g2lstm only")
+        if option not in model_cfg:
+            raise ValueError(f"train.schedules.{option}: the model config has no {option!r} to start from")
+    return schedules
+
+
+def schedule_value(schedule: dict, start: float, step: int) -> float:
+    """The scheduled value at ``step``: linear or exponential from ``start`` to ``schedule['end']``."""
+    progress = min(step / schedule["steps"], 1.0)
+    end = schedule["end"]
+    if schedule["shape"] == "exponential":
+        return start * (end / start) ** progress
+    return start + (end - start) * progress
 
 
 def config_for_resume(saved: dict, current: dict, overrides: list[str]) -> dict[str, Any]:

@@ -46,6 +46,22 @@ def run_split(model, ids: torch.Tensor, batch_size: int, bptt: int, keep_hidden:
     return SplitOutputs(hidden_states, torch.cat(logprobs), torch.cat(targets))
 
 
+def gate_data(ids: torch.Tensor, tokens: int, batch_size: int, bptt: int, device) -> tuple[list, object]:
+    """``(chunks, forward)`` over the first ``tokens`` of ``ids`` for
+    :func:`g2lstm.diagnostics.collect_gate_stats`: ``bptt``-long chunks of ``batch_size`` columns,
+    the state carried from chunk to chunk as in evaluation."""
+    data = batchify(ids[: tokens + 1], batch_size).to(device)
+    chunks = [data[i:i + bptt] for i in range(0, data.size(0) - 1, bptt)]
+    hidden: list = [None]
+
+    def forward(model, words):
+        if hidden[0] is None or words is chunks[0]:
+            hidden[0] = model.init_hidden(batch_size)
+        _, hidden[0], _, _ = model(words, hidden[0])
+
+    return chunks, forward
+
+
 def perplexity(model, ids: torch.Tensor, batch_size: int = 10, bptt: int = 70) -> dict:
     """``{'loss': mean cross-entropy in nats, 'ppl': exp(loss), 'tokens': count}`` on ``ids``."""
     out = run_split(model, ids, batch_size, bptt)

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from g2lstm import runtime
 from g2lstm.config import compose_config
 from g2lstm.data.lm import Corpus, Vocab, batchify, load_corpus
-from g2lstm.lm.evaluate import evaluate, perplexity
+from g2lstm.lm.evaluate import evaluate, gate_data, perplexity
 from g2lstm.lm.model import AWDLSTM, detach_hidden
 
 TASK = "lm"
@@ -193,6 +193,8 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None, overrides: 
         optimizer = make_optimizer("asgd", model.parameters(), tc)
 
     # ------------------------------------------------------------------ training loop
+    probe = gate_data(corpus.valid, tc.saturation_tokens, tc.eval_batch_size, tc.bptt, device)
+    gates = None if run.resumed else run.watch_gates(model, *probe)  # step 0: the initial gates
     stopped = "done"
     bar = None
     while state["stage"] != "done":
@@ -216,6 +218,7 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None, overrides: 
 
         tick = time.time()
         model.train()
+        run.apply_schedules(model)
         seq_len = min(sample_seq_len(tc.bptt), train_data.size(0) - 1 - state["position"])
         i = state["position"]
         inputs, targets = train_data[i:i + seq_len], train_data[i + 1:i + 1 + seq_len]
@@ -240,8 +243,9 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None, overrides: 
         state["position"] += seq_len
         tokens_per_s = seq_len * tc.batch_size / max(time.time() - tick, 1e-9)
         bar.update(seq_len * tc.batch_size)
+        gates = run.watch_gates(model, *probe) or gates
         bar.set_postfix(loss=f"{raw_loss.item():.3f}", ppl=f"{math.exp(min(raw_loss.item(), 50)):.1f}",
-                        tok_s=f"{tokens_per_s:.0f}", refresh=False)
+                        tok_s=f"{tokens_per_s:.0f}", **(gates or {}), refresh=False)
         if run.step % tc.log_every == 0:
             run.metrics.write(event="train", stage=state["stage"], epoch=state["epoch"], step=run.step,
                               loss=raw_loss.item(), ppl=math.exp(min(raw_loss.item(), 50)), tokens_per_s=tokens_per_s)

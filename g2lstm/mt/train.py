@@ -154,6 +154,11 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
         ts["stopped"] = stop
         return stop is not None
 
+    watched = min(t["saturation_pairs"], len(val_src))  # the valid pairs whose gates are watched in training
+    probe = [tuple(b[k].to(device) for k in ("src", "src_lengths", "tgt_in"))
+             for b in (training_batch(val_src[i:min(i + 50, watched)], val_tgt[i:min(i + 50, watched)])
+                       for i in range(0, watched, 50))]
+    gates = None if run.resumed else run.watch_gates(model, probe)  # step 0: the initial gates
     budget = None
     model.train()
     while ts["stopped"] is None and ts["epoch"] < t["max_epochs"] and budget is None:
@@ -163,6 +168,7 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
         while ts["batch_in_epoch"] < len(batches):
             batch = batches[ts["batch_in_epoch"]]
             b = {k: v.to(device) for k, v in training_batch([src_ids[i] for i in batch], [tgt_ids[i] for i in batch]).items()}
+            run.apply_schedules(model)
             lr = t["lr"] * ts["lr_scale"] * min(1.0, (run.step + 1) / max(t["warmup_steps"], 1))
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -179,7 +185,8 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
             run.step += 1
             ts["batch_in_epoch"] += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
+            gates = run.watch_gates(model, probe) or gates
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}", **(gates or {}))
             if run.step % t["log_every"] == 0:
                 run.metrics.write(split="train", step=run.step, epoch=ts["epoch"], loss=loss.item(), lr=lr,
                                   grad_norm=float(grad_norm), tokens=n_tokens, elapsed=run.elapsed)
