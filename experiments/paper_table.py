@@ -28,10 +28,8 @@ def main(argv: list[str]) -> None:
     out_dir = ROOT / cfg.out_dir
     command = ("python experiments/paper_table.py " + " ".join(map(shlex.quote, argv))).strip()
     for key in cfg.tasks:
-        if key not in cfg:
-            raise ValueError(f"tasks: {key!r} has no config group in conf/paper (known: lm, mt)")
         task = PaperTask(key, cfg[key], ROOT / cfg.runs_dir, cfg.seed, root=ROOT)
-        run_task(task, cfg, list(cfg.models), out_dir / cfg[key].get("folder", key), command, merge=cfg.merge)
+        run_task(task, cfg, list(cfg.models), out_dir / (cfg[key].folder or key), command, merge=cfg.merge)
         print(write_table(out_dir), flush=True)
 
 

@@ -44,7 +44,7 @@ def test_schedules_move_tau_and_noise_p_and_resume_exactly(corpus, tmp_path):  #
     # the run moves the options of every recurrent layer
     from g2lstm.mt.model import ModelConfig, Seq2Seq
 
-    model = Seq2Seq(ModelConfig(src_vocab=10, tgt_vocab=10, cell="g2lstm", tau=1.0, noise_p=0.2))
+    model = Seq2Seq(ModelConfig(cell="g2lstm", tau=1.0, noise_p=0.2), src_vocab=10, tgt_vocab=10)
     run = runtime.Run(runtime.load_checkpoint(tmp_path / "a" / "last.pt")["config"], "mt", tmp_path / "c")
     run.step = 5
     assert run.apply_schedules(model) == pytest.approx({"tau": 0.1 ** 0.5, "noise_p": 1.0})

@@ -8,13 +8,43 @@ It needs no training; theta and lambdah are chosen on the validation split.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
+from g2lstm import config as checks
 from g2lstm.data.lm import batchify
 from g2lstm.runtime import exp_or_inf
+
+
+@dataclass
+class CacheConfig:
+    """The cache pointer's window and the grids theta and lambdah are picked from on valid."""
+
+    enabled: bool = True
+    window: int = 500
+    thetas: list[float] = field(default_factory=lambda: [0.5, 1.0])
+    lambdahs: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.2])
+
+    def __post_init__(self):
+        checks.positive(self, "window")
+        checks.all_of(self, "thetas", lambda v: v > 0, "values > 0")
+        checks.all_of(self, "lambdahs", lambda v: 0 <= v <= 1, "probabilities in [0, 1]")
+
+
+@dataclass
+class LMEvalConfig:
+    """The schema of ``conf/lm/eval``: the final evaluation of ``best.pt``."""
+
+    test_batch_size: int = 10
+    cache: CacheConfig = field(default_factory=CacheConfig)
+
+    def __post_init__(self):
+        checks.positive(self, "test_batch_size")
+
+
+checks.store(LMEvalConfig, "cache_pointer_schema", group="eval")
 
 
 @dataclass

@@ -18,23 +18,98 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
+from omegaconf import MISSING
 from tqdm import tqdm
 
-from ..data.mt import filter_pairs, load_corpus
+from .. import config as checks, runtime
+from ..data.mt import MTDataConfig, filter_pairs, load_corpus
 from ..config import compose_config
 from ..runtime import Run, load_checkpoint
 from .batching import token_batches, training_batch
-from .evaluate import bleu_of
+from .evaluate import TOKENIZED_BLEU, bleu_of
 from .model import ModelConfig, Seq2Seq
 from .tokenizer import PAD, Tokenizers, train_tokenizers
 
 
 TASK = "mt"
+
+
+# ----------------------------------------------------------------------------- config schemas
+
+
+@dataclass
+class MTTrainConfig(runtime.RunConfig):
+    """The schema of ``conf/mt/train`` (the meaning of each key: ``conf/mt/train/default.yaml``)."""
+
+    max_tokens: int = 4000
+    lr: float = 0.001
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_steps: int = 500
+    lr_decay: float = 0.5
+    decay_patience: int = 1
+    min_lr: float = 1.0e-5
+    early_stop_patience: int = 4
+    label_smoothing: float = 0.1
+    clip_norm: float = 5.0
+    max_epochs: int = 30
+    eval_every: int = 0
+    select_by: str = "loss"
+    valid_beam: int = 1
+    saturation_pairs: int = 100
+
+    def __post_init__(self):
+        super().__post_init__()
+        checks.positive(self, "max_tokens", "lr", "decay_patience", "early_stop_patience", "clip_norm",
+                        "max_epochs", "valid_beam")
+        checks.require(self, "betas", lambda b: len(b) == 2 and all(0 <= x < 1 for x in b),
+                       "two Adam betas in [0, 1)")
+        checks.at_least(self, 0, "warmup_steps", "min_lr", "eval_every")
+        checks.require(self, "lr_decay", lambda v: 0 < v <= 1, "a factor in (0, 1]")
+        checks.require(self, "label_smoothing", lambda v: 0 <= v < 1, "a probability in [0, 1)")
+        checks.positive(self, "saturation_pairs")
+        checks.one_of(self, "select_by", ("loss", "bleu"))
+
+
+@dataclass
+class MTEvalConfig:
+    """The final test decoding (``eval`` in ``conf/mt/config.yaml``)."""
+
+    beam: int = 5
+    length_penalty: float = 1.0
+    max_tokens: int = 4000
+    tokenized_bleu: str = "13a"
+
+    def __post_init__(self):
+        checks.positive(self, "beam", "max_tokens")
+        checks.at_least(self, 0, "length_penalty")
+        checks.one_of(self, "tokenized_bleu", TOKENIZED_BLEU)
+
+
+@dataclass
+class MTConfig:
+    """The schema of ``conf/mt/config.yaml``."""
+
+    seed: int = 1
+    device: str = "cpu"
+    threads: Optional[int] = 1
+    data: MTDataConfig = MISSING
+    model: ModelConfig = MISSING
+    train: MTTrainConfig = MISSING
+    eval: MTEvalConfig = field(default_factory=MTEvalConfig)
+
+    def __post_init__(self):
+        checks.check_device(self, "device")
+        checks.positive(self, "threads", optional=True)
+
+
+checks.store(MTTrainConfig, "mt_train_schema", group="train")
+checks.store(MTConfig, "mt_schema")
 
 
 def mt_config(overrides: list[str] | None = None):
@@ -95,6 +170,7 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
     Returns the test scores with ``run_dir``, ``steps``, ``epochs``, ``stopped``; with
     ``stopped='max_steps'`` only the first four (no test: run the folder again to go on).
     """
+    checks.validate(cfg, MTConfig)  # before anything is read or written
     run_dir = run_dir if run_dir is not None else Path("runs/mt") / time.strftime("%Y%m%d-%H%M%S")
     run = Run(cfg, TASK, run_dir, overrides)
     if run.finished:
@@ -114,15 +190,14 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
     val_src = tokenizers.src.encode([s for s, _ in data["valid"]])
     val_tgt = tokenizers.tgt.encode([t_ for _, t_ in data["valid"]])
 
-    model_cfg = ModelConfig(src_vocab=tokenizers.src.vocab_size, tgt_vocab=tokenizers.tgt.vocab_size, **cfg["model"])
-    model = Seq2Seq(model_cfg).to(device)
+    model = Seq2Seq(ModelConfig(**cfg["model"]), tokenizers.src.vocab_size, tokenizers.tgt.vocab_size).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=t["lr"], betas=tuple(t.get("betas", (0.9, 0.999))))
     # trainer state: everything besides weights and optimizer that an exact resume needs
     ts = run.restore(model, optimizer) or {"epoch": 0, "batch_in_epoch": 0, "lr_scale": 1.0, "best": None,
                                            "bad_evals": 0, "evals_since_decay": 0, "stopped": None}
     ts["stopped"] = None  # a resumed run continues; its limits (maybe raised) are checked again
     print(f"{cfg['model']['cell']}: {sum(p.numel() for p in model.parameters()):,} parameters, "
-          f"{len(data['train'])} training pairs, vocab {model_cfg.src_vocab}/{model_cfg.tgt_vocab}, run_dir {run.dir}")
+          f"{len(data['train'])} training pairs, vocab {model.src_vocab}/{model.tgt_vocab}, run_dir {run.dir}")
     payload = {"model_config": model.config_dict(), "tokenizers": tokenizers.state()}
 
     def validate() -> bool:
