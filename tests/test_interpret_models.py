@@ -35,7 +35,7 @@ def tokenizers():
 def tiny_mt(cell: str, tokenizers) -> TranslationTask:
     torch.manual_seed(0)
     size = tokenizers.src.vocab_size
-    model = Seq2Seq(ModelConfig(src_vocab=size, tgt_vocab=size, cell=cell, embed_dim=8, hidden_dim=8)).double()
+    model = Seq2Seq(ModelConfig(cell=cell, embed_dim=8, hidden_dim=8), size, size).double()
     return TranslationTask(model, tokenizers, {}, "mt.pt", "cpu")
 
 
@@ -88,8 +88,8 @@ def test_layer_features_are_the_traced_hidden_states(tokenizers):
     inner layers) gives every layer direction's h as recorded by collect_states."""
     torch.manual_seed(0)
     size = tokenizers.src.vocab_size
-    mt = TranslationTask(Seq2Seq(ModelConfig(src_vocab=size, tgt_vocab=size, embed_dim=8, hidden_dim=8,
-                                             encoder_layers=2)).double(), tokenizers, {}, "mt.pt", "cpu")
+    mt = TranslationTask(Seq2Seq(ModelConfig(embed_dim=8, hidden_dim=8, encoder_layers=2), size, size).double(),
+                         tokenizers, {}, "mt.pt", "cpu")
     for loaded, texts in ((tiny_lm("g2lstm"), LM_TEXTS), (mt, PAIRS[:3])):
         batch = loaded.encode(texts)
         side = list(batch.tokens)[0]
