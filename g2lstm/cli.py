@@ -5,6 +5,7 @@
     g2lstm-train-mt [key=value ...]        # = python experiments/train_mt.py (config g2lstm/conf/mt)
     g2lstm-translate CKPT --input F        # = python experiments/translate.py
     g2lstm-paper-table [key=value ...]     # = python experiments/paper_table.py (config g2lstm/conf/paper)
+    g2lstm-interpret checkpoints=[A,B] ... # = python experiments/interpret.py (config g2lstm/conf/interpret)
 
 The Hydra configs ship inside the package (``g2lstm/conf``), so the commands work outside a
 checkout; run folders, data and result paths are relative to the current directory.
@@ -134,3 +135,38 @@ def paper_table(argv: list[str] | None = None) -> None:
         task = PaperTask(key, cfg[key], root / cfg.runs_dir, cfg.seed, root=root)
         run_task(task, cfg, list(cfg.models), out_dir / (cfg[key].folder or key), command, merge=cfg.merge)
         print(write_table(out_dir), flush=True)
+
+
+def read_texts(loaded, path: str | None, count: int) -> list:
+    """``count`` texts: lines of ``path`` (MT: ``source<TAB>target``) or the run's test split."""
+    if path is not None:
+        lines = [line.rstrip("\n") for line in open(path, encoding="utf-8") if line.strip()]
+        texts = [tuple(line.split("\t", 1)) if loaded.task == "mt" and "\t" in line else line for line in lines]
+        return texts[:count]
+    if loaded.task == "lm":
+        return [" ".join(tokens[:-1]) for tokens, *_ in loaded.labelled_sentences(count)]
+    if loaded.task == "mt":
+        return list(loaded.data["test"][:count])
+    raise ValueError(f"task {loaded.task!r} has no default texts here: pass texts=<file>")
+
+
+def interpret(argv: list[str] | None = None) -> None:
+    """The interpretability report on trained models of one task, side by side (docs/interpret.md):
+    ``out_dir/report.md`` and ``report.json``; paths are relative to the current directory."""
+    from g2lstm.interpret.report import write_report
+    from g2lstm.tasks import load
+
+    argv = sys.argv[1:] if argv is None else argv
+    cfg = compose_config("interpret", argv)
+    if not cfg.checkpoints:
+        raise ValueError("checkpoints is empty: pass checkpoints=[path/best.pt,...]")
+    torch.set_num_threads(int(cfg.threads))
+    torch.manual_seed(int(cfg.seed))
+    loaded = [load(path) for path in cfg.checkpoints]
+    names = list(cfg.names) if cfg.names else [m.config["model"]["cell"] for m in loaded]
+    if len(names) != len(loaded) or len(set(names)) != len(names):
+        raise ValueError(f"names must give a distinct label per checkpoint; got {names} for {len(loaded)} checkpoints")
+    texts = read_texts(loaded[0], cfg.texts, int(cfg.max_texts))
+    command = ("python experiments/interpret.py " + " ".join(map(shlex.quote, argv))).strip()
+    report = write_report(dict(zip(names, loaded)), texts, Path(cfg.out_dir), cfg, command)
+    print(f"wrote {report}")

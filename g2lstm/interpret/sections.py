@@ -1,0 +1,440 @@
+"""The report's sections: token attributions (Integrated Gradients), gates per token, what units
+respond to (RNNVis), neurons that decide (Hellinger), per-word information (Guan et al.). Each
+takes the models or their recorded states (:func:`g2lstm.interpret.states.collect_states`), writes
+its views into ``out`` and returns ``(markdown lines, numbers)``."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
+
+from .. import trace
+from ..diagnostics import RECORDED_GATES, plot_heatmap
+from .attribution import TokenAttribution, repeat_batch, target_string, time_major, token_attributions
+from .neurons import rank_neurons
+from .rnnvis import co_cluster, expected_response
+from .states import LayerStates
+from .views import ColoredText, activation_html, activation_png, plot_memory_chips, plot_word_clouds
+from .word_information import word_information
+
+# Closed-class English words: the "function words" of the paper's per-token gate figure.
+FUNCTION_WORDS = frozenset(
+    "a an the and or but nor so yet if then than that this these those of in on at by for with to from "
+    "into onto over under about as is are was were be been being am do does did have has had not no "
+    "it its he she they we you i me him her them us my his their our your who whom which what there "
+    "will would shall should can could may might must".split()
+)
+
+
+GATE_FIELDS = {"input": "i", "forget": "f", "cell": "g", "output": "o"}
+
+
+def _word(token: str) -> str:
+    return token.replace("\u2581", "").lower()  # sentencepiece's word-start mark
+
+
+def token_kind(token: str) -> str:
+    """``'punctuation'`` (no letter or digit), ``'function'`` (a closed-class word) or ``'content'``."""
+    word = _word(token)
+    if not any(ch.isalnum() for ch in word):
+        return "punctuation"
+    return "function" if word in FUNCTION_WORDS else "content"
+
+
+def table(columns: Sequence[str], rows: Sequence[tuple[str, Sequence]]) -> str:
+    """A markdown table: one row per ``(label, values)``."""
+    def cell(v):
+        return f"{v:.3g}" if isinstance(v, (float, np.floating)) else str(v)
+
+    lines = ["| | " + " | ".join(columns) + " |", "| --- |" + " --- |" * len(columns)]
+    lines += [f"| {label} | " + " | ".join(cell(v) for v in values) + " |" for label, values in rows]
+    return "\n".join(lines)
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in text)
+
+
+def colored_views(rows: Sequence[ColoredText], out, stem: str, title: str) -> str:
+    """Write ``stem.png`` and ``stem.html`` of coloured text; the markdown line linking them."""
+    png = activation_png(rows, out / f"{stem}.png", title=title)
+    page = activation_html(rows, out / f"{stem}.html", title=title)
+    return f"![{stem}]({png.name}) ([HTML]({page.name}))"
+
+
+# --------------------------------------------------------------------------- Integrated Gradients
+def concentration(scores: np.ndarray) -> tuple[float, float]:
+    """``(top-1 share, normalised entropy)`` of ``|scores|``: how much of the attribution mass the
+    largest token holds, and the entropy of the mass over tokens divided by ``log n`` (0: one
+    token holds everything, 1: spread evenly)."""
+    mass = np.abs(scores)
+    if mass.sum() == 0 or mass.size < 2:
+        return 1.0, 0.0
+    p = mass / mass.sum()
+    nonzero = p[p > 0]
+    return float(p.max()), float(-(nonzero * np.log(nonzero)).sum() / np.log(p.size))
+
+
+def _flat_scores(a: TokenAttribution) -> np.ndarray:
+    return np.concatenate([a.scores[side] for side in a.tokens])
+
+
+def attribution_summary(attributions: Sequence[TokenAttribution]) -> dict[str, float]:
+    top, entropy = zip(*(concentration(_flat_scores(a)) for a in attributions))
+    delta = np.array([abs(a.delta) for a in attributions])
+    change = np.array([abs(a.logit - a.baseline_logit) for a in attributions])
+    return {
+        "texts": len(attributions),
+        "top1_share_mean": float(np.mean(top)),
+        "entropy_normalised_mean": float(np.mean(entropy)),
+        "abs_delta_mean": float(delta.mean()),
+        "abs_delta_max": float(delta.max()),
+        "relative_delta_max": float((delta / np.maximum(change, 1e-12)).max()),
+    }
+
+
+def _colored(name: str, loaded, a: TokenAttribution) -> ColoredText:
+    tokens, values = [], []
+    for k, side in enumerate(a.tokens):
+        if k:
+            tokens.append("||")
+            values.append(0.0)
+        tokens += a.tokens[side]
+        values += a.scores[side].tolist()
+    scale = max(np.abs(values).max(), 1e-12)
+    label = f"{name}: logit of '{target_string(loaded, a.target_id)}'" + (
+        f" at step {a.position}" if a.position is not None else "")
+    return ColoredText(label, tokens, [v / scale for v in values])
+
+
+def attribution_section(models: dict, texts: Sequence, out: Path, cfg) -> tuple[list[str], dict]:
+    """IG of every model on ``texts``: concentration table, coloured views of the first texts."""
+    results = {
+        name: token_attributions(loaded, texts, position=cfg.position, n_steps=cfg.n_steps,
+                                 batch_size=cfg.batch_size, internal_batch_size=cfg.internal_batch_size,
+                                 progress=True)
+        for name, loaded in models.items()
+    }
+    summary = {name: attribution_summary(r) for name, r in results.items()}
+    rows = [ColoredText(c.label + f" (text {n})", c.tokens, c.values)
+            for n in range(min(cfg.views, len(texts)))
+            for c in (_colored(name, models[name], results[name][n]) for name in models)]
+    lines = [
+        "## Integrated Gradients: which tokens a prediction rests on",
+        "",
+        f"{len(texts)} texts, {cfg.n_steps} Gauss-Legendre steps from zero embeddings; the logit of the "
+        f"gold target at output step {cfg.position}. Concentration of |attribution| over a text's "
+        "tokens: the top token's share (higher: more concentrated) and the normalised entropy "
+        "(lower: more concentrated); delta is the completeness gap.",
+        "",
+        table(list(summary), [(key, [summary[name][key] for name in summary]) for key in
+                              ("top1_share_mean", "entropy_normalised_mean", "abs_delta_mean", "abs_delta_max")]),
+        "",
+        colored_views(rows, out, "attributions", "Integrated Gradients, scaled per text (red +, blue -)"),
+        "",
+    ]
+    numbers = {"summary": summary,
+               "texts": {name: [asdict(a) | {"scores": {s: v.tolist() for s, v in a.scores.items()}}
+                                for a in r] for name, r in results.items()}}
+    return lines, numbers
+
+
+# --------------------------------------------------------------------------- RNNVis and gates
+def updates(states: LayerStates, name: str) -> np.ndarray:
+    """``D_t = s_t - s_{t-1}`` (``D_1 = s_1``) of state ``name`` over every text, stacked."""
+    return np.concatenate([np.diff(s, axis=0, prepend=0.0) for s in states.values[name]])
+
+
+def _clusters(response: np.ndarray, wanted: int, mode: str) -> int:
+    """``wanted``, or fewer when the chosen part of the graph has fewer non-zero rows or columns."""
+    part = {"positive": response > 0, "negative": response < 0, "absolute": response != 0}[mode]
+    return max(1, min(wanted, part.any(1).sum(), part.any(0).sum()))
+
+
+def rnnvis_section(states: dict[str, dict[str, LayerStates]], out, cfg) -> tuple[list[str], dict]:
+    names = list(states)
+    layer_keys = list(states[names[0]])
+    vocabulary: dict[str, int] = {}
+    numbers: dict = {}
+    rows_sparse, rows_sat = [], []
+    images = []
+    for key in layer_keys:
+        for state in cfg.states:
+            row_sparse, row_mean = [], []
+            for name in names:
+                layer = states[name][key]
+                d = np.abs(updates(layer, state))
+                row_sparse.append(float((d < cfg.sparse_below).mean()))
+                row_mean.append(float(d.mean()))
+                ids = [[vocabulary.setdefault(t, len(vocabulary)) for t in tokens] for tokens in layer.tokens]
+                words, response = expected_response(layer.values[state], ids, top_k=cfg.top_k)
+                rows, cols = co_cluster(response, _clusters(response, cfg.n_clusters, cfg.mode), mode=cfg.mode,
+                                        seed=cfg.seed)
+                inverse = {i: t for t, i in vocabulary.items()}
+                strings = [inverse[int(w)] for w in words]
+                numbers.setdefault(name, {}).setdefault(key, {})[state] = {
+                    "share_updates_below": row_sparse[-1], "mean_abs_update": row_mean[-1],
+                    "words": strings, "word_clusters": rows.tolist(), "unit_clusters": cols.tolist(),
+                    "response": response.round(5).tolist(),
+                }
+                if state in cfg.view_states:
+                    stem = _slug(f"{name}_{key}_{state}")
+                    positive = np.clip(response, 0, None) if cfg.mode == "positive" else np.abs(response)
+                    strength = np.array([positive[i, cols == rows[i]].sum() if rows[i] >= 0 else 0.0
+                                         for i in range(len(words))])
+                    title = f"{name} {key} {state}"
+                    plot_word_clouds(strings, rows, strength, out / f"clouds_{stem}.png", title=title)
+                    plot_memory_chips(response, rows, cols, out / f"chips_{stem}.png", title=title)
+                    images.append((title, f"clouds_{stem}.png", f"chips_{stem}.png"))
+            rows_sparse.append((f"{key} {state}: share of abs(D) < {cfg.sparse_below}", row_sparse))
+            rows_sparse.append((f"{key} {state}: mean abs(D)", row_mean))
+        for gate in ("i", "f"):
+            shares = []
+            for name in names:
+                values = states[name][key].stacked(gate)
+                shares.append(float(((values < 0.1) | (values > 0.9)).mean()))
+                numbers[name][key][f"{gate}_saturated"] = shares[-1]
+            rows_sat.append((f"{key} gate {gate}: share < 0.1 or > 0.9", shares))
+    lines = [
+        "## RNNVis: how units update, what they respond to",
+        "",
+        "Updates `D_t = s_t - s_{t-1}` of the hidden (`h`) and cell (`c`) states over the texts: the "
+        "share of small updates (sparser: higher) and their mean size; gate saturation. Word clusters "
+        f"and unit clusters: spectral co-clustering of the {cfg.mode} part of the words x units matrix "
+        f"of expected responses (top {cfg.top_k} words).",
+        "",
+        table(names, rows_sparse + rows_sat),
+        "",
+    ]
+    for title, clouds, chips in images:
+        lines += [f"**{title}**", "", f"![word clouds]({clouds}) ![memory chips]({chips})", ""]
+    return lines, numbers
+
+
+def gate_token_section(states: dict[str, dict[str, LayerStates]], out, cfg) -> tuple[list[str], dict]:
+    """The paper's per-token gate figure in numbers: the forget and input gates (mean over units)
+    on punctuation, function words and content words."""
+    names = list(states)
+    numbers: dict = {}
+    rows = []
+    for key in states[names[0]]:
+        for gate in ("f", "i"):
+            for kind in ("punctuation", "function", "content"):
+                row = []
+                for name in names:
+                    layer = states[name][key]
+                    kinds = np.array([token_kind(t) for tokens in layer.tokens for t in tokens])
+                    per_step = layer.stacked(gate).mean(1)
+                    value = float(per_step[kinds == kind].mean()) if (kinds == kind).any() else float("nan")
+                    numbers.setdefault(name, {}).setdefault(key, {})[f"{gate}_{kind}"] = value
+                    row.append(value)
+                rows.append((f"{key} {gate} on {kind}", row))
+    figures = []
+    for key in states[names[0]]:
+        first = states[names[0]][key]
+        averages = {
+            name: {key: torch.tensor(np.stack([states[name][key].values[GATE_FIELDS[g]][0].mean(1)
+                                               for g in RECORDED_GATES], axis=1))}
+            for name in names
+        }
+        path = out / f"gates_{_slug(key)}.png"
+        plot_heatmap(first.tokens[0], averages, path, key, gates=("input", "forget"),
+                     title=f"mean gate value per token, {key} (first text)")
+        figures.append(path.name)
+    lines = [
+        "## Gates per token: are G2's forget gates low on function words and punctuation?",
+        "",
+        "Mean over units of the forget (`f`) and input (`i`) gates, averaged over the steps that read "
+        "punctuation, closed-class (function) words and other (content) words.",
+        "",
+        table(names, rows),
+        "",
+        *[f"![gates]({f})" for f in figures],
+        "",
+    ]
+    return lines, numbers
+
+
+# --------------------------------------------------------------------------- neurons
+def _pairs(layer: LayerStates, count: int, min_group: int) -> list[tuple[str, str]]:
+    inputs = [t for tokens in layer.tokens for t in tokens]
+    outputs = [t for symbols in layer.outputs for t in symbols]
+    joint, single = Counter(zip(inputs, outputs)), Counter(inputs)
+    eligible = [(pair, n) for pair, n in joint.items() if n >= min_group and single[pair[0]] - n >= min_group]
+    return [pair for pair, _ in sorted(eligible, key=lambda item: (-item[1], item[0]))[:count]]
+
+
+def neuron_section(states: dict[str, dict[str, LayerStates]], out, cfg) -> tuple[list[str], dict]:
+    """Hellinger ranking of every unit of every layer direction and internal for (input, output)
+    pairs, the reverse view of each model's best neuron, and coloured views of it."""
+    names = list(states)
+    keys = [k for k, layer in states[names[0]].items() if layer.outputs is not None]
+    if not keys:
+        return ["## Neurons", "", "No layer's steps have output symbols; skipped.", ""], {}
+    pairs = _pairs(states[names[0]][keys[-1]], cfg.pairs, cfg.min_group)
+    if not pairs:
+        return ["## Neurons", "", f"No (input, output) pair has {cfg.min_group} steps in and out of it; skipped.", ""], {}
+    numbers: dict = {name: {} for name in names}
+    best: dict[str, tuple] = {}
+    rows = []
+    for key in keys:
+        for internal in cfg.internals:
+            top1, significant = [], []
+            for name in names:
+                layer = states[name][key]
+                inputs = np.array([t for tokens in layer.tokens for t in tokens])
+                outputs = np.array([t for symbols in layer.outputs for t in symbols])
+                activations = layer.stacked(internal)
+                ranked = {}
+                for a, b in pairs:
+                    at_a = inputs == a
+                    ranking = rank_neurons(activations[at_a], outputs[at_a] == b, permutations=cfg.permutations,
+                                           seed=cfg.seed)
+                    ranked[f"{a} -> {b}"] = [s._asdict() for s in ranking[: cfg.top]]
+                    head = ranking[0]
+                    if name not in best or head.distance > best[name][0]:
+                        best[name] = (head.distance, key, internal, head.unit)
+                numbers[name].setdefault(key, {})[internal] = ranked
+                top1.append(float(np.mean([r[0]["distance"] for r in ranked.values()])))
+                significant.append(float(np.mean([sum(s["p_value"] <= cfg.alpha for s in r) for r in ranked.values()])))
+            rows.append((f"{key} {internal}: top-1 distance", top1))
+            rows.append((f"{key} {internal}: units of the top {cfg.top} with p <= {cfg.alpha}", significant))
+    reverse_lines, views = [], []
+    for name in names:
+        distance, key, internal, unit = best[name]
+        scores = []
+        for pair, ranking in numbers[name][key][internal].items():
+            for s in ranking:
+                if s["unit"] == unit:
+                    scores.append((s["distance"], s["p_value"], pair))
+        scores.sort(reverse=True)
+        numbers[name]["best_neuron"] = {"layer": key, "internal": internal, "unit": unit,
+                                        "pairs": [{"pair": p, "distance": d, "p_value": q} for d, q, p in scores]}
+        reverse_lines.append(f"- **{name}**: `{key}` {internal} unit {unit}: " + ", ".join(
+            f"`{p}` {d:.2f} (p={q:.3f})" for d, q, p in scores[:5]))
+        layer = states[name][key]
+        for n in range(min(cfg.views, len(layer.tokens))):
+            for field in ("c", "h", internal):
+                values = layer.values[field][n][:, unit]
+                shown = np.tanh(values) if field == "c" else (2 * values - 1 if field in "ifo" else values)
+                views.append(ColoredText(f"{name} {key} unit {unit} {field} (text {n})", layer.tokens[n], shown))
+    lines = [
+        "## Neurons that decide: Hellinger distance between activation histograms",
+        "",
+        f"For each of the {len(pairs)} most frequent (input, output) pairs (at least {cfg.min_group} steps "
+        "in and out), every unit's activations at steps with that input, split by whether the output "
+        "is that symbol; Hellinger distance on shared bins (Rice's rule on the smaller group) with a "
+        f"{cfg.permutations}-permutation p-value. Pairs: " + ", ".join(f"`{a} -> {b}`" for a, b in pairs) + ".",
+        "",
+        table(names, rows),
+        "",
+        "Best neuron of each model and the pairs it separates best (reverse view):",
+        "",
+        *reverse_lines,
+        "",
+        colored_views(views, out, "neurons", "best neuron per model: tanh(c), h, and its internal"),
+        "",
+    ]
+    return lines, numbers
+
+
+# --------------------------------------------------------------------------- word information
+def _module_output(module, output, steps: int) -> torch.Tensor | None:
+    """A recurrent module's output ``(N, T, directions * H)``, or None when it is not one tensor
+    for the whole sequence (several calls, projections)."""
+    if len(output) != 1 or module.proj_size:
+        return None
+    out = output[0][0]
+    if isinstance(out, PackedSequence):
+        out = pad_packed_sequence(out, batch_first=module.batch_first, total_length=steps)[0]
+    return out if module.batch_first else out.transpose(0, 1)
+
+
+def _layer_phi(model, batch, side: str, states: LayerStates):
+    """``phi(x)``: the hidden states ``(B', T, H)`` of the layer of ``states`` when ``side``'s embeddings are
+    ``x`` (batch-first, ``B'`` a multiple of the batch) and the other sides are the batch's own.
+
+    The last layer of a module is read from the module's output (its fused kernel, fast); an inner
+    layer of a multi-layer module from a trace with gradients (the reference loop, slower)."""
+    is_time_major = time_major(model)
+    with torch.no_grad():
+        embedded = model.embed(batch)
+    size = embedded[side].shape[1 if is_time_major else 0]
+    axis = 1 if is_time_major else 0
+    module = dict(model.named_modules())[states.name]
+    width = module.hidden_size
+
+    def phi(x):
+        times = x.shape[0] // size
+        inputs = {s: torch.cat([e] * times, dim=axis) for s, e in embedded.items()}
+        inputs[side] = x.transpose(0, 1) if is_time_major else x
+        repeated = repeat_batch(batch, times, is_time_major)
+        if states.layer == module.num_layers - 1:
+            outputs = []
+            handle = module.register_forward_hook(lambda m, args, out: outputs.append(out))
+            try:
+                model.extract_features(repeated, inputs)
+            finally:
+                handle.remove()
+            h = _module_output(module, outputs, x.shape[1])
+            if h is not None:
+                return h[..., states.direction * width:(states.direction + 1) * width]
+        with trace.record(model, grad=True) as recorded:
+            model.extract_features(repeated, inputs)
+        return recorded.layer(states.name, states.layer, states.direction).h.transpose(0, 1)
+
+    first = embedded[side].transpose(0, 1) if is_time_major else embedded[side]
+    return phi, first.detach()
+
+
+def information_section(models: dict, texts: Sequence, states: dict[str, dict[str, LayerStates]], out, cfg):
+    names = list(models)
+    chosen = list(texts[: cfg.max_texts])
+    numbers: dict = {}
+    rows, views = [], []
+    side0 = list(models[names[0]].encode(chosen[:1]).tokens)[0]
+    keys = [k for k, layer in states[names[0]].items() if layer.side == side0]
+    for key in keys:
+        mean_entropy, spread = [], []
+        for name in names:
+            loaded = models[name]
+            batch = loaded.encode(chosen)
+            phi, x = _layer_phi(loaded.model, batch, side0, states[name][key])
+            lengths = torch.tensor([len(t) for t in batch.tokens[side0]])
+            mask = torch.arange(x.shape[1])[None] < lengths[:, None]
+            with torch.backends.cudnn.flags(enabled=False):
+                result = word_information(phi, x, mask=mask.to(x.device), lam=cfg.lam, scale=cfg.scale,
+                                          steps=cfg.steps, draws=cfg.draws, seed=cfg.seed, progress=True)
+            entropy = result.entropy.cpu().numpy()
+            per_text = [entropy[n, : lengths[n]] for n in range(len(chosen))]
+            numbers.setdefault(name, {})[key] = {"entropy": [e.tolist() for e in per_text],
+                                                 "tokens": batch.tokens[side0]}
+            mean_entropy.append(float(np.mean(np.concatenate(per_text))))
+            spread.append(float(np.mean([e.std() for e in per_text])))
+            for n in range(min(cfg.views, len(chosen))):
+                e = per_text[n]
+                centred = -(e - e.mean())
+                scale = max(np.abs(centred).max(), 1e-12)
+                views.append(ColoredText(f"{name} {key} (text {n})", batch.tokens[side0][n], centred / scale))
+        rows.append((f"{key}: mean H per word (nats)", mean_entropy))
+        rows.append((f"{key}: spread of H within a text (std)", spread))
+    lines = [
+        "## Per-word information in each layer's hidden states (Guan et al. 2019)",
+        "",
+        f"{len(chosen)} texts; entropy `H_i` of each word's largest noise that keeps the layer's hidden "
+        f"states (lambda {cfg.lam}, scale {cfg.scale}, {cfg.steps} steps x {cfg.draws} draws). Lower: "
+        "the layer kept more of the word; a larger spread within a text: information more concentrated "
+        "on a few words.",
+        "",
+        table(names, rows),
+        "",
+        colored_views(views, out, "information", "per-word information: red = kept (low entropy), blue = forgotten"),
+        "",
+    ]
+    return lines, numbers
