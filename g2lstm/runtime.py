@@ -1,7 +1,9 @@
-"""What every training run needs, shared by the LM and MT trainers.
+"""What every training run needs, shared by every trainer.
 
-Atomic checkpoints that load with ``torch.load(weights_only=True)``, exact resume of the random
-number generators, metrics as JSON lines and a clear stop on a non-finite loss.
+:class:`Run` is the run lifecycle (folder, saved config, threads, seed, resume with a config check,
+``last.pt`` / ``best.pt``, step and minute budgets, progress bar, metrics log); below it, atomic
+checkpoints that load with ``torch.load(weights_only=True)``, exact resume of the random number
+generators, metrics as JSON lines and a clear stop on a non-finite loss.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 
 class NonFiniteLossError(RuntimeError):
@@ -109,3 +112,193 @@ class MetricsLog:
             return []
         with open(self.path, encoding="utf-8") as f:
             return [json.loads(line) for line in f if line.strip()]
+
+    def truncate(self, step: int) -> None:
+        """Drop the lines of steps after ``step`` (a resumed run replays them), atomically."""
+        records = self.read()
+        kept = [r for r in records if r.get("step", 0) <= step and r.get("event") != "final"]
+        if len(kept) == len(records):
+            return
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+
+# ----------------------------------------------------------------------------- the run lifecycle
+
+LAST, BEST = "last.pt", "best.pt"
+COMPARED_SECTIONS = ("data", "model")  # a resumed run must keep these exactly
+
+
+class Run:
+    """One training run in one folder, shared by every trainer.
+
+    The folder holds ``config.yaml`` (the resolved config), ``metrics.jsonl``, ``last.pt``
+    (everything an exact resume needs) and ``best.pt`` (the best weights on validation). A run
+    started in a folder that holds ``last.pt`` resumes from it (unless ``train.resume=false``):
+    the checkpoint must come from the same task with the same ``data`` and ``model`` config, which
+    is checked before anything in the folder is written. A finished run started again with the
+    same ``train`` config is left as it is (:attr:`finished`); with another one (e.g. more
+    epochs) it goes on. The step and minute budgets
+    (``train.max_steps``, ``train.max_minutes``) count across resumes.
+
+    A trainer uses it top to bottom::
+
+        run = Run(cfg, "lm", run_dir)              # folder, config.yaml, threads, seed
+        ... build data and model ...
+        trainer_state = run.restore(model, optimizer) or {...fresh state...}
+        while not run.budget_reached():
+            ... one step ...; run.step += 1
+            run.save(model, optimizer, trainer_state, **task_payload)   # last.pt
+        run.finish(result)                          # results.json, the 'final' metrics line
+    """
+
+    def __init__(self, cfg, task: str, run_dir: str | os.PathLike):
+        self.cfg = to_container(cfg)
+        self.task = task
+        self.dir = Path(run_dir)
+        self.last_path, self.best_path = self.dir / LAST, self.dir / BEST
+        train_cfg = self.cfg.get("train", {})
+        self.saved = None
+        if train_cfg.get("resume", True) and self.last_path.exists():
+            self.saved = load_checkpoint(self.last_path)
+            check_resumable(self.saved, task, self.cfg, self.last_path)
+        if (self.saved is not None and self.saved["run"].get("finished")
+                and self.saved["config"].get("train") == train_cfg):
+            # Running a finished run's command again changes nothing in its folder; with another
+            # train config (a raised budget) it goes on from last.pt.
+            self.finished = True
+            return
+        self.finished = False
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for leftover in self.dir.glob("*.pt.*.tmp"):  # a kill during save_checkpoint leaves these
+            leftover.unlink()
+        (self.dir / "config.yaml").write_text(_yaml(self.cfg), encoding="utf-8")
+        if self.cfg.get("threads"):
+            torch.set_num_threads(int(self.cfg["threads"]))
+        seed_everything(int(self.cfg["seed"]))
+        self.metrics = MetricsLog(self.dir / "metrics.jsonl")
+        run_state = (self.saved or {}).get("run", {})
+        self.step: int = run_state.get("step", 0)
+        self._elapsed_before = run_state.get("elapsed", 0.0)
+        self._started = time.time()
+        self.max_steps = train_cfg.get("max_steps")
+        self.max_minutes = train_cfg.get("max_minutes")
+        if self.saved is not None:
+            self.metrics.truncate(self.step)  # lines written after the checkpoint are replayed
+
+    @property
+    def resumed(self) -> bool:
+        return self.saved is not None
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds of training in this run, counting the sessions before a resume."""
+        return self._elapsed_before + time.time() - self._started
+
+    def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict | None:
+        """Load the saved weights, optimizer and RNG state (call it after building both, where the
+        checkpoint was taken); returns the trainer's own saved state, or None for a fresh run."""
+        if self.saved is None:
+            return None
+        model.load_state_dict(self.saved["model"])
+        if optimizer is not None:
+            optimizer.load_state_dict(self.saved["optimizer"])
+        set_rng_state(self.saved["rng"])
+        print(f"resumed from {self.last_path} at step {self.step}", flush=True)
+        return self.saved["trainer"]
+
+    def budget_reached(self) -> str | None:
+        """Why training must stop now (``'max_steps'``, ``'max_minutes'``), or None."""
+        if self.max_steps is not None and self.step >= self.max_steps:
+            return "max_steps"
+        if self.max_minutes is not None and self.elapsed >= 60 * self.max_minutes:
+            return "max_minutes"
+        return None
+
+    def checkpoint(self, model: torch.nn.Module, **payload: Any) -> dict[str, Any]:
+        """What every checkpoint of this run holds: task, config, weights, plus ``payload``."""
+        return {"task": self.task, "config": self.cfg, "model": model.state_dict(), **payload}
+
+    def save(self, model, optimizer, trainer: dict, **payload: Any) -> None:
+        """Write ``last.pt`` (atomically): everything an exact resume needs."""
+        save_checkpoint(self.checkpoint(
+            model, optimizer=optimizer.state_dict(), trainer=trainer, rng=rng_state(),
+            run={"step": self.step, "elapsed": self.elapsed}, **payload), self.last_path)
+
+    def save_best(self, model, **payload: Any) -> None:
+        """Write ``best.pt``: the weights to evaluate, loadable by :func:`g2lstm.load`."""
+        save_checkpoint(self.checkpoint(model, step=self.step, **payload), self.best_path)
+
+    def progress(self, total: int, initial: int = 0, desc: str = "", unit: str = "it") -> tqdm:
+        """The progress bar every trainer shows (refreshed at most every 2 s; off when not a tty)."""
+        return tqdm(total=total, initial=initial, desc=desc, unit=unit, unit_scale=unit != "it",
+                    leave=False, mininterval=2.0, dynamic_ncols=True, disable=None)
+
+    def finish(self, result: dict[str, Any]) -> dict[str, Any]:
+        """Record the final result (``results.json``, a ``final`` line in ``metrics.jsonl``) and mark
+        ``last.pt`` finished, so that running the same command again changes nothing."""
+        result = {"task": self.task, "run_dir": str(self.dir), "steps": self.step,
+                  "train_minutes": self.elapsed / 60, **result}
+        (self.dir / "results.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        self.metrics.write(event="final", **result)
+        state = load_checkpoint(self.last_path)
+        state["run"]["finished"] = True
+        save_checkpoint(state, self.last_path)
+        return result
+
+    def result(self) -> dict[str, Any]:
+        """The result of a finished run, as :meth:`finish` recorded it."""
+        path = self.dir / "results.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{self.last_path} says the run finished, but {path} is missing")
+        result = json.loads(path.read_text(encoding="utf-8"))
+        print(f"{self.dir} is a finished run (step {result['steps']}); nothing to do. Use a new run "
+              "folder to train again.", flush=True)
+        return result
+
+
+def to_container(cfg) -> dict[str, Any]:
+    """A plain, resolved dict of a Hydra/OmegaConf config (or a deep copy of a dict)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return json.loads(json.dumps(cfg))
+
+
+def _yaml(cfg: dict) -> str:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(OmegaConf.create(cfg))
+
+
+def _differences(saved, current, prefix: str) -> list[str]:
+    if isinstance(saved, dict) and isinstance(current, dict):
+        keys = sorted(set(saved) | set(current))
+        return [d for k in keys for d in _differences(saved.get(k), current.get(k), f"{prefix}.{k}")]
+    return [] if saved == current else [f"{prefix}: {saved!r} in the checkpoint, {current!r} now"]
+
+
+def check_resumable(saved: dict, task: str, cfg: dict, path: Path) -> None:
+    """Refuse to resume from a checkpoint of another task or with another data / model config."""
+    saved_task = checkpoint_task(saved, path)
+    if saved_task != task:
+        raise ValueError(f"cannot resume: {path} is a checkpoint of task {saved_task!r}, this trainer is "
+                         f"{task!r}; use a new run folder")
+    differences = [d for section in COMPARED_SECTIONS
+                   for d in _differences(saved["config"].get(section), cfg.get(section), section)]
+    if differences:
+        raise ValueError(f"cannot resume from {path}: the config changed:\n  " + "\n  ".join(differences)
+                         + "\nuse a new run folder, or train.resume=false to start this folder afresh")
+
+
+def checkpoint_task(state: dict, path: str | os.PathLike = "<checkpoint>") -> str:
+    """The task that wrote a checkpoint (older checkpoints are recognised by their contents)."""
+    if "task" in state:
+        return state["task"]
+    if "tokenizers" in state:
+        return "mt"
+    if "vocab" in state:
+        return "lm"
+    raise ValueError(f"{path}: not a g2lstm checkpoint (no 'task' key; keys {sorted(state)})")

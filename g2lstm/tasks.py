@@ -1,0 +1,101 @@
+"""Tasks and the one loader: ``g2lstm.load(path)`` for a checkpoint of any task.
+
+A checkpoint says which task wrote it (``"task"``: ``lm``, ``mt``, ...). :func:`load` returns that
+task's :class:`TaskModel`: the model in evaluation mode with what it needs to read text (its
+vocabulary or tokenizers) and the run's config; it encodes texts into a
+:class:`~g2lstm.protocol.Batch` whose tokens are aligned to the model's steps, and it knows how the
+task scores a model on the run's own test data, so that tools (compression tables, diagnostics,
+interpretability) work on every task the same way::
+
+    loaded = g2lstm.load("runs/mt/<run>/best.pt")
+    batch = loaded.encode([("ein hund läuft .", "a dog runs .")])
+    logits = loaded.model.output_layer(loaded.model.extract_features(batch))
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any, ClassVar, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from . import runtime
+from .protocol import Batch
+
+# task name -> "module:name" of its TaskModel and of its trainer ``train(cfg, run_dir) -> result``,
+# imported on first use (a task's modules load its own dependencies).
+TASKS = {
+    "lm": "g2lstm.lm.task:LanguageModelTask",
+    "mt": "g2lstm.mt.task:TranslationTask",
+}
+TRAINERS = {
+    "lm": "g2lstm.lm.train:train",
+    "mt": "g2lstm.mt.train:train",
+}
+
+
+class TaskModel:
+    """A trained model of one task, ready to be looked at. Subclasses set ``task`` and implement
+    the methods below; ``state`` is the checkpoint (see :class:`g2lstm.runtime.Run`)."""
+
+    task: ClassVar[str]
+    higher_is_better: ClassVar[bool]  # of :meth:`evaluate`'s value
+
+    def __init__(self, model: nn.Module, config: dict[str, Any], path: str, device: str | torch.device):
+        self.model = model.to(device).eval()
+        self.config = config
+        self.path = path
+        self.device = torch.device(device)
+
+    @classmethod
+    def from_checkpoint(cls, state: dict, path: str, device) -> "TaskModel":
+        raise NotImplementedError
+
+    def encode(self, texts: Sequence) -> Batch:
+        """A batch of ``texts`` (the task's kind of input) on the model's device."""
+        raise NotImplementedError
+
+    def tokens(self, batch: Batch) -> dict[str, list[list[str]]]:
+        """Per input side, per example, the token strings aligned to the model's steps."""
+        return batch.tokens
+
+    def evaluate(self, model: nn.Module | None = None, **options) -> float:
+        """The task's test metric of ``model`` (default: this one) on the run's test split."""
+        raise NotImplementedError
+
+    def gate_batches(self, **options) -> tuple[list, Any]:
+        """``(batches, forward)`` over test data for :func:`g2lstm.diagnostics.collect_gate_stats`."""
+        raise NotImplementedError
+
+    def labelled_sentences(self, count: int) -> Iterator[tuple[list[str], Any, Any, dict | None]]:
+        """The first ``count`` test sentences as ``(tokens, batch, forward, per-side tokens)`` for
+        :func:`g2lstm.diagnostics.token_gate_averages` heatmaps."""
+        raise NotImplementedError
+
+
+def _import(registry: dict[str, str], task: str):
+    if task not in registry:
+        raise ValueError(f"unknown task {task!r}; expected one of {sorted(registry)}")
+    module, name = registry[task].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def task_class(task: str) -> type[TaskModel]:
+    """The :class:`TaskModel` subclass of ``task``."""
+    return _import(TASKS, task)
+
+
+def trainer(task: str):
+    """The trainer of ``task``: ``train(cfg, run_dir) -> result`` (``cfg`` from ``conf/<task>``)."""
+    return _import(TRAINERS, task)
+
+
+def load(path: str | os.PathLike, device: str | torch.device = "cpu", task: str | None = None) -> TaskModel:
+    """The trained model of a ``best.pt`` / ``last.pt`` of any task (or of ``task``, checked)."""
+    state = runtime.load_checkpoint(path, map_location=device)
+    found = runtime.checkpoint_task(state, path)
+    if task is not None and found != task:
+        raise ValueError(f"{path} is a checkpoint of task {found!r}, expected a {task!r} checkpoint")
+    return task_class(found).from_checkpoint(state, str(path), device)
