@@ -1,0 +1,20 @@
+"""Train a sentence-polarity classifier: python experiments/train_classifier.py model.cell=g2lstm
+
+One output folder per run (runs/classify/<time>_<cell>_s<seed>/ with config.yaml, last.pt,
+best.pt, metrics.jsonl, results.json); rerunning with the same hydra.run.dir resumes from last.pt.
+"""
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from g2lstm.classify.train import train
+
+
+@hydra.main(version_base="1.3", config_path="../conf/classify", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    return train(cfg, HydraConfig.get().runtime.output_dir).get("accuracy")
+
+
+if __name__ == "__main__":
+    main()
