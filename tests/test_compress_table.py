@@ -1,9 +1,7 @@
-"""experiments/paper_table.py: the table pipeline on a tiny stand-in task (no training)."""
+"""The paper's compression table (g2lstm.paper, g2lstm.report) on a tiny stand-in task (no training)."""
 
 import csv
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,15 +9,8 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from g2lstm import G2LSTM, diagnostics
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_paper_table():
-    spec = importlib.util.spec_from_file_location("paper_table", ROOT / "experiments" / "paper_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from g2lstm.paper import run_task
+from g2lstm.report import relative_size, write_table
 
 
 class Tagger(nn.Module):
@@ -71,9 +62,8 @@ class ToyTask:
 
 
 def test_run_task_and_table(tmp_path):
-    paper_table = load_paper_table()
     task = ToyTask()
-    results = paper_table.run_task(task, OmegaConf.create({"int8": True}), ["lstm", "sharpened", "g2lstm"],
+    results = run_task(task, OmegaConf.create({"int8": True}), ["lstm", "sharpened", "g2lstm"],
                                    tmp_path / "toy", command="python experiments/paper_table.py toy")
     assert json.loads((tmp_path / "toy" / "results.json").read_text()) == json.loads(json.dumps(results))
     for name in ("histograms.png", "heatmap_0_rnn_l0.png", "heatmap_0_rnn_l1.png", "gates_g2lstm.json"):
@@ -92,7 +82,7 @@ def test_run_task_and_table(tmp_path):
         total = sum(l["forget"]["count"] for l in layers.values())
         assert results["models"][kind]["saturation"]["forget_share_below_0.1"] == pytest.approx(below / total)
 
-    text = paper_table.write_table(tmp_path)
+    text = write_table(tmp_path)
     assert (tmp_path / "table.md").read_text() == text
     assert "| Model | Original | Round (r=0.2) | Round & clip (r=0.2, c=0.4) | SVD (rank 3) | SVD+ (rank 1) |" in text
     g2_rows = {r["method"]: r for r in results["models"]["g2lstm"]["rows"]}
@@ -109,18 +99,17 @@ def test_run_task_and_table(tmp_path):
 
 
 def test_merge_adds_a_model_and_keeps_the_others(tmp_path):
-    paper_table = load_paper_table()
     task = ToyTask()
     task.cfg.compression["round_relative"] = {"method": "round_relative", "precision": 1.0, "clip": 2.0}
     cfg = OmegaConf.create({"int8": False})
-    first = paper_table.run_task(task, cfg, ["g2lstm", "lstm"], tmp_path / "toy", command="cmd one")
+    first = run_task(task, cfg, ["g2lstm", "lstm"], tmp_path / "toy", command="cmd one")
     assert list(first["models"]) == ["lstm", "g2lstm"]  # the paper's order whatever the run order
-    later = paper_table.run_task(task, cfg, ["sharpened"], tmp_path / "toy", command="cmd two", merge=True)
+    later = run_task(task, cfg, ["sharpened"], tmp_path / "toy", command="cmd two", merge=True)
     assert list(later["models"]) == ["lstm", "sharpened", "g2lstm"]
     assert later["models"]["lstm"] == first["models"]["lstm"]  # kept, not re-evaluated
     assert later["models"]["sharpened"]["command"] == "cmd two"
     # Without merge a rerun starts over.
-    alone = paper_table.run_task(task, cfg, ["sharpened"], tmp_path / "other", command="cmd three")
+    alone = run_task(task, cfg, ["sharpened"], tmp_path / "other", command="cmd three")
     assert list(alone["models"]) == ["sharpened"]
 
     # Gate-weight magnitudes per model, with the share the task's fixed grid (r=0.2) zeroes.
@@ -131,7 +120,7 @@ def test_merge_adds_a_model_and_keeps_the_others(tmp_path):
     assert stats["mean_abs"] == pytest.approx(w.abs().mean().item())
     assert stats["share_rounded_to_zero"] == pytest.approx((w.abs() < 0.1).double().mean().item())
 
-    text = paper_table.write_table(tmp_path)
+    text = write_table(tmp_path)
     assert "Made by `cmd one` (LSTM, G2-LSTM); `cmd two` (Sharpened sigmoid)." in text
     assert "Relative round & clip (extra) (r=1.0σ, c=2.0σ)" in text
     assert f"| G2-LSTM | {stats['mean_abs']:.3f} | {stats['std']:.3f} |" in text
@@ -140,11 +129,10 @@ def test_merge_adds_a_model_and_keeps_the_others(tmp_path):
     with pytest.raises(ValueError, match="holds task 'toy'"):
         other = ToyTask()
         other.key = "lm"
-        paper_table.run_task(other, cfg, ["lstm"], tmp_path / "toy", command="x", merge=True)
+        run_task(other, cfg, ["lstm"], tmp_path / "toy", command="x", merge=True)
 
 
 def test_relative_rounding_size_counts_levels_per_block(tmp_path):
-    paper_table = load_paper_table()
     report = {"relative": True, "precision": 1.0, "clip": 2.0, "distinct_values": 33, "entropy_bits_per_weight": 3.7}
-    assert paper_table._relative_size(report).startswith("at most 5 levels per block (3 bits/weight)")
-    assert paper_table._relative_size(dict(report, precision=0.5)).startswith("at most 9 levels per block (4 bits/weight)")
+    assert relative_size(report).startswith("at most 5 levels per block (3 bits/weight)")
+    assert relative_size(dict(report, precision=0.5)).startswith("at most 9 levels per block (4 bits/weight)")

@@ -14,7 +14,7 @@ from g2lstm import runtime
 from g2lstm.data import bible
 from g2lstm.lm.evaluate import SplitOutputs, cache_pointer_loss
 from g2lstm.lm.model import AWDLSTM
-from g2lstm.lm.report import collect, markdown
+from g2lstm.report import collect, markdown
 from g2lstm.lm.train import lm_config, load_model, nt_trigger, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,9 +23,9 @@ REPO = Path(__file__).resolve().parents[1]
 # ----------------------------------------------------------------------------- model
 
 
-@pytest.mark.parametrize("rnn, gates", [("lstm", "sigmoid"), ("sharpened", "sharpened"), ("g2lstm", "gumbel")])
-def test_model_switch_builds_g2lstm_layers_with_weight_drop(rnn, gates):
-    model = AWDLSTM(50, emsize=8, nhid=12, nlayers=3, rnn=rnn, wdrop=0.5)
+@pytest.mark.parametrize("cell, gates", [("lstm", "sigmoid"), ("sharpened", "sharpened"), ("g2lstm", "gumbel")])
+def test_model_switch_builds_g2lstm_layers_with_weight_drop(cell, gates):
+    model = AWDLSTM(50, emsize=8, nhid=12, nlayers=3, cell=cell, wdrop=0.5)
     assert [r.gates for r in model.rnns] == [gates] * 3
     assert [r.weight_drop for r in model.rnns] == [0.5] * 3
     assert [(r.input_size, r.hidden_size) for r in model.rnns] == [(8, 12), (12, 12), (12, 8)]
@@ -45,9 +45,9 @@ def test_model_switch_builds_g2lstm_layers_with_weight_drop(rnn, gates):
     assert torch.equal(model.rnns[0].weight_hh_l0, w_hh_before)  # the mask never touches the parameter
 
 
-def test_unknown_rnn_kind_is_rejected():
-    with pytest.raises(ValueError, match="model.rnn must be one of .*got 'gru'"):
-        AWDLSTM(10, rnn="gru")
+def test_unknown_cell_kind_is_rejected():
+    with pytest.raises(ValueError, match="model.cell must be one of .*got 'gru'"):
+        AWDLSTM(10, cell="gru")
 
 
 def test_nt_trigger_is_non_monotone():
@@ -111,9 +111,9 @@ def tiny_corpus(tmp_path_factory):
 
 def tiny_config(corpus_dir, *overrides):
     return lm_config([
-        "data=text", f"data.path={corpus_dir}", "data.vocab_size=300", "model.rnn=g2lstm",
+        "data=text", f"data.path={corpus_dir}", "data.vocab_size=300", "model.cell=g2lstm",
         "model.emsize=8", "model.nhid=12", "train.batch_size=4", "train.eval_batch_size=4", "train.bptt=12",
-        "train.time_budget_min=null", "train.log_every=5", "train.checkpoint_every=7", "eval.test_batch_size=4",
+        "train.max_minutes=null", "train.log_every=5", "train.checkpoint_every=7", "eval.test_batch_size=4",
         "eval.cache.window=20", "threads=1", *overrides,
     ])
 
@@ -135,41 +135,44 @@ def test_resumed_run_ends_exactly_like_an_uninterrupted_one(tiny_corpus, tmp_pat
     stop_at = int(whole["steps"] * 0.7)
     first = train(tiny_config(tiny_corpus, *stage_overrides, f"train.max_steps={stop_at}"), tmp_path / "split")
     assert first["stopped"] == "max_steps" and first["steps"] == stop_at
-    stopped = runtime.load_checkpoint(tmp_path / "split" / "checkpoint.pt")["state"]
+    stopped = runtime.load_checkpoint(tmp_path / "split" / "last.pt")["trainer"]
     assert stopped["stage"] == stop_stage and stopped["epoch"] == 2 and stopped["position"] > 0
     resumed = train(tiny_config(tiny_corpus, *stage_overrides), tmp_path / "split")
     assert resumed["steps"] == whole["steps"]
 
-    a = runtime.load_checkpoint(tmp_path / "whole" / "checkpoint.pt")
-    b = runtime.load_checkpoint(tmp_path / "split" / "checkpoint.pt")
+    a = runtime.load_checkpoint(tmp_path / "whole" / "last.pt")
+    b = runtime.load_checkpoint(tmp_path / "split" / "last.pt")
     _same_weights(a["model"], b["model"])
-    assert a["state"]["history"] == b["state"]["history"]
+    assert a["trainer"]["history"] == b["trainer"]["history"]
     assert resumed["test_ppl"] == whole["test_ppl"]
     assert resumed["cache"] == whole["cache"]
 
 
 def test_checkpoint_holds_what_resume_needs_and_loads_weights_only(tiny_corpus, tmp_path):
     result = train(tiny_config(tiny_corpus, "train.epochs=1", "train.finetune_epochs=1", "train.nonmono=1"), tmp_path)
-    ckpt = torch.load(result["checkpoint"], weights_only=True)
-    assert set(ckpt) >= {"model", "optimizer", "state", "hidden", "rng", "vocab", "config"}
-    assert ckpt["state"]["optimizer_kind"] == "asgd"  # finetune runs averaged SGD
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert set(ckpt) >= {"task", "model", "optimizer", "trainer", "run", "hidden", "rng", "vocab", "config"}
+    assert ckpt["task"] == "lm" and ckpt["run"]["finished"]
+    assert ckpt["trainer"]["optimizer_kind"] == "asgd"  # finetune runs averaged SGD
     assert any("ax" in s for s in ckpt["optimizer"]["state"].values())
     assert isinstance(ckpt["vocab"], list) and ckpt["vocab"][:2] == ["<eos>", "<unk>"]
-    model, vocab, config = load_model(result["best_path"])
-    assert len(vocab) == model.encoder.num_embeddings and config["model"]["rnn"] == "g2lstm"
+    model, vocab, config = load_model(tmp_path / "best.pt")
+    assert len(vocab) == model.encoder.num_embeddings and config["model"]["cell"] == "g2lstm"
     lines = runtime.MetricsLog(Path(result["run_dir"]) / "metrics.jsonl").read()
     assert [r["stage"] for r in lines if r["event"] == "epoch"] == ["train", "finetune"]
     assert lines[-1]["event"] == "final" and lines[-1]["test_ppl"] == result["test_ppl"]
     assert math.isfinite(result["test_ppl"]) and result["test_ppl"] < 300  # learnt something (vocab 300)
     rows = collect(tmp_path)
-    assert len(rows) == 1 and rows[0]["test_ppl"] == result["test_ppl"] and rows[0]["rnn"] == "g2lstm"
+    assert len(rows) == 1 and rows[0]["test_ppl"] == result["test_ppl"] and rows[0]["cell"] == "g2lstm"
     assert f"| g2lstm | 1 | {result['test_ppl']:.1f} |" in markdown(rows)
 
 
 def test_resume_refuses_a_different_model(tiny_corpus, tmp_path):
     train(tiny_config(tiny_corpus, "train.max_steps=3"), tmp_path)
-    with pytest.raises(ValueError, match="cannot resume: the checkpoint was trained with model="):
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(ValueError, match=r"the config changed:\n  model.nhid: 12 in the checkpoint, 16 now"):
         train(tiny_config(tiny_corpus, "model.nhid=16"), tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # refused before writing
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_corpus, tmp_path, monkeypatch):
@@ -184,8 +187,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_corpus, tmp_path
     monkeypatch.setattr(F, "cross_entropy", poisoned)
     with pytest.raises(runtime.NonFiniteLossError, match="at step 9"):
         train(tiny_config(tiny_corpus, "train.epochs=1"), tmp_path)
-    ckpt = runtime.load_checkpoint(tmp_path / "checkpoint.pt")
-    assert ckpt["state"]["step"] == 7  # checkpoint_every=7: the last one before the NaN
+    ckpt = runtime.load_checkpoint(tmp_path / "last.pt")
+    assert ckpt["run"]["step"] == 7  # checkpoint_every=7: the last one before the NaN
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
 
 
@@ -201,13 +204,13 @@ def test_main_job_entry_point_prints_perplexities_and_run_folder(tiny_corpus, tm
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "valid perplexity" in proc.stdout and "test perplexity" in proc.stdout
     assert f"run folder: {run_dir}" in proc.stdout
-    assert {"config.yaml", "metrics.jsonl", "checkpoint.pt", "best.pt"} <= {p.name for p in run_dir.iterdir()}
+    assert {"config.yaml", "metrics.jsonl", "last.pt", "best.pt", "results.json"} <= {p.name for p in run_dir.iterdir()}
 
 
 def test_time_budget_stops_validates_and_evaluates(tiny_corpus, tmp_path):
-    result = train(tiny_config(tiny_corpus, "train.time_budget_min=0.0", "eval.cache.enabled=false"), tmp_path)
-    assert result["stopped"] == "time_budget" and result["steps"] == 0
-    assert Path(result["best_path"]).exists() and result["cache"] is None
+    result = train(tiny_config(tiny_corpus, "train.max_minutes=0.0", "eval.cache.enabled=false"), tmp_path)
+    assert result["stopped"] == "max_minutes" and result["steps"] == 0
+    assert (tmp_path / "best.pt").exists() and result["cache"] is None
     assert math.isfinite(result["test_ppl"])
-    again = train(tiny_config(tiny_corpus, "train.time_budget_min=0.0", "eval.cache.enabled=false"), tmp_path)
+    again = train(tiny_config(tiny_corpus, "train.max_minutes=0.0", "eval.cache.enabled=false"), tmp_path)
     assert again["steps"] == 0 and again["test_ppl"] == result["test_ppl"]  # spent budget: only re-evaluates

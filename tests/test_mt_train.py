@@ -35,30 +35,30 @@ def corpus(tmp_path):
     return folder
 
 
-def config(corpus, run_dir, *overrides):
+def config(corpus, *overrides):
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         return compose("config", overrides=[
             "data=iwslt14", f"data.path={corpus}", "data.tokenizer.vocab_size=60",
             "model.embed_dim=16", "model.hidden_dim=16", "model.dropout=0.1",
             "train.max_tokens=60", "train.warmup_steps=3", "train.log_every=2", "eval.beam=2",
-            f"run_dir={run_dir}", *overrides,
+            *overrides,
         ])
 
 
 @pytest.mark.parametrize("experiment", ["multi30k_cpu", "multi30k_gpu", "iwslt14_paper"])
 def test_experiment_configs_compose(experiment, tmp_path):
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("config", overrides=[f"+experiment={experiment}", f"run_dir={tmp_path}"])
+        cfg = compose("config", overrides=[f"experiment={experiment}"])
     assert cfg.model.cell in ("lstm", "sharpened", "g2lstm")
     assert cfg.data.splits.test and cfg.train.max_tokens > 0
 
 
 def test_resume_is_exact_and_the_checkpoint_translates(corpus, tmp_path):
     """Two epochs in one go equal one epoch, a stop, and a resumed second epoch, bit for bit."""
-    straight = train(config(corpus, tmp_path / "a", "train.max_epochs=2", "model.cell=g2lstm"))
-    first = train(config(corpus, tmp_path / "b", "train.max_epochs=1", "model.cell=g2lstm"))
+    straight = train(config(corpus, "train.max_epochs=2", "model.cell=g2lstm"), tmp_path / "a")
+    first = train(config(corpus, "train.max_epochs=1", "model.cell=g2lstm"), tmp_path / "b")
     assert first["epochs"] == 1
-    resumed = train(config(corpus, tmp_path / "b", "train.max_epochs=2", "model.cell=g2lstm"))
+    resumed = train(config(corpus, "train.max_epochs=2", "model.cell=g2lstm"), tmp_path / "b")
     assert resumed["steps"] == straight["steps"] > first["steps"]
     a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
     for name, tensor in a["model"].items():
@@ -96,7 +96,7 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(corpus, tmp_
 
     monkeypatch.setattr(torch.nn.functional, "cross_entropy", poisoned)
     with pytest.raises(NonFiniteLossError, match="loss became nan at step 3"):
-        train(config(corpus, tmp_path / "nan", "train.eval_every=2", "train.label_smoothing=0.1", "model.cell=lstm"))
+        train(config(corpus, "train.eval_every=2", "train.label_smoothing=0.1", "model.cell=lstm"), tmp_path / "nan")
     kept = load_checkpoint(tmp_path / "nan" / "last.pt")
-    assert kept["trainer"]["step"] == 2
+    assert kept["run"]["step"] == 2
     assert all(torch.isfinite(t).all() for t in kept["model"].values())

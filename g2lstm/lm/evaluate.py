@@ -8,13 +8,13 @@ It needs no training; theta and lambdah are chosen on the validation split.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from g2lstm.data.lm import batchify
+from g2lstm.runtime import exp_or_inf
 
 
 @dataclass
@@ -50,7 +50,7 @@ def perplexity(model, ids: torch.Tensor, batch_size: int = 10, bptt: int = 70) -
     """``{'loss': mean cross-entropy in nats, 'ppl': exp(loss), 'tokens': count}`` on ``ids``."""
     out = run_split(model, ids, batch_size, bptt)
     loss = -out.target_logprob.double().mean().item()
-    return {"loss": loss, "ppl": math.exp(loss), "tokens": out.targets.numel()}
+    return {"loss": loss, "ppl": exp_or_inf(loss), "tokens": out.targets.numel()}
 
 
 def cache_pointer_loss(out: SplitOutputs, theta: float, lambdah: float, window: int, chunk: int = 256) -> float:
@@ -94,14 +94,14 @@ def evaluate(model, valid_ids: torch.Tensor, test_ids: torch.Tensor, batch_size:
     keep = cache is not None
     valid = run_split(model, valid_ids, batch_size, bptt, keep_hidden=keep)
     test = run_split(model, test_ids, batch_size, bptt, keep_hidden=keep)
-    result = {"valid_ppl": math.exp(-valid.target_logprob.double().mean().item()),
-              "test_ppl": math.exp(-test.target_logprob.double().mean().item()), "cache": None}
+    result = {"valid_ppl": exp_or_inf(-valid.target_logprob.double().mean().item()),
+              "test_ppl": exp_or_inf(-test.target_logprob.double().mean().item()), "cache": None}
     if cache is not None:
         window = cache["window"]
         best = min((cache_pointer_loss(valid, theta, lambdah, window), theta, lambdah)
                    for theta in cache["thetas"] for lambdah in cache["lambdahs"])
         valid_loss, theta, lambdah = best
         test_loss = cache_pointer_loss(test, theta, lambdah, window)
-        result["cache"] = {"valid_ppl": math.exp(valid_loss), "test_ppl": math.exp(test_loss),
+        result["cache"] = {"valid_ppl": exp_or_inf(valid_loss), "test_ppl": exp_or_inf(test_loss),
                            "theta": theta, "lambdah": lambdah, "window": window}
     return result

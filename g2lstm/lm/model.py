@@ -1,6 +1,6 @@
 """The AWD-LSTM language model (Merity et al. 2018) with a switch between LSTM kinds.
 
-Every recurrent layer is a one-layer ``g2lstm.G2LSTM``; ``rnn`` picks its gates:
+Every recurrent layer is a one-layer ``g2lstm.G2LSTM``; ``cell`` picks its gates:
 ``lstm`` (plain sigmoid), ``sharpened`` (sigmoid(a / tau) on the input and forget gates) or
 ``g2lstm`` (Gumbel-sigmoid input and forget gates in training). Weight drop on ``W_hh`` is the
 layer's own ``weight_drop`` option, so it works the same way for the three kinds and needs no
@@ -10,12 +10,9 @@ parameter re-registration hack.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from g2lstm import G2LSTM
-
-RNN_GATES = {"lstm": "sigmoid", "sharpened": "sharpened", "g2lstm": "gumbel"}
+from g2lstm.protocol import Batch, check_cell, lstm_layers, recurrent_layer
 
 
 class LockedDropout(nn.Module):
@@ -29,12 +26,16 @@ class LockedDropout(nn.Module):
 
 
 def embedding_dropout(embed: nn.Embedding, words: torch.Tensor, p: float) -> torch.Tensor:
-    """Drop whole word types (rows of the embedding matrix) with probability ``p``, in training."""
-    weight = embed.weight
+    """Drop whole word types (rows of the embedding matrix) with probability ``p``, in training.
+
+    As AWD-LSTM, the words are embedded with the row-masked matrix; the module itself is called
+    with it (``torch.func.functional_call``), so its forward hooks fire.
+    """
     if embed.training and p > 0:
+        weight = embed.weight
         mask = weight.new_empty(weight.size(0), 1).bernoulli_(1 - p) / (1 - p)
-        weight = weight * mask
-    return F.embedding(words, weight)
+        return torch.func.functional_call(embed, {"weight": weight * mask}, (words,))
+    return embed(words)
 
 
 class AWDLSTM(nn.Module):
@@ -46,15 +47,13 @@ class AWDLSTM(nn.Module):
     """
 
     def __init__(self, vocab_size: int, emsize: int = 400, nhid: int = 1150, nlayers: int = 3,
-                 rnn: str = "g2lstm", tau: float = 1.0, noise_p: float = 0.2, noise_mode: str = "step",
+                 cell: str = "g2lstm", tau: float = 1.0, noise_p: float = 0.2, noise_mode: str = "step",
                  dropout: float = 0.4, dropouth: float = 0.3, dropouti: float = 0.65, dropoute: float = 0.1,
                  wdrop: float = 0.5, tie_weights: bool = True):
         super().__init__()
-        if rnn not in RNN_GATES:
-            raise ValueError(f"model.rnn must be one of {sorted(RNN_GATES)}; got {rnn!r}")
         if nlayers < 1:
             raise ValueError(f"nlayers must be >= 1; got {nlayers}")
-        self.rnn_kind = rnn
+        self.cell = check_cell(cell)
         self.dropout, self.dropouth, self.dropouti, self.dropoute = dropout, dropouth, dropouti, dropoute
         self.encoder = nn.Embedding(vocab_size, emsize)
         self.lockdrop = LockedDropout()
@@ -62,8 +61,8 @@ class AWDLSTM(nn.Module):
         # embedding matrix.
         sizes = [emsize] + [nhid] * (nlayers - 1) + [emsize if tie_weights else nhid]
         self.rnns = nn.ModuleList(
-            G2LSTM(sizes[k], sizes[k + 1], gates=RNN_GATES[rnn], tau=tau, noise_p=noise_p,
-                   noise_mode=noise_mode, weight_drop=wdrop)
+            recurrent_layer(cell, sizes[k], sizes[k + 1], tau=tau, noise_p=noise_p,
+                            noise_mode=noise_mode, weight_drop=wdrop)
             for k in range(nlayers)
         )
         self.decoder = nn.Linear(sizes[-1], vocab_size)
@@ -89,7 +88,12 @@ class AWDLSTM(nn.Module):
         ``raw_outputs`` is what the cache pointer attends over; ``dropped_outputs[-1]`` is what AR
         penalises and ``raw_outputs[-1]`` what TAR penalises, as in AWD-LSTM.
         """
-        x = self.lockdrop(embedding_dropout(self.encoder, words, self.dropoute), self.dropouti)
+        embedded = embedding_dropout(self.encoder, words, self.dropoute)
+        features, new_hidden, raw_outputs, dropped_outputs = self._recurrent(embedded, hidden)
+        return self.output_layer(features), new_hidden, raw_outputs, dropped_outputs
+
+    def _recurrent(self, embedded: torch.Tensor, hidden):
+        x = self.lockdrop(embedded, self.dropouti)
         new_hidden, raw_outputs, dropped_outputs = [], [], []
         for k, rnn in enumerate(self.rnns):
             x, state = rnn(x, hidden[k])
@@ -97,7 +101,24 @@ class AWDLSTM(nn.Module):
             raw_outputs.append(x)
             x = self.lockdrop(x, self.dropout if k == len(self.rnns) - 1 else self.dropouth)
             dropped_outputs.append(x)
-        return self.decoder(x), new_hidden, raw_outputs, dropped_outputs
+        return x, new_hidden, raw_outputs, dropped_outputs
+
+    # -------------------------------------------------------------- seams (g2lstm.protocol)
+    def embed(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """``{"tokens": (T, N, E)}`` for ``batch.inputs["words"]`` (T, N)."""
+        return {"tokens": embedding_dropout(self.encoder, batch.inputs["words"], self.dropoute)}
+
+    def extract_features(self, batch: Batch, embedded: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """The last layer's (dropped) output (T, N, E), from zero initial states."""
+        embedded = self.embed(batch) if embedded is None else embedded
+        tokens = embedded["tokens"]
+        return self._recurrent(tokens, self.init_hidden(tokens.size(1)))[0]
+
+    def output_layer(self, features: torch.Tensor) -> torch.Tensor:
+        return self.decoder(features)
+
+    def recurrent_layers(self) -> dict[str, nn.LSTM]:
+        return lstm_layers(self)
 
 
 def detach_hidden(hidden):

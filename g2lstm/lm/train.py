@@ -3,16 +3,16 @@
 The recipe of Merity et al. 2018: variable-length BPTT with the learning rate scaled by the
 length, AR/TAR on the last layer, gradient clipping, SGD switched to averaged SGD by the
 non-monotone trigger (NT-ASGD), then an optional finetune stage restarted from the best weights
-with a fresh ASGD. One run = one folder holding the resolved config, ``metrics.jsonl``,
-``checkpoint.pt`` (everything needed to resume exactly: model, optimizer incl. the ASGD switch and
-averages, vocabulary, position in the epoch, hidden state, RNG) and ``best.pt`` (the best weights
-on valid, averaged ones once ASGD runs, with the vocabulary and model config).
+with a fresh ASGD. The run folder is :class:`g2lstm.runtime.Run`'s: ``last.pt`` holds, besides
+what every checkpoint holds, the vocabulary, the position in the epoch, the ASGD switch and
+averages and the hidden state; ``best.pt`` the best weights on valid (averaged ones once ASGD
+runs) with the vocabulary.
 
 Python use (e.g. from another experiment)::
 
     from g2lstm.lm.train import lm_config, train
-    result = train(lm_config(["experiment=brown_cpu", "model.rnn=lstm"]), run_dir="runs/x")
-    result["test_ppl"], result["best_path"]
+    result = train(lm_config(["experiment=brown_cpu", "model.cell=lstm"]), run_dir="runs/x")
+    result["test_ppl"]
 """
 
 from __future__ import annotations
@@ -29,21 +29,17 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from g2lstm import runtime
+from g2lstm.config import compose_config
 from g2lstm.data.lm import Corpus, Vocab, batchify, load_corpus
 from g2lstm.lm.evaluate import evaluate, perplexity
 from g2lstm.lm.model import AWDLSTM, detach_hidden
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "lm"
-CHECKPOINT = "checkpoint.pt"
-BEST = "best.pt"
+TASK = "lm"
 
 
 def lm_config(overrides: list[str] | None = None) -> DictConfig:
     """The composed ``conf/lm`` config with Hydra-style overrides, for use from Python."""
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides or []))
+    return compose_config(TASK, overrides)
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -61,12 +57,12 @@ def build_model(model_cfg: DictConfig, vocab_size: int) -> AWDLSTM:
 
 
 def load_model(path: str | os.PathLike, device: str = "cpu") -> tuple[AWDLSTM, Vocab, dict]:
-    """A trained model from ``best.pt`` (or ``checkpoint.pt``): ``(model in eval mode, vocab, config)``."""
-    state = runtime.load_checkpoint(path, map_location=device)
-    vocab = Vocab(state["vocab"])
-    model = build_model(OmegaConf.create(state["config"]["model"]), len(vocab)).to(device)
-    model.load_state_dict(state["model"])
-    return model.eval(), vocab, state["config"]
+    """``(model in eval mode, vocab, config)`` from ``best.pt`` or ``last.pt``; an alias of
+    :func:`g2lstm.load` for this task."""
+    from g2lstm.tasks import load
+
+    loaded = load(path, device, task=TASK)
+    return loaded.model, loaded.vocab, loaded.config
 
 
 def make_optimizer(kind: str, params, train_cfg: DictConfig) -> torch.optim.Optimizer:
@@ -127,53 +123,40 @@ def sample_seq_len(bptt: int) -> int:
 # ----------------------------------------------------------------------------- the run
 
 
-def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict:
-    """Train (or resume, if ``run_dir`` has a checkpoint) and evaluate one run.
+def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None, overrides: list[str] | None = None) -> dict:
+    """Train (or resume, if ``run_dir`` has a ``last.pt``) and evaluate one run. With the command
+    line's ``overrides``, a resumed run takes its saved config with only those applied.
 
-    Returns ``{'run_dir', 'checkpoint', 'best_path', 'valid_ppl', 'test_ppl', 'cache': {...} | None,
-    'steps', 'stopped'}`` where ``stopped`` is ``'done'``, ``'max_steps'`` or ``'time_budget'``.
+    Returns ``{'run_dir', 'steps', 'stopped', 'train_minutes', 'valid_ppl', 'test_ppl',
+    'cache': {...} | None}`` where ``stopped`` is ``'done'``, ``'max_steps'`` (no evaluation: run the
+    folder again to go on) or ``'max_minutes'``.
     """
-    run_dir = Path(run_dir) if run_dir is not None else Path("runs/lm") / time.strftime("%Y-%m-%d_%H-%M-%S")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = run_dir if run_dir is not None else Path("runs/lm") / time.strftime("%Y-%m-%d_%H-%M-%S")
+    run = runtime.Run(cfg, TASK, run_dir, overrides)
+    if run.finished:
+        return run.result()
+    cfg = OmegaConf.create(run.cfg)
     tc = cfg.train
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg.threads))
     device = torch.device(cfg.device)
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-    metrics = runtime.MetricsLog(run_dir / "metrics.jsonl")
-    ckpt_path, best_path = run_dir / CHECKPOINT, run_dir / BEST
-
-    # Resume if this folder already holds a checkpoint; the data and model must be the ones it used.
-    resume = ckpt_path.exists() and tc.resume
-    saved = runtime.load_checkpoint(ckpt_path) if resume else None
-    if saved is not None:
-        _check_same_setup(saved["config"], cfg)
-    corpus = load_data(cfg.data, vocab=Vocab(saved["vocab"]) if saved else None)
-    runtime.seed_everything(cfg.seed)
+    corpus = load_data(cfg.data, vocab=Vocab(run.saved["vocab"]) if run.resumed else None)
+    check_splits(corpus, cfg)
     model = build_model(cfg.model, len(corpus.vocab)).to(device)
     train_data = batchify(corpus.train, tc.batch_size).to(device)
-    print(f"run {run_dir}: {cfg.model.rnn}, {sum(p.numel() for p in model.parameters()):,} parameters, "
+    print(f"run {run.dir}: {cfg.model.cell}, {sum(p.numel() for p in model.parameters()):,} parameters, "
           f"vocab {len(corpus.vocab)}, train {corpus.train.numel():,} tokens", flush=True)
 
-    state = {"stage": "train", "epoch": 1, "position": 0, "step": 0, "history": [], "best_val": math.inf,
-             "optimizer_kind": "sgd", "elapsed": 0.0}
+    state = {"stage": "train", "epoch": 1, "position": 0, "history": [], "best_val": math.inf,
+             "optimizer_kind": "sgd"}
     optimizer = make_optimizer("sgd", model.parameters(), tc)
     hidden = model.init_hidden(tc.batch_size)
-    if saved is not None:
-        model.load_state_dict(saved["model"])
-        state = saved["state"]
+    if run.resumed:
+        state = run.saved["trainer"]
         optimizer = make_optimizer(state["optimizer_kind"], model.parameters(), tc)
-        optimizer.load_state_dict(saved["optimizer"])
-        hidden = [(h.to(device), c.to(device)) for h, c in saved["hidden"]]
-        runtime.set_rng_state(saved["rng"])
-        print(f"resumed from {ckpt_path} at step {state['step']} (stage {state['stage']}, epoch {state['epoch']})")
+        run.restore(model, optimizer)
+        hidden = [(h.to(device), c.to(device)) for h, c in run.saved["hidden"]]
 
     def save_checkpoint():
-        runtime.save_checkpoint({
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state,
-            "hidden": [[h, c] for h, c in hidden], "rng": runtime.rng_state(),
-            "vocab": corpus.vocab.tokens, "config": OmegaConf.to_container(cfg, resolve=True),
-        }, ckpt_path)
+        run.save(model, optimizer, state, vocab=corpus.vocab.tokens, hidden=[[h, c] for h, c in hidden])
 
     def end_of_epoch():
         """Validate (with averaged weights under ASGD), keep the best, apply NT-ASGD / finetune stop."""
@@ -182,17 +165,14 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict:
             val = perplexity(model, corpus.valid, tc.eval_batch_size, tc.bptt)
             if val["loss"] < state["best_val"]:
                 state["best_val"] = val["loss"]
-                runtime.save_checkpoint({
-                    "model": model.state_dict(), "vocab": corpus.vocab.tokens,
-                    "config": OmegaConf.to_container(cfg, resolve=True),
-                    "epoch": state["epoch"], "stage": state["stage"], "valid_loss": val["loss"],
-                }, best_path)
+                run.save_best(model, vocab=corpus.vocab.tokens, epoch=state["epoch"], stage=state["stage"],
+                              valid_loss=val["loss"])
         triggered = nt_trigger(state["history"], val["loss"], tc.nonmono)
         state["history"].append(val["loss"])
-        metrics.write(event="epoch", stage=state["stage"], epoch=state["epoch"], step=state["step"],
-                      valid_loss=val["loss"], valid_ppl=val["ppl"], optimizer=state["optimizer_kind"])
+        run.metrics.write(event="epoch", stage=state["stage"], epoch=state["epoch"], step=run.step,
+                          valid_loss=val["loss"], valid_ppl=val["ppl"], optimizer=state["optimizer_kind"])
         tqdm.write(f"{state['stage']} epoch {state['epoch']}: valid ppl {val['ppl']:.2f} "
-                   f"({state['optimizer_kind']}, best {math.exp(state['best_val']):.2f})")
+                   f"({state['optimizer_kind']}, best {runtime.exp_or_inf(state['best_val']):.2f})")
         state["epoch"] += 1
         state["position"] = 0
         if state["stage"] == "train":
@@ -208,34 +188,30 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict:
     def start_finetune():
         """AWD-LSTM's finetune: restart from the best weights with a fresh ASGD."""
         nonlocal optimizer
-        model.load_state_dict(runtime.load_checkpoint(best_path, map_location=device)["model"])
+        model.load_state_dict(runtime.load_checkpoint(run.best_path, map_location=device)["model"])
         state.update(stage="finetune", epoch=1, position=0, history=[state["best_val"]], optimizer_kind="asgd")
         optimizer = make_optimizer("asgd", model.parameters(), tc)
 
     # ------------------------------------------------------------------ training loop
     stopped = "done"
-    started = time.time() - state["elapsed"]
     bar = None
     while state["stage"] != "done":
         if state["position"] == 0 or bar is None:
-            bar = tqdm(total=(train_data.size(0) - 1) * tc.batch_size, initial=state["position"] * tc.batch_size,
-                       unit="tok", unit_scale=True, leave=False, mininterval=2.0, dynamic_ncols=True,
-                       desc=f"{state['stage']} epoch {state['epoch']}")
+            bar = run.progress((train_data.size(0) - 1) * tc.batch_size, state["position"] * tc.batch_size,
+                               f"{state['stage']} epoch {state['epoch']}", unit="tok")
         if state["position"] >= train_data.size(0) - 2:
             bar.close()
             hidden = model.init_hidden(tc.batch_size)
             end_of_epoch()
             save_checkpoint()
             continue
-        if tc.max_steps is not None and state["step"] >= tc.max_steps:
-            stopped = "max_steps"
+        stopped = run.budget_reached() or "done"
+        if stopped == "max_steps":
             break
-        if tc.time_budget_min is not None and time.time() - started > 60 * tc.time_budget_min:
+        if stopped == "max_minutes":
             # Out of wall-clock time: validate the partial epoch so best.pt reflects it, then stop.
-            stopped = "time_budget"
-            state["elapsed"] = time.time() - started
             end_of_epoch()
-            state["stage"] = "done"  # the budget is spent: running the folder again only re-evaluates
+            state["stage"] = "done"
             break
 
         tick = time.time()
@@ -251,40 +227,42 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict:
             loss = loss + tc.alpha * dropped_outputs[-1].pow(2).mean()
         if tc.beta:  # TAR: slowly changing last-layer hidden states
             loss = loss + tc.beta * (raw_outputs[-1][1:] - raw_outputs[-1][:-1]).pow(2).mean()
-        runtime.check_finite(loss.detach(), state["step"])
+        run.check_loss(loss.detach())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if tc.clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip)
+        run.check_grad_norm(torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip or math.inf))
         set_step_lr(optimizer, tc.lr * seq_len / tc.bptt)  # shorter segments get a smaller step
         optimizer.step()
         for group in optimizer.param_groups:
             group["lr"] = tc.lr
 
-        state["step"] += 1
+        run.step += 1
         state["position"] += seq_len
         tokens_per_s = seq_len * tc.batch_size / max(time.time() - tick, 1e-9)
         bar.update(seq_len * tc.batch_size)
         bar.set_postfix(loss=f"{raw_loss.item():.3f}", ppl=f"{math.exp(min(raw_loss.item(), 50)):.1f}",
                         tok_s=f"{tokens_per_s:.0f}", refresh=False)
-        if state["step"] % tc.log_every == 0:
-            metrics.write(event="train", stage=state["stage"], epoch=state["epoch"], step=state["step"],
-                          loss=raw_loss.item(), ppl=math.exp(min(raw_loss.item(), 50)), tokens_per_s=tokens_per_s)
-        if state["step"] % tc.checkpoint_every == 0:
-            state["elapsed"] = time.time() - started
+        if run.step % tc.log_every == 0:
+            run.metrics.write(event="train", stage=state["stage"], epoch=state["epoch"], step=run.step,
+                              loss=raw_loss.item(), ppl=math.exp(min(raw_loss.item(), 50)), tokens_per_s=tokens_per_s)
+        if run.step % tc.checkpoint_every == 0:
             save_checkpoint()
     if bar is not None:
         bar.close()
-    state["elapsed"] = time.time() - started
     save_checkpoint()
-
-    result = {"run_dir": str(run_dir), "checkpoint": str(ckpt_path), "best_path": str(best_path),
-              "steps": state["step"], "stopped": stopped, "train_minutes": state["elapsed"] / 60}
     if stopped == "max_steps":
-        return result
-    result.update(final_evaluation(cfg, best_path, corpus))
-    metrics.write(event="final", **{k: v for k, v in result.items() if k != "cache"}, cache=result["cache"])
-    return result
+        return {"run_dir": str(run.dir), "steps": run.step, "stopped": stopped, "train_minutes": run.elapsed / 60}
+    return run.finish({"stopped": stopped, **final_evaluation(cfg, run.best_path, corpus)})
+
+
+def check_splits(corpus: Corpus, cfg: DictConfig) -> None:
+    """Valid and test must fill two rows of their evaluation batches: found now, not after an epoch."""
+    for split, batch_size, key in (("valid", cfg.train.eval_batch_size, "train.eval_batch_size"),
+                                   ("test", cfg.eval.test_batch_size, "eval.test_batch_size")):
+        tokens = corpus.split(split).numel()
+        if tokens < 2 * batch_size + 1:
+            raise ValueError(f"the {split} split of data={cfg.data.name} has {tokens} tokens; evaluating it "
+                             f"with {key}={batch_size} needs at least {2 * batch_size + 1}")
 
 
 def final_evaluation(cfg: DictConfig, best_path: Path, corpus: Corpus) -> dict:
@@ -293,13 +271,3 @@ def final_evaluation(cfg: DictConfig, best_path: Path, corpus: Corpus) -> dict:
     ev = cfg.eval
     cache = OmegaConf.to_container(ev.cache, resolve=True) if ev.cache.enabled else None
     return evaluate(model, corpus.valid, corpus.test, ev.test_batch_size, cfg.train.bptt, cache)
-
-
-def _check_same_setup(saved_cfg: dict, cfg: DictConfig) -> None:
-    current = OmegaConf.to_container(cfg, resolve=True)
-    for section in ("data", "model"):
-        if saved_cfg[section] != current[section]:
-            raise ValueError(
-                f"cannot resume: the checkpoint was trained with {section}={saved_cfg[section]}, "
-                f"but the config now says {section}={current[section]}; use a new run folder"
-            )

@@ -19,10 +19,9 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from ..rnn import G2LSTM
+from ..protocol import Batch, check_cell, lstm_layers, recurrent_layer as g2_layer
 from .tokenizer import PAD
 
-CELLS = {"lstm": "sigmoid", "sharpened": "sharpened", "g2lstm": "gumbel"}
 ATTENTIONS = ("dot", "general", "bahdanau")
 
 
@@ -45,8 +44,7 @@ class ModelConfig:
     g2_options: dict = field(default_factory=dict)  # further G2LSTM keywords (noise_mode, ...)
 
     def __post_init__(self):
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {self.cell!r}")
+        check_cell(self.cell)
         if self.attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
         if self.hidden_dim % 2:
@@ -57,10 +55,10 @@ class ModelConfig:
 
 def recurrent_layer(cfg: ModelConfig, input_size: int, hidden_size: int, num_layers: int, bidirectional: bool) -> nn.LSTM:
     """The one place recurrent layers are built, so ``cfg.cell`` switches all of them."""
-    return G2LSTM(
-        input_size, hidden_size, num_layers=num_layers, bidirectional=bidirectional,
+    return g2_layer(
+        cfg.cell, input_size, hidden_size, num_layers=num_layers, bidirectional=bidirectional,
         dropout=cfg.dropout if num_layers > 1 else 0.0, batch_first=True,
-        gates=CELLS[cfg.cell], tau=cfg.tau, noise_p=cfg.noise_p, **cfg.g2_options,
+        tau=cfg.tau, noise_p=cfg.noise_p, **cfg.g2_options,
     )
 
 
@@ -71,10 +69,11 @@ class Encoder(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.rnn = recurrent_layer(cfg, cfg.embed_dim, cfg.hidden_dim // 2, cfg.encoder_layers, bidirectional=True)
 
-    def forward(self, src: torch.Tensor, src_lengths: torch.Tensor):
+    def forward(self, src: torch.Tensor, src_lengths: torch.Tensor, embedded: torch.Tensor | None = None):
         """src (B, S) padded with PAD, lengths >= 1 -> memory (B, S, H) and the top layer's final
-        (h, c), each (B, H) with the two directions concatenated."""
-        x = self.dropout(self.embedding(src))
+        (h, c), each (B, H) with the two directions concatenated. ``embedded`` replaces
+        ``embedding(src)``."""
+        x = self.dropout(self.embedding(src) if embedded is None else embedded)
         packed = pack_padded_sequence(x, src_lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, (h, c) = self.rnn(packed)
         memory, _ = pad_packed_sequence(out, batch_first=True, total_length=src.size(1))
@@ -152,17 +151,22 @@ class Decoder(nn.Module):
 
     def forward(self, tgt_in: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
         """Teacher forcing: tgt_in (B, T) -> logits (B, T, V) and the state after the last token."""
-        emb = self.dropout(self.embedding(tgt_in))
+        attentional, state = self.features(tgt_in, state)
+        return self.output(attentional), state
+
+    def features(self, tgt_in: torch.Tensor, state: DecoderState, embedded: torch.Tensor | None = None):
+        """Teacher forcing up to the output layer: the attentional states (B, T, E) and the state
+        after the last token. ``embedded`` replaces ``embedding(tgt_in)``."""
+        emb = self.dropout(self.embedding(tgt_in) if embedded is None else embedded)
         if not self.cfg.input_feeding:
             out, (h, c) = self.rnn(emb, (state.h, state.c))
             attentional = self._attend(out, state)
-            state = DecoderState(h, c, attentional[:, -1], state.memory, state.mask)
-            return self.output(attentional), state
+            return attentional, DecoderState(h, c, attentional[:, -1], state.memory, state.mask)
         steps = []
         for t in range(tgt_in.size(1)):
             attentional, state = self._step_embedded(emb[:, t], state)
             steps.append(attentional)
-        return self.output(torch.stack(steps, dim=1)), state
+        return torch.stack(steps, dim=1), state
 
     def _step_embedded(self, emb_t: torch.Tensor, state: DecoderState):
         x = torch.cat([emb_t, state.feed], dim=-1) if self.cfg.input_feeding else emb_t
@@ -187,8 +191,8 @@ class Seq2Seq(nn.Module):
         self.encoder = Encoder(cfg, src_embedding)
         self.decoder = Decoder(cfg, tgt_embedding)
 
-    def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> DecoderState:
-        memory, final = self.encoder(src, src_lengths)
+    def encode(self, src: torch.Tensor, src_lengths: torch.Tensor, embedded: torch.Tensor | None = None) -> DecoderState:
+        memory, final = self.encoder(src, src_lengths, embedded)
         mask = src != PAD
         return self.decoder.init_state(memory, mask, final)
 
@@ -196,6 +200,24 @@ class Seq2Seq(nn.Module):
         """Teacher-forced logits (B, T, V) for target inputs ``tgt_in`` (BOS + target)."""
         logits, _ = self.decoder(tgt_in, self.encode(src, src_lengths))
         return logits
+
+    # -------------------------------------------------------------- seams (g2lstm.protocol)
+    def embed(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """``{"source": (B, S, E), "target": (B, T, E)}`` for ``src`` and ``tgt_in`` (before dropout)."""
+        return {"source": self.encoder.embedding(batch.inputs["src"]),
+                "target": self.decoder.embedding(batch.inputs["tgt_in"])}
+
+    def extract_features(self, batch: Batch, embedded: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Teacher-forced attentional states (B, T, E) from the source and target-prefix embeddings."""
+        embedded = self.embed(batch) if embedded is None else embedded
+        state = self.encode(batch.inputs["src"], batch.inputs["src_lengths"], embedded["source"])
+        return self.decoder.features(batch.inputs["tgt_in"], state, embedded["target"])[0]
+
+    def output_layer(self, features: torch.Tensor) -> torch.Tensor:
+        return self.decoder.output(features)
+
+    def recurrent_layers(self) -> dict[str, nn.LSTM]:
+        return lstm_layers(self)
 
     def config_dict(self) -> dict:
         return asdict(self.cfg)

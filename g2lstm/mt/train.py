@@ -4,17 +4,18 @@ The loop, top to bottom: load the corpus and filter the training pairs; train se
 training split (or take it from the checkpoint when resuming); build the model; then for each
 epoch, token-count batches over length-sorted buckets (shuffled by a seed derived from the epoch,
 so a resumed run sees the same batches), label-smoothed cross-entropy, Adam with linear warm-up,
-gradient clipping, and every ``eval_every`` steps a validation that decays the learning rate on a
-plateau, saves ``last.pt`` (and ``best.pt`` on improvement) atomically and stops early when the
-validation score stops improving. At the end ``best.pt`` is scored on the test split with beam
+gradient clipping, and every ``eval_every`` steps (or epoch) a validation that decays the learning
+rate on a plateau, saves ``best.pt`` on improvement and stops early when the validation score stops
+improving; ``last.pt`` is saved then and every ``checkpoint_every`` steps. The run folder, resume
+and budgets are :class:`g2lstm.runtime.Run`'s. At the end ``best.pt`` is scored on the test split with beam
 search (sacreBLEU, chrF, tokenized BLEU) and everything lands in ``results.json``.
 
-``cfg`` is the Hydra config of ``conf/mt`` (a DictConfig or a plain dict with the same keys).
+``cfg`` is the Hydra config of ``conf/mt`` (a DictConfig or a plain dict with the same keys);
+:func:`mt_config` composes it from Python.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -25,32 +26,29 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..data.mt import filter_pairs, load_corpus
-from ..runtime import MetricsLog, check_finite, load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
+from ..config import compose_config
+from ..runtime import Run, load_checkpoint
 from .batching import token_batches, training_batch
 from .evaluate import bleu_of
 from .model import ModelConfig, Seq2Seq
 from .tokenizer import PAD, Tokenizers, train_tokenizers
 
 
-def to_dict(cfg) -> dict:
-    """A plain, resolved dict of a DictConfig (or a copy of a dict)."""
-    try:
-        from omegaconf import DictConfig, OmegaConf
+TASK = "mt"
 
-        if isinstance(cfg, DictConfig):
-            return OmegaConf.to_container(cfg, resolve=True)
-    except ImportError:  # pragma: no cover - hydra is a dependency
-        pass
-    return json.loads(json.dumps(cfg))
+
+def mt_config(overrides: list[str] | None = None):
+    """The composed ``conf/mt`` config with Hydra-style overrides, for use from Python."""
+    return compose_config(TASK, overrides)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Seq2Seq, Tokenizers, dict]:
-    """A trained model (in eval mode), its tokenizers and its run config, from a checkpoint."""
-    state = load_checkpoint(path, map_location=device)
-    model = Seq2Seq(ModelConfig(**state["model_config"])).to(device)
-    model.load_state_dict(state["model"])
-    model.eval()
-    return model, Tokenizers.from_state(state["tokenizers"]), state["config"]
+    """``(model in eval mode, tokenizers, config)`` from ``best.pt`` or ``last.pt``; an alias of
+    :func:`g2lstm.load` for this task."""
+    from ..tasks import load
+
+    loaded = load(path, device, task=TASK)
+    return loaded.model, loaded.tokenizers, loaded.config
 
 
 def build_data(cfg: dict) -> dict[str, list[tuple[str, str]]]:
@@ -62,11 +60,16 @@ def build_data(cfg: dict) -> dict[str, list[tuple[str, str]]]:
         if split not in corpus:
             raise KeyError(f"data.splits.{role} is {split!r}, but the corpus has splits {sorted(corpus)}")
     f = d["filter"]
-    return {
+    data = {
         "train": filter_pairs(corpus[names["train"]], f["min_len"], f["max_len"], f["max_ratio"]),
         "valid": corpus[names["valid"]],
         "test": corpus[names["test"]],
     }
+    for role, pairs in data.items():  # found now, not as a loss of 0 after the first epoch
+        if not pairs:
+            raise ValueError(f"the {role} split ({names[role]!r} of data={d['name']}) has no sentence pairs"
+                             + (" left after data.filter" if role == "train" else ""))
+    return data
 
 
 @torch.no_grad()
@@ -84,22 +87,24 @@ def validation_loss(model: Seq2Seq, src_ids, tgt_ids, max_tokens: int, device) -
     return total / max(tokens, 1)
 
 
-def train(cfg) -> dict[str, Any]:
-    cfg = to_dict(cfg)
+def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Train (or resume, if ``run_dir`` has a ``last.pt``) and test one run. With the command
+    line's ``overrides``, a resumed run takes its saved config with only those applied.
+
+    Returns the test scores with ``run_dir``, ``steps``, ``epochs``, ``stopped``; with
+    ``stopped='max_steps'`` only the first four (no test: run the folder again to go on).
+    """
+    run_dir = run_dir if run_dir is not None else Path("runs/mt") / time.strftime("%Y%m%d-%H%M%S")
+    run = Run(cfg, TASK, run_dir, overrides)
+    if run.finished:
+        return run.result()
+    cfg = run.cfg
     t, ev = cfg["train"], cfg["eval"]
-    run_dir = Path(cfg.get("run_dir") or f"runs/mt/{time.strftime('%Y%m%d-%H%M%S')}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
-    torch.set_num_threads(int(cfg.get("threads", 1)))
     device = torch.device(cfg.get("device", "cpu"))
-    seed_everything(cfg["seed"])
-    log = MetricsLog(run_dir / "metrics.jsonl")
 
     data = build_data(cfg)
-    resume = cfg.get("resume", True) and last_path.exists()
-    state = load_checkpoint(last_path) if resume else None
-    if state is not None:
-        tokenizers = Tokenizers.from_state(state["tokenizers"])
+    if run.resumed:
+        tokenizers = Tokenizers.from_state(run.saved["tokenizers"])
     else:
         tk = cfg["data"]["tokenizer"]
         tokenizers = train_tokenizers(data["train"], tk["joint"], tk["vocab_size"], tk["model_type"], tk["character_coverage"])
@@ -112,28 +117,17 @@ def train(cfg) -> dict[str, Any]:
     model = Seq2Seq(model_cfg).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=t["lr"], betas=tuple(t.get("betas", (0.9, 0.999))))
     # trainer state: everything besides weights and optimizer that an exact resume needs
-    ts = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "lr_scale": 1.0, "best": None, "bad_evals": 0,
-          "evals_since_decay": 0, "elapsed": 0.0, "stopped": None}
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        ts = state["trainer"]
-        ts["stopped"] = None  # a resumed run continues; its limits (maybe raised) are checked again
-        set_rng_state(state["rng"])
-        print(f"resumed from {last_path} at step {ts['step']} (epoch {ts['epoch']}, batch {ts['batch_in_epoch']})")
+    ts = run.restore(model, optimizer) or {"epoch": 0, "batch_in_epoch": 0, "lr_scale": 1.0, "best": None,
+                                           "bad_evals": 0, "evals_since_decay": 0, "stopped": None}
+    ts["stopped"] = None  # a resumed run continues; its limits (maybe raised) are checked again
     print(f"{cfg['model']['cell']}: {sum(p.numel() for p in model.parameters()):,} parameters, "
-          f"{len(data['train'])} training pairs, vocab {model_cfg.src_vocab}/{model_cfg.tgt_vocab}, run_dir {run_dir}")
-
-    def checkpoint(path: Path) -> None:
-        save_checkpoint({
-            "model": model.state_dict(), "model_config": model.config_dict(), "tokenizers": tokenizers.state(),
-            "config": cfg, "optimizer": optimizer.state_dict(), "trainer": dict(ts), "rng": rng_state(),
-        }, path)
+          f"{len(data['train'])} training pairs, vocab {model_cfg.src_vocab}/{model_cfg.tgt_vocab}, run_dir {run.dir}")
+    payload = {"model_config": model.config_dict(), "tokenizers": tokenizers.state()}
 
     def validate() -> bool:
         """Score on the validation split, decay / stop on a plateau; True means stop training."""
         loss = validation_loss(model, val_src, val_tgt, t["max_tokens"], device)
-        record = {"split": "valid", "step": ts["step"], "epoch": ts["epoch"], "loss": loss, "ppl": math.exp(min(loss, 50))}
+        record = {"split": "valid", "step": run.step, "epoch": ts["epoch"], "loss": loss, "ppl": math.exp(min(loss, 50))}
         if t["select_by"] == "bleu":
             record["bleu"] = bleu_of(model, tokenizers, data["valid"], beam=t["valid_beam"], max_tokens=ev["max_tokens"])["bleu"]
         value = record["bleu"] if t["select_by"] == "bleu" else -loss  # larger is better
@@ -152,74 +146,70 @@ def train(cfg) -> dict[str, Any]:
         elif t["lr"] * ts["lr_scale"] < t["min_lr"]:
             stop = f"learning rate fell below min_lr={t['min_lr']}"
         record.update(improved=improved, lr=t["lr"] * ts["lr_scale"])
-        log.write(**record)
+        run.metrics.write(**record)
         tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
         if improved:
-            checkpoint(best_path)
+            run.save_best(model, **payload)
         ts["stopped"] = stop
         return stop is not None
 
-    max_steps = t.get("max_steps") or float("inf")
-    max_seconds = (t.get("max_minutes") or float("inf")) * 60
-    start = time.time() - ts["elapsed"]
+    budget = None
     model.train()
-    while ts["stopped"] is None and ts["epoch"] < t["max_epochs"]:
+    while ts["stopped"] is None and ts["epoch"] < t["max_epochs"] and budget is None:
         batches = token_batches([len(s) + 1 for s in src_ids], [len(x) + 1 for x in tgt_ids], t["max_tokens"],
                                 seed=cfg["seed"] * 100_003 + ts["epoch"])
-        bar = tqdm(total=len(batches), initial=ts["batch_in_epoch"], desc=f"epoch {ts['epoch'] + 1}", disable=None, leave=False)
+        bar = run.progress(len(batches), ts["batch_in_epoch"], f"epoch {ts['epoch'] + 1}")
         while ts["batch_in_epoch"] < len(batches):
             batch = batches[ts["batch_in_epoch"]]
             b = {k: v.to(device) for k, v in training_batch([src_ids[i] for i in batch], [tgt_ids[i] for i in batch]).items()}
-            lr = t["lr"] * ts["lr_scale"] * min(1.0, (ts["step"] + 1) / max(t["warmup_steps"], 1))
+            lr = t["lr"] * ts["lr_scale"] * min(1.0, (run.step + 1) / max(t["warmup_steps"], 1))
             for group in optimizer.param_groups:
                 group["lr"] = lr
             logits = model(b["src"], b["src_lengths"], b["tgt_in"])
             n_tokens = int((b["tgt_out"] != PAD).sum())
             loss = F.cross_entropy(logits.flatten(0, 1).float(), b["tgt_out"].flatten(), ignore_index=PAD,
                                    label_smoothing=t["label_smoothing"], reduction="sum") / n_tokens
-            check_finite(loss.detach(), ts["step"])
+            run.check_loss(loss.detach())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t["clip_norm"])
+            run.check_grad_norm(grad_norm)
             optimizer.step()
-            ts["step"] += 1
+            run.step += 1
             ts["batch_in_epoch"] += 1
-            ts["elapsed"] = time.time() - start
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
-            if ts["step"] % t["log_every"] == 0:
-                log.write(split="train", step=ts["step"], epoch=ts["epoch"], loss=loss.item(), lr=lr,
-                          grad_norm=float(grad_norm), tokens=n_tokens, elapsed=ts["elapsed"])
+            if run.step % t["log_every"] == 0:
+                run.metrics.write(split="train", step=run.step, epoch=ts["epoch"], loss=loss.item(), lr=lr,
+                                  grad_norm=float(grad_norm), tokens=n_tokens, elapsed=run.elapsed)
             if ts["batch_in_epoch"] == len(batches):
                 ts["epoch"], ts["batch_in_epoch"] = ts["epoch"] + 1, 0
-            out_of_budget = ts["step"] >= max_steps or ts["elapsed"] >= max_seconds
-            periodic = t["eval_every"] and ts["step"] % t["eval_every"] == 0
-            if periodic or ts["batch_in_epoch"] == 0 or out_of_budget:
-                stop = validate()
-                if out_of_budget and not stop:
-                    ts["stopped"] = f"budget reached (step {ts['step']}, {ts['elapsed'] / 60:.1f} min)"
-                checkpoint(last_path)
-                if ts["stopped"]:
-                    break
-            if ts["batch_in_epoch"] == 0:
+            budget = run.budget_reached()
+            periodic = t["eval_every"] and run.step % t["eval_every"] == 0
+            if periodic or ts["batch_in_epoch"] == 0 or budget == "max_minutes":
+                validate()
+            if periodic or ts["batch_in_epoch"] == 0 or budget or run.step % t["checkpoint_every"] == 0:
+                run.save(model, optimizer, ts, **payload)
+            if ts["stopped"] or budget or ts["batch_in_epoch"] == 0:
                 break
         bar.close()
+    if budget == "max_steps" and ts["stopped"] is None:
+        print(f"stopped at step {run.step} (train.max_steps); run the folder again to go on")
+        return {"run_dir": str(run.dir), "steps": run.step, "epochs": ts["epoch"], "stopped": "max_steps"}
     if ts["stopped"] is None:
-        ts["stopped"] = f"max_epochs={t['max_epochs']} reached"
-        checkpoint(last_path)
+        ts["stopped"] = (f"budget reached ({run.elapsed / 60:.1f} min)" if budget
+                         else f"max_epochs={t['max_epochs']} reached")
+    run.save(model, optimizer, ts, **payload)
     print(f"stopped: {ts['stopped']}")
 
     # final test score of the best validation checkpoint
-    model.load_state_dict(load_checkpoint(best_path)["model"])
+    model.load_state_dict(load_checkpoint(run.best_path)["model"])
     test = bleu_of(model, tokenizers, data["test"], beam=ev["beam"], length_penalty=ev["length_penalty"],
                    max_tokens=ev["max_tokens"], tokenized=ev["tokenized_bleu"], return_hypotheses=True)
-    (run_dir / "test.hyp").write_text("\n".join(test.pop("hypotheses")) + "\n", encoding="utf-8")
-    result = {
-        "run_dir": str(run_dir), "checkpoint": str(best_path), "cell": cfg["model"]["cell"],
-        "test_split": cfg["data"]["splits"]["test"], "steps": ts["step"], "epochs": ts["epoch"],
-        "train_minutes": ts["elapsed"] / 60, "stopped": ts["stopped"], "best_valid": ts["best"], **test,
-    }
-    (run_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    (run.dir / "test.hyp").write_text("\n".join(test.pop("hypotheses")) + "\n", encoding="utf-8")
+    result = run.finish({"checkpoint": str(run.best_path), "cell": cfg["model"]["cell"],
+                         "test_split": cfg["data"]["splits"]["test"], "epochs": ts["epoch"],
+                         "stopped": ts["stopped"], "best_valid": ts["best"], **test})
     print(f"test {result['test_split']}: BLEU {test['bleu']:.2f} chrF {test['chrf']:.2f} tokBLEU {test['tok_bleu']:.2f}")
     print(test["bleu_signature"])
     return result

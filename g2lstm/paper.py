@@ -1,0 +1,138 @@
+"""The paper's compression table (Li et al. 2018, Table 3) on the tasks and data we have.
+
+For each task and each model kind (lstm, sharpened, g2lstm): train it with the task's own trainer
+(or load a given checkpoint), evaluate it uncompressed and under each compression of the task's
+config (round, round & clip, SVD, ... of the input- and forget-gate weights; int8), and collect its
+gate statistics. :func:`run_task` writes, under ``out_dir/<task folder>``:
+
+    results.json                values, changes, compression reports, gate saturation per model
+    gates_<model>.json          gate histograms (10 bins of width 0.1) per layer
+    gate_averages_<model>.json  per-token average gates of the heatmap sentences
+    histograms.png              input/forget gate histograms of the models, per layer
+    heatmap_<n>_<layer>.png     per-token average gates of the n-th test sentence
+
+and :func:`g2lstm.report.write_table` the table over every task. With ``merge=True`` the models of
+an existing ``results.json`` that are not run again are kept. The entry point is
+``experiments/paper_table.py`` (config ``conf/paper``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from g2lstm import diagnostics, tasks
+from g2lstm.compress import evaluate_under_compression, gate_weight_stats
+from g2lstm.config import compose_config
+from g2lstm.report import MODEL_NAMES, model_order
+
+
+class PaperTask:
+    """One task of the table: gets a trained model of each kind (training it in ``runs_dir`` with
+    the task's trainer unless ``cfg.checkpoints`` names one), scores it and feeds it test data."""
+
+    def __init__(self, key: str, cfg: DictConfig, runs_dir: Path, seed: int, root: Path = Path(".")):
+        self.key, self.cfg, self.runs_dir, self.seed, self.root = key, cfg, runs_dir, seed, root
+        self.higher_is_better = tasks.task_class(key).higher_is_better
+        self.loaded: tasks.TaskModel | None = None
+
+    def model(self, kind: str):
+        path = self.cfg.checkpoints.get(kind)
+        if path is None:
+            run_dir = self.runs_dir / f"{self.key}_{kind}"
+            overrides = list(self.cfg.train_overrides) + list(self.cfg.model_overrides.get(kind) or []) + [
+                f"model.cell={kind}", f"seed={self.seed}"]
+            tasks.trainer(self.key)(compose_config(self.key, overrides), run_dir)
+            path = run_dir / "best.pt"
+        self.loaded = tasks.load(self.root / path, task=self.key)
+        return self.loaded.model, str(path)
+
+    def evaluate(self, model) -> float:
+        return self.loaded.evaluate(model, **self.cfg.evaluate)
+
+    def gate_stats(self, model) -> diagnostics.GateStats:
+        batches, forward = self.loaded.gate_batches(**self.cfg.diagnostics.gate_data)
+        return diagnostics.collect_gate_stats(model, batches, forward)
+
+    def sentences(self, count: int):
+        return self.loaded.labelled_sentences(count)
+
+
+def saturation(summary: dict) -> dict:
+    """Shares of gate values < 0.1 and > 0.9 per gate, pooled over all layers."""
+    result = {}
+    for gate in diagnostics.RECORDED_GATES:
+        n = sum(layer[gate]["count"] for layer in summary.values())
+        for side in ("share_below_0.1", "share_above_0.9"):
+            result[f"{gate}_{side}"] = sum(layer[gate][side] * layer[gate]["count"] for layer in summary.values()) / n
+    return result
+
+
+def _rounding_precision(compression: DictConfig) -> float | None:
+    """The paper's fixed grid of a task: the precision of its first absolute rounding entry."""
+    for options in compression.values():
+        if options.get("method") in ("round", "round_clip"):
+            return float(options["precision"])
+    return None
+
+
+def run_task(task, cfg: DictConfig, models: list[str], out_dir: Path, command: str, merge: bool = False) -> dict:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = {"task": task.key, "name": task.cfg.name, "metric": task.cfg.metric,
+               "higher_is_better": task.higher_is_better, "command": command, "models": {}}
+    if merge and (out_dir / "results.json").exists():
+        previous = json.loads((out_dir / "results.json").read_text())
+        if previous["task"] != task.key:
+            raise ValueError(f"merge: {out_dir / 'results.json'} holds task {previous['task']!r}, not {task.key!r}")
+        results["models"] = {k: v for k, v in previous["models"].items() if k not in models}
+    precision = _rounding_precision(task.cfg.compression)
+    for kind in models:
+        t0 = time.time()
+        model, path = task.model(kind)
+        print(f"[{task.key}/{kind}] model from {path} ({time.time() - t0:.0f}s)", flush=True)
+        rows = evaluate_under_compression(
+            model, task.evaluate, OmegaConf.to_container(task.cfg.compression, resolve=True),
+            gates=list(task.cfg.gates), int8=cfg.int8)
+        for r in rows:
+            print(f"[{task.key}/{kind}] {r['method']}: {r['value']:.2f} ({r['change']:+.2f})", flush=True)
+        stats = task.gate_stats(model)
+        stats.to_json(out_dir / f"gates_{kind}.json")
+        results["models"][kind] = {"checkpoint": path, "command": command, "rows": rows,
+                                   "saturation": saturation(stats.summary()),
+                                   "gate_weights": gate_weight_stats(model, list(task.cfg.gates), precision),
+                                   "rounding_precision": precision,
+                                   "parameters": sum(p.numel() for p in model.parameters()),
+                                   "seconds": time.time() - t0}
+        averages = [{"tokens": tokens, "labels": labels,
+                     "layers": {k: v.tolist() for k, v in diagnostics.token_gate_averages(model, batch, forward).items()}}
+                    for tokens, batch, forward, labels in task.sentences(task.cfg.diagnostics.heatmap_sentences)]
+        (out_dir / f"gate_averages_{kind}.json").write_text(json.dumps(averages))
+        # Partial results survive a kill; models in the paper's order whatever order they ran in.
+        results["models"] = {k: results["models"][k] for k in sorted(results["models"], key=model_order)}
+        (out_dir / "results.json").write_text(json.dumps(results, indent=1))
+    plot_task(results, out_dir)
+    return results
+
+
+def model_order(kind: str) -> tuple:
+    return (list(MODEL_NAMES).index(kind) if kind in MODEL_NAMES else len(MODEL_NAMES), kind)
+
+
+def plot_task(results: dict, out_dir: Path) -> None:
+    """Histograms and heatmaps of every model in ``results``, from the files run_task wrote."""
+    kinds = list(results["models"])
+    stats = {MODEL_NAMES.get(k, k): diagnostics.GateStats.from_json(out_dir / f"gates_{k}.json") for k in kinds}
+    diagnostics.plot_histograms(stats, out_dir / "histograms.png", title=f"{results['name']}: gate value histograms")
+    averages = {k: json.loads((out_dir / f"gate_averages_{k}.json").read_text()) for k in kinds}
+    for n, first in enumerate(averages[kinds[0]]):
+        for layer in first["layers"]:
+            tokens = first["tokens"]
+            if first["labels"] is not None:  # MT: encoder layers read the source, decoder layers the target
+                tokens = first["labels"]["encoder" if layer.startswith("encoder") else "decoder"]
+            per_model = {MODEL_NAMES.get(k, k): {layer: torch.tensor(averages[k][n]["layers"][layer])} for k in kinds}
+            diagnostics.plot_heatmap(tokens, per_model, out_dir / f"heatmap_{n}_{layer.replace('/', '_')}.png",
+                                     layer=layer, title=f"{results['name']}, test sentence {n}, {layer}")

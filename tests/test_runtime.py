@@ -1,0 +1,90 @@
+"""The run lifecycle (g2lstm.runtime.Run) as every trainer uses it."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from g2lstm import runtime
+from g2lstm.mt.train import train as train_mt
+from test_mt_train import config as mt_config, corpus  # noqa: F401  (fixture)
+
+CFG = {"seed": 3, "threads": None, "data": {"name": "toy"}, "model": {"size": 4},
+       "train": {"max_steps": 5, "max_minutes": None, "resume": True}}
+
+
+def _files(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def _run_steps(run, model, optimizer, until):
+    while not run.budget_reached() and run.step < until:
+        optimizer.zero_grad()
+        model(torch.randn(2, 4)).pow(2).sum().backward()
+        optimizer.step()
+        run.step += 1
+        run.metrics.write(step=run.step, loss=1.0)
+        run.save(model, optimizer, {"note": run.step})
+
+
+def test_a_run_saves_resumes_with_its_rng_and_budget(tmp_path):
+    run = runtime.Run(CFG, "toy", tmp_path)
+    model = nn.Linear(4, 4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    assert run.restore(model, optimizer) is None and not run.resumed
+    _run_steps(run, model, optimizer, until=3)
+    after_three = torch.rand(1)  # the RNG as it is after step 3
+    run.metrics.write(step=4, loss=9.0)  # written after the checkpoint: replayed on resume
+
+    again = runtime.Run(CFG, "toy", tmp_path)
+    fresh = nn.Linear(4, 4)
+    opt = torch.optim.SGD(fresh.parameters(), lr=0.1)
+    assert again.restore(fresh, opt) == {"note": 3} and again.step == 3
+    assert torch.equal(torch.rand(1), after_three)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), fresh.state_dict().values()))
+    assert [r["step"] for r in again.metrics.read()] == [1, 2, 3]  # the log is cut back to the checkpoint
+    _run_steps(again, fresh, opt, until=10)
+    assert again.step == 5 and again.budget_reached() == "max_steps"  # the step budget counts across resumes
+    ckpt = runtime.load_checkpoint(tmp_path / "last.pt")
+    assert ckpt["task"] == "toy" and ckpt["config"] == CFG and ckpt["run"]["step"] == 5
+
+
+def test_a_changed_config_or_another_task_is_refused_before_anything_is_written(tmp_path):
+    run = runtime.Run(CFG, "toy", tmp_path)
+    model = nn.Linear(4, 4)
+    run.save(model, torch.optim.SGD(model.parameters(), lr=0.1), {})
+    (tmp_path / "last.pt.abc.tmp").write_bytes(b"")  # what a kill during a save leaves
+    before = _files(tmp_path)
+    changed = dict(CFG, model={"size": 8}, data={"name": "other"})
+    with pytest.raises(ValueError, match=r"the config changed:\n  data.name: 'toy' in the checkpoint, 'other' now\n"
+                                         r"  model.size: 4 in the checkpoint, 8 now"):
+        runtime.Run(changed, "toy", tmp_path)
+    with pytest.raises(ValueError, match="is a checkpoint of task 'toy', this trainer is 'lm'"):
+        runtime.Run(CFG, "lm", tmp_path)
+    assert _files(tmp_path) == before
+    runtime.Run(dict(CFG, train=dict(CFG["train"], max_steps=9)), "toy", tmp_path)  # train settings may change
+    assert not list(tmp_path.glob("*.tmp"))  # leftovers of a killed save are removed
+
+
+def test_mt_resume_refuses_another_model_and_a_finished_run_is_left_alone(corpus, tmp_path):  # noqa: F811
+    run_dir = tmp_path / "run"
+    first = train_mt(mt_config(corpus, "train.max_epochs=1", "model.cell=lstm", "eval.beam=1"), run_dir)
+    assert json.loads((run_dir / "results.json").read_text())["bleu"] == first["bleu"]
+    before = _files(run_dir)
+    again = train_mt(mt_config(corpus, "train.max_epochs=1", "model.cell=lstm", "eval.beam=1"), run_dir)
+    assert again["bleu"] == first["bleu"] and _files(run_dir) == before  # nothing retrained or rewritten
+    with pytest.raises(ValueError, match=r"model.cell: 'lstm' in the checkpoint, 'g2lstm' now"):
+        train_mt(mt_config(corpus, "train.max_epochs=1", "model.cell=g2lstm", "eval.beam=1"), run_dir)
+    assert _files(run_dir) == before
+
+
+def test_mt_metrics_have_no_replayed_steps_after_a_staged_resume(corpus, tmp_path):  # noqa: F811
+    overrides = ["train.max_epochs=2", "model.cell=g2lstm", "eval.beam=1", "train.log_every=1",
+                 "train.checkpoint_every=3"]
+    staged = train_mt(mt_config(corpus, *overrides, "train.max_steps=4"), tmp_path)
+    assert staged["stopped"] == "max_steps" and staged["steps"] == 4
+    assert not (tmp_path / "results.json").exists()
+    done = train_mt(mt_config(corpus, *overrides), tmp_path)
+    steps = [r["step"] for r in runtime.MetricsLog(tmp_path / "metrics.jsonl").read() if r.get("split") == "train"]
+    assert steps == list(range(1, done["steps"] + 1))
