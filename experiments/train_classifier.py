@@ -13,7 +13,8 @@ from g2lstm.classify.train import train
 
 @hydra.main(version_base="1.3", config_path="../conf/classify", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    return train(cfg, HydraConfig.get().runtime.output_dir).get("accuracy")
+    hydra_cfg = HydraConfig.get()
+    return train(cfg, hydra_cfg.runtime.output_dir, overrides=list(hydra_cfg.overrides.task)).get("accuracy")
 
 
 if __name__ == "__main__":

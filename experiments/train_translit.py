@@ -13,7 +13,8 @@ from g2lstm.translit.train import train
 
 @hydra.main(version_base="1.3", config_path="../conf/translit", config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    return train(cfg, HydraConfig.get().runtime.output_dir).get("word_accuracy")
+    hydra_cfg = HydraConfig.get()
+    return train(cfg, hydra_cfg.runtime.output_dir, overrides=list(hydra_cfg.overrides.task)).get("word_accuracy")
 
 
 if __name__ == "__main__":

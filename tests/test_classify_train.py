@@ -4,11 +4,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import g2lstm
+from g2lstm import diagnostics
 from g2lstm.classify.model import POOLINGS, ClassifierConfig, RNNClassifier
 from g2lstm.classify.train import classify_config, scores, train
 from g2lstm.data.sentiment import MOVIES, load_sentiment, sentiment_path, tokenize
 from g2lstm.data.symbols import SymbolTable
-from g2lstm.protocol import Batch
+from g2lstm.protocol import Batch, InspectableModel
 from g2lstm.runtime import load_checkpoint
 
 needs_data = pytest.mark.skipif(not sentiment_path(MOVIES).is_file(), reason="shared sentiment data not present")
@@ -108,3 +110,21 @@ def test_a_run_finishes_with_test_and_out_of_domain_scores(tmp_path):
     assert result["sentences"] == 1057 and 0.0 <= result["accuracy"] <= 1.0
     assert set(result["out_of_domain"]) == {"tweets"} and result["out_of_domain"]["tweets"]["sentences"] == 4196
     assert (tmp_path / "best.pt").is_file() and (tmp_path / "config.yaml").is_file()
+
+    loaded = g2lstm.load(tmp_path / "best.pt")
+    assert loaded.task == "classify" and not loaded.model.training and isinstance(loaded.model, InspectableModel)
+    assert loaded.evaluate() == pytest.approx(result["accuracy"])
+    assert loaded.evaluate(split="tweets", metric="macro_f1") == pytest.approx(result["out_of_domain"]["tweets"]["macro_f1"])
+    batch = loaded.encode(["A gorgeous, witty film.", "Dull"])
+    assert batch.tokens["tokens"] == [["a", "gorgeous", ",", "witty", "film", "."], ["dull"]]
+    assert batch.inputs["lengths"].tolist() == [6, 1] and batch.inputs["tokens"][1, 1:].eq(0).all()
+    seen = []
+    hook = loaded.model.embedding.register_forward_hook(lambda m, args, out: seen.append(out))
+    embedded = loaded.model.embed(batch)
+    hook.remove()
+    assert len(seen) == 1 and torch.equal(seen[0], embedded["tokens"])
+    logits = loaded.model.output_layer(loaded.model.extract_features(batch, embedded))
+    torch.testing.assert_close(logits, loaded.model(batch.inputs["tokens"], batch.inputs["lengths"]))
+    assert loaded.predict(["A gorgeous, witty film."])[0] in ("negative", "positive")
+    stats = diagnostics.collect_gate_stats(loaded.model, *loaded.gate_batches(sentences=20, batch_size=8))
+    assert stats.counts

@@ -6,9 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import g2lstm
+
 from g2lstm.classify.model import ClassifierConfig
 from g2lstm.data.symbols import SymbolTable
 from g2lstm.data.translit import romanise
+from g2lstm.protocol import InspectableModel
 from g2lstm.runtime import load_checkpoint
 from g2lstm.translit.model import Transliterator, transliterator_config
 from g2lstm.translit.train import IGNORE, encode, evaluate, train, translit_config
@@ -70,6 +73,19 @@ def test_a_run_finishes_on_the_test_books(tmp_path):
     result = train(translit_config([*SMALL, "model.cell=sharpened", "train.max_epochs=1", "train.eval_every=0"]), tmp_path)
     assert result["stopped"] == "max_epochs=1 reached" and result["test_books"] == [57]
     assert 0.0 < result["char_accuracy"] <= 1.0 and result["words"] > 300  # Philemon: 25 verses
+    loaded = g2lstm.load(tmp_path / "best.pt")
+    assert loaded.task == "translit" and not loaded.model.training and isinstance(loaded.model, InspectableModel)
+    assert loaded.evaluate() == pytest.approx(result["word_accuracy"])
+    assert loaded.evaluate(metric="char_accuracy") == pytest.approx(result["char_accuracy"])
+    batch = loaded.encode(["shchi", "da"])
+    assert batch.tokens["tokens"] == [list("shchi"), list("da")]
+    logits = loaded.model.output_layer(loaded.model.extract_features(batch))
+    assert logits.shape == (2, 5, len(loaded.outputs))
+    torch.testing.assert_close(logits, loaded.model(batch.inputs["tokens"], batch.inputs["lengths"]))
+    readings = loaded.transliterate(["shchi", "da"])
+    assert len(readings) == 2 and all(len(r) <= len(t) for r, t in zip(readings, ["shchi", "da"]))
+    sentences = list(loaded.labelled_sentences(2))
+    assert len(sentences) == 2 and "".join(sentences[0][0]) == loaded.data["test"][0].latin
     resumed = train(translit_config([*SMALL, "model.cell=sharpened", "train.max_epochs=1", "train.eval_every=0"]), tmp_path)
     assert resumed == result  # a finished run is not trained again
     with pytest.raises(ValueError, match="the config changed"):

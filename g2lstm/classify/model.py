@@ -11,7 +11,7 @@ tagger (the transliteration model, :mod:`g2lstm.translit.model`).
 (``sigmoid(a / tau)`` input and forget gates) or ``g2lstm`` (Gumbel-sigmoid gates in training).
 
 The model protocol (:mod:`g2lstm.protocol`): ``embed(batch)`` -> ``{"tokens": (N, T, E)}`` through
-the ``nn.Embedding`` module (hooks fire; embedding dropout applies in training),
+the ``nn.Embedding`` module (hooks fire; dropout follows in ``extract_features``),
 ``extract_features(batch, embedded)`` -> pooled features ``(N, D)`` (``(N, T, D)`` for ``none``),
 ``output_layer(features)`` -> logits, ``recurrent_layers()`` -> ``{"rnn": G2LSTM}``. A batch's
 ``inputs`` hold ``tokens`` ``(N, T)`` padded with :data:`PAD_ID` and ``lengths`` ``(N,)``.
@@ -68,15 +68,15 @@ class RNNClassifier(nn.Module):
         )
         self.output = nn.Linear(cfg.hidden_dim * (2 if cfg.bidirectional else 1), cfg.num_classes)
 
-    # --- the model protocol
+    # --- the model protocol (g2lstm.protocol)
 
     def embed(self, batch: Batch) -> dict[str, torch.Tensor]:
-        return {"tokens": self.dropout(self.embedding(batch.inputs["tokens"]))}
+        """``{"tokens": (N, T, E)}``, before dropout (applied in :meth:`extract_features`)."""
+        return {"tokens": self.embedding(batch.inputs["tokens"])}
 
     def extract_features(self, batch: Batch, embedded: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        if embedded is None:
-            embedded = self.embed(batch)
-        return self._features(embedded["tokens"], batch.inputs["lengths"])
+        embedded = self.embed(batch) if embedded is None else embedded
+        return self._features(self.dropout(embedded["tokens"]), batch.inputs["lengths"])
 
     def output_layer(self, features: torch.Tensor) -> torch.Tensor:
         return self.output(self.dropout(features))
@@ -84,13 +84,10 @@ class RNNClassifier(nn.Module):
     def recurrent_layers(self) -> dict[str, nn.LSTM]:
         return {"rnn": self.rnn}
 
-    # --- plain use
-
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """tokens (N, T) padded with PAD_ID, lengths (N,) >= 1 -> logits (N, C), or (N, T, C) with
         pooling ``none``."""
-        embedded = self.dropout(self.embedding(tokens))
-        return self.output_layer(self._features(embedded, lengths))
+        return self.output_layer(self.extract_features(Batch({"tokens": tokens, "lengths": lengths})))
 
     def _features(self, embedded: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         packed = pack_padded_sequence(embedded, lengths.cpu(), batch_first=True, enforce_sorted=False)

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from ..config import compose_config
 from ..data.sentiment import Example, load_sentiment, tokenize
 from ..data.symbols import SymbolTable
-from ..runtime import Run, check_finite, load_checkpoint
+from ..runtime import Run, load_checkpoint
 from .model import ClassifierConfig, RNNClassifier
 
 TASK = "classify"
@@ -71,10 +71,11 @@ def evaluate(model: RNNClassifier, table: SymbolTable, examples: Sequence[Exampl
     return {**scores(torch.cat(predicted), labels, model.cfg.num_classes), "sentences": len(examples)}
 
 
-def train(cfg, run_dir: str | Path | None = None) -> dict[str, Any]:
-    """Train (or resume, if ``run_dir`` has a ``last.pt``) and test one run. With
+def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Train (or resume, if ``run_dir`` has a ``last.pt``) and test one run; with the command line's
+    ``overrides`` a resumed run takes its saved config with only those applied. With
     ``stopped='max_steps'`` the result has no test scores: run the folder again to go on."""
-    run = Run(cfg, TASK, run_dir if run_dir is not None else Path("runs/classify") / time.strftime("%Y%m%d-%H%M%S"))
+    run = Run(cfg, TASK, run_dir if run_dir is not None else Path("runs/classify") / time.strftime("%Y%m%d-%H%M%S"), overrides)
     if run.finished:
         return run.result()
     cfg, t = run.cfg, run.cfg["train"]
@@ -114,10 +115,11 @@ def train(cfg, run_dir: str | Path | None = None) -> dict[str, Any]:
             index = epoch_batches[ts["batch_in_epoch"]]
             tokens, lengths = table.batch([train_tokens[i] for i in index])
             loss = F.cross_entropy(model(tokens.to(device), lengths.to(device)), train_labels[index].to(device))
-            check_finite(loss.detach(), run.step)
+            run.check_loss(loss.detach())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t["clip_norm"])
+            run.check_grad_norm(grad_norm)
             optimizer.step()
             run.step += 1
             ts["batch_in_epoch"] += 1

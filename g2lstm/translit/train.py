@@ -25,7 +25,7 @@ from ..classify.train import batches
 from ..config import compose_config
 from ..data.symbols import SymbolTable
 from ..data.translit import Aligned, load_translit, words
-from ..runtime import Run, check_finite, load_checkpoint
+from ..runtime import Run, load_checkpoint
 from .model import Transliterator, transliterator_config
 
 TASK = "translit"
@@ -75,10 +75,11 @@ def evaluate(model: Transliterator, inputs: SymbolTable, outputs: SymbolTable, p
             "characters": chars, "words": all_words}
 
 
-def train(cfg, run_dir: str | Path | None = None) -> dict[str, Any]:
-    """Train (or resume, if ``run_dir`` has a ``last.pt``) and test one run. With
+def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Train (or resume, if ``run_dir`` has a ``last.pt``) and test one run; with the command line's
+    ``overrides`` a resumed run takes its saved config with only those applied. With
     ``stopped='max_steps'`` the result has no test scores: run the folder again to go on."""
-    run = Run(cfg, TASK, run_dir if run_dir is not None else Path("runs/translit") / time.strftime("%Y%m%d-%H%M%S"))
+    run = Run(cfg, TASK, run_dir if run_dir is not None else Path("runs/translit") / time.strftime("%Y%m%d-%H%M%S"), overrides)
     if run.finished:
         return run.result()
     cfg, t = run.cfg, run.cfg["train"]
@@ -122,10 +123,11 @@ def train(cfg, run_dir: str | Path | None = None) -> dict[str, Any]:
             tokens, lengths, targets = encode([data["train"][i] for i in index], inputs, outputs)
             logits = model(tokens.to(device), lengths.to(device))
             loss = F.cross_entropy(logits.flatten(0, 1), targets.to(device).flatten(), ignore_index=IGNORE)
-            check_finite(loss.detach(), run.step)
+            run.check_loss(loss.detach())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t["clip_norm"])
+            run.check_grad_norm(grad_norm)
             optimizer.step()
             run.step += 1
             ts["batch_in_epoch"] += 1
