@@ -113,8 +113,8 @@ def test_a_run_finishes_with_test_and_out_of_domain_scores(tmp_path):
 
     loaded = g2lstm.load(tmp_path / "best.pt")
     assert loaded.task == "classify" and not loaded.model.training and isinstance(loaded.model, InspectableModel)
-    assert loaded.evaluate() == pytest.approx(result["accuracy"])
-    assert loaded.evaluate(split="tweets", metric="macro_f1") == pytest.approx(result["out_of_domain"]["tweets"]["macro_f1"])
+    assert loaded.evaluate() == pytest.approx(100 * result["accuracy"])
+    assert loaded.evaluate(split="tweets", metric="macro_f1") == pytest.approx(100 * result["out_of_domain"]["tweets"]["macro_f1"])
     batch = loaded.encode(["A gorgeous, witty film.", "Dull"])
     assert batch.tokens["tokens"] == [["a", "gorgeous", ",", "witty", "film", "."], ["dull"]]
     assert batch.inputs["lengths"].tolist() == [6, 1] and batch.inputs["tokens"][1, 1:].eq(0).all()

@@ -75,8 +75,8 @@ def test_a_run_finishes_on_the_test_books(tmp_path):
     assert 0.0 < result["char_accuracy"] <= 1.0 and result["words"] > 300  # Philemon: 25 verses
     loaded = g2lstm.load(tmp_path / "best.pt")
     assert loaded.task == "translit" and not loaded.model.training and isinstance(loaded.model, InspectableModel)
-    assert loaded.evaluate() == pytest.approx(result["word_accuracy"])
-    assert loaded.evaluate(metric="char_accuracy") == pytest.approx(result["char_accuracy"])
+    assert loaded.evaluate() == pytest.approx(100 * result["word_accuracy"])
+    assert loaded.evaluate(metric="char_accuracy") == pytest.approx(100 * result["char_accuracy"])
     batch = loaded.encode(["shchi", "da"])
     assert batch.tokens["tokens"] == [list("shchi"), list("da")]
     logits = loaded.model.output_layer(loaded.model.extract_features(batch))

@@ -74,12 +74,12 @@ class ClassificationTask(SequenceTask):
         return self._data
 
     def evaluate(self, model=None, split: str = "test", metric: str = "accuracy", batch_size: int = 256) -> float:
-        """``accuracy`` or ``macro_f1`` on a split of the run's data (default: the test split)."""
+        """``accuracy`` or ``macro_f1`` in percent on a split of the run's data (default: test)."""
         from g2lstm.classify.train import evaluate
 
         if split not in self.data:
             raise KeyError(f"split {split!r} is not in this run's data; it has {sorted(self.data)}")
-        return evaluate(model or self.model, self.table, self.data[split], batch_size)[metric]
+        return 100 * evaluate(model or self.model, self.table, self.data[split], batch_size)[metric]
 
     def test_texts(self) -> list[str]:
         return [e.text for e in self.data["test"]]

@@ -56,10 +56,10 @@ class TransliterationTask(SequenceTask):
         return self._data
 
     def evaluate(self, model=None, split: str = "test", metric: str = "word_accuracy", batch_size: int = 256) -> float:
-        """``word_accuracy`` or ``char_accuracy`` on a split of the run's data (default: test)."""
+        """``word_accuracy`` or ``char_accuracy`` in percent on a split of the run's data (default: test)."""
         from g2lstm.translit.train import evaluate
 
-        return evaluate(model or self.model, self.inputs, self.outputs, self.data[split], batch_size)[metric]
+        return 100 * evaluate(model or self.model, self.inputs, self.outputs, self.data[split], batch_size)[metric]
 
     def test_texts(self) -> list[str]:
         return [p.latin for p in self.data["test"]]
