@@ -5,10 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 case "$1" in
   classify) for seed in 1 2 3; do for cell in lstm sharpened g2lstm; do
-      nice -n 10 python experiments/train_classifier.py experiment=rt_cpu model.cell=$cell seed=$seed \
-        hydra.run.dir=runs/classify/rt_cpu_${cell}_s${seed}; done; done ;;
+      nice -n 10 python experiments/train_classifier.py experiment=rt_small model.cell=$cell seed=$seed \
+        hydra.run.dir=runs/classify/rt_small_${cell}_s${seed}; done; done ;;
   translit) for seed in 1 2; do for cell in lstm sharpened g2lstm; do
-      nice -n 10 python experiments/train_translit.py experiment=nt_cpu model.cell=$cell seed=$seed \
-        hydra.run.dir=runs/translit/nt_cpu_${cell}_s${seed}; done; done ;;
+      nice -n 10 python experiments/train_translit.py experiment=nt_small model.cell=$cell seed=$seed \
+        hydra.run.dir=runs/translit/nt_small_${cell}_s${seed}; done; done ;;
   *) echo "usage: $0 classify|translit" >&2; exit 2 ;;
 esac
