@@ -71,6 +71,64 @@ def evaluate(model: RNNClassifier, table: SymbolTable, examples: Sequence[Exampl
     return {**scores(torch.cat(predicted), labels, model.cfg.num_classes), "sentences": len(examples)}
 
 
+# --- the bookkeeping the classification and transliteration loops share (each keeps its own loop)
+
+
+def optimizer_step(run: Run, model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
+                   clip_norm: float) -> float:
+    """One guarded update: refuse a diverged loss or gradient (Run's guard), clip, step; returns the
+    gradient norm and counts the step."""
+    run.check_loss(loss.detach())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+    run.check_grad_norm(grad_norm)
+    optimizer.step()
+    run.step += 1
+    return float(grad_norm)
+
+
+def keep_best(run: Run, ts: dict, record: dict, key: str, patience: int, save_best) -> None:
+    """Log a validation ``record``; on a better ``record[key]`` call ``save_best()``, and after
+    ``patience`` validations without one set ``ts['stopped']``."""
+    improved = ts["best"] is None or record[key] > ts["best"]
+    ts["best"], ts["bad_evals"] = (record[key], 0) if improved else (ts["best"], ts["bad_evals"] + 1)
+    if improved:
+        save_best()
+    if ts["bad_evals"] >= patience:
+        ts["stopped"] = f"no better validation {key} in {ts['bad_evals']} validations"
+    run.metrics.write(**record, improved=improved)
+    tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+
+
+def after_step(run: Run, ts: dict, t: dict, epoch_size: int, validate, save) -> tuple[bool, str | None]:
+    """Count the batch, validate and save when due (``eval_every`` steps, epoch end, minute budget;
+    ``checkpoint_every`` steps); returns (leave the epoch loop now, the budget reached or None)."""
+    ts["batch_in_epoch"] += 1
+    if ts["batch_in_epoch"] == epoch_size:
+        ts["epoch"], ts["batch_in_epoch"] = ts["epoch"] + 1, 0
+    budget = run.budget_reached()
+    periodic = t["eval_every"] and run.step % t["eval_every"] == 0
+    if periodic or ts["batch_in_epoch"] == 0 or budget == "max_minutes":
+        validate()
+    if periodic or ts["batch_in_epoch"] == 0 or budget or run.step % t["checkpoint_every"] == 0:
+        save()
+    return bool(ts["stopped"] or budget or ts["batch_in_epoch"] == 0), budget
+
+
+def end_training(run: Run, ts: dict, t: dict, budget: str | None, save) -> dict | None:
+    """After the loop: the partial result of a ``max_steps`` stop (no test; the folder goes on when
+    run again), or None once why training ended is recorded and ``last.pt`` saved."""
+    if budget == "max_steps" and ts["stopped"] is None:
+        print(f"stopped at step {run.step} (train.max_steps); run the folder again to go on")
+        return {"run_dir": str(run.dir), "steps": run.step, "epochs": ts["epoch"], "stopped": "max_steps"}
+    if ts["stopped"] is None:
+        ts["stopped"] = f"budget reached ({run.elapsed / 60:.1f} min)" if budget else f"max_epochs={t['max_epochs']} reached"
+    save()
+    print(f"stopped: {ts['stopped']}")
+    return None
+
+
 def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
     """Train (or resume, if ``run_dir`` has a ``last.pt``) and test one run; with the command line's
     ``overrides`` a resumed run takes its saved config with only those applied. With
@@ -94,58 +152,34 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
           f"{len(data['train'])} training sentences, {len(table)} words, run_dir {run.dir}")
 
     def validate() -> None:
-        """Score on the validation split; save best.pt on a better accuracy; stop on a plateau."""
         record = {"split": "valid", "step": run.step, "epoch": ts["epoch"],
                   **evaluate(model, table, data["valid"], t["eval_batch_size"])}
-        improved = ts["best"] is None or record["accuracy"] > ts["best"]
-        ts["best"], ts["bad_evals"] = (record["accuracy"], 0) if improved else (ts["best"], ts["bad_evals"] + 1)
-        if improved:
-            run.save_best(model, **payload)
-        if ts["bad_evals"] >= t["early_stop_patience"]:
-            ts["stopped"] = f"no better validation accuracy in {ts['bad_evals']} validations"
-        run.metrics.write(**record, improved=improved)
-        tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+        keep_best(run, ts, record, "accuracy", t["early_stop_patience"], lambda: run.save_best(model, **payload))
+
+    def save() -> None:
+        run.save(model, optimizer, ts, **payload)
 
     budget = None
     model.train()
     while ts["stopped"] is None and ts["epoch"] < t["max_epochs"] and budget is None:
         epoch_batches = batches(len(train_tokens), t["batch_size"], seed=cfg["seed"] * 100_003 + ts["epoch"])
         bar = run.progress(len(epoch_batches), ts["batch_in_epoch"], f"epoch {ts['epoch'] + 1}")
-        while ts["batch_in_epoch"] < len(epoch_batches):
+        leave = False
+        while not leave:
             index = epoch_batches[ts["batch_in_epoch"]]
             tokens, lengths = table.batch([train_tokens[i] for i in index])
             loss = F.cross_entropy(model(tokens.to(device), lengths.to(device)), train_labels[index].to(device))
-            run.check_loss(loss.detach())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t["clip_norm"])
-            run.check_grad_norm(grad_norm)
-            optimizer.step()
-            run.step += 1
-            ts["batch_in_epoch"] += 1
+            grad_norm = optimizer_step(run, model, optimizer, loss, t["clip_norm"])
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
             if run.step % t["log_every"] == 0:
                 run.metrics.write(split="train", step=run.step, epoch=ts["epoch"], loss=loss.item(),
-                                  grad_norm=float(grad_norm), elapsed=run.elapsed)
-            if ts["batch_in_epoch"] == len(epoch_batches):
-                ts["epoch"], ts["batch_in_epoch"] = ts["epoch"] + 1, 0
-            budget = run.budget_reached()
-            periodic = t["eval_every"] and run.step % t["eval_every"] == 0
-            if periodic or ts["batch_in_epoch"] == 0 or budget == "max_minutes":
-                validate()
-            if periodic or ts["batch_in_epoch"] == 0 or budget or run.step % t["checkpoint_every"] == 0:
-                run.save(model, optimizer, ts, **payload)
-            if ts["stopped"] or budget or ts["batch_in_epoch"] == 0:
-                break
+                                  grad_norm=grad_norm, elapsed=run.elapsed)
+            leave, budget = after_step(run, ts, t, len(epoch_batches), validate, save)
         bar.close()
-    if budget == "max_steps" and ts["stopped"] is None:
-        print(f"stopped at step {run.step} (train.max_steps); run the folder again to go on")
-        return {"run_dir": str(run.dir), "steps": run.step, "epochs": ts["epoch"], "stopped": "max_steps"}
-    if ts["stopped"] is None:
-        ts["stopped"] = f"budget reached ({run.elapsed / 60:.1f} min)" if budget else f"max_epochs={t['max_epochs']} reached"
-    run.save(model, optimizer, ts, **payload)
-    print(f"stopped: {ts['stopped']}")
+    partial = end_training(run, ts, t, budget, save)
+    if partial is not None:
+        return partial
 
     model.load_state_dict(load_checkpoint(run.best_path)["model"])
     test = {name: evaluate(model, table, examples, t["eval_batch_size"])

@@ -19,9 +19,8 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from ..classify.train import batches
+from ..classify.train import after_step, batches, end_training, keep_best, optimizer_step
 from ..config import compose_config
 from ..data.symbols import SymbolTable
 from ..data.translit import Aligned, load_translit, words
@@ -101,59 +100,34 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
           f"{len(data['train'])} training pieces, {len(inputs)} input / {len(outputs)} output symbols, run_dir {run.dir}")
 
     def validate() -> None:
-        """Score on the validation books; save best.pt on a better word accuracy; stop on a plateau."""
         record = {"split": "valid", "step": run.step, "epoch": ts["epoch"],
                   **evaluate(model, inputs, outputs, valid, t["eval_batch_size"])}
-        improved = ts["best"] is None or record["word_accuracy"] > ts["best"]
-        ts["best"], ts["bad_evals"] = (record["word_accuracy"], 0) if improved else (ts["best"], ts["bad_evals"] + 1)
-        if improved:
-            run.save_best(model, **payload)
-        if ts["bad_evals"] >= t["early_stop_patience"]:
-            ts["stopped"] = f"no better validation word accuracy in {ts['bad_evals']} validations"
-        run.metrics.write(**record, improved=improved)
-        tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+        keep_best(run, ts, record, "word_accuracy", t["early_stop_patience"], lambda: run.save_best(model, **payload))
+
+    def save() -> None:
+        run.save(model, optimizer, ts, **payload)
 
     budget = None
     model.train()
     while ts["stopped"] is None and ts["epoch"] < t["max_epochs"] and budget is None:
         epoch_batches = batches(len(data["train"]), t["batch_size"], seed=cfg["seed"] * 100_003 + ts["epoch"])
         bar = run.progress(len(epoch_batches), ts["batch_in_epoch"], f"epoch {ts['epoch'] + 1}")
-        while ts["batch_in_epoch"] < len(epoch_batches):
-            index = epoch_batches[ts["batch_in_epoch"]]
-            tokens, lengths, targets = encode([data["train"][i] for i in index], inputs, outputs)
+        leave = False
+        while not leave:
+            tokens, lengths, targets = encode([data["train"][i] for i in epoch_batches[ts["batch_in_epoch"]]], inputs, outputs)
             logits = model(tokens.to(device), lengths.to(device))
             loss = F.cross_entropy(logits.flatten(0, 1), targets.to(device).flatten(), ignore_index=IGNORE)
-            run.check_loss(loss.detach())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t["clip_norm"])
-            run.check_grad_norm(grad_norm)
-            optimizer.step()
-            run.step += 1
-            ts["batch_in_epoch"] += 1
+            grad_norm = optimizer_step(run, model, optimizer, loss, t["clip_norm"])
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
             if run.step % t["log_every"] == 0:
                 run.metrics.write(split="train", step=run.step, epoch=ts["epoch"], loss=loss.item(),
-                                  grad_norm=float(grad_norm), elapsed=run.elapsed)
-            if ts["batch_in_epoch"] == len(epoch_batches):
-                ts["epoch"], ts["batch_in_epoch"] = ts["epoch"] + 1, 0
-            budget = run.budget_reached()
-            periodic = t["eval_every"] and run.step % t["eval_every"] == 0
-            if periodic or ts["batch_in_epoch"] == 0 or budget == "max_minutes":
-                validate()
-            if periodic or ts["batch_in_epoch"] == 0 or budget or run.step % t["checkpoint_every"] == 0:
-                run.save(model, optimizer, ts, **payload)
-            if ts["stopped"] or budget or ts["batch_in_epoch"] == 0:
-                break
+                                  grad_norm=grad_norm, elapsed=run.elapsed)
+            leave, budget = after_step(run, ts, t, len(epoch_batches), validate, save)
         bar.close()
-    if budget == "max_steps" and ts["stopped"] is None:
-        print(f"stopped at step {run.step} (train.max_steps); run the folder again to go on")
-        return {"run_dir": str(run.dir), "steps": run.step, "epochs": ts["epoch"], "stopped": "max_steps"}
-    if ts["stopped"] is None:
-        ts["stopped"] = f"budget reached ({run.elapsed / 60:.1f} min)" if budget else f"max_epochs={t['max_epochs']} reached"
-    run.save(model, optimizer, ts, **payload)
-    print(f"stopped: {ts['stopped']}")
+    partial = end_training(run, ts, t, budget, save)
+    if partial is not None:
+        return partial
 
     model.load_state_dict(load_checkpoint(run.best_path)["model"])
     test = evaluate(model, inputs, outputs, data["test"], t["eval_batch_size"])
