@@ -1,5 +1,7 @@
 """The sentence classifier: pooling, a tiny model overfits, resume is bit-exact, a run finishes."""
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -128,3 +130,21 @@ def test_a_run_finishes_with_test_and_out_of_domain_scores(tmp_path):
     assert loaded.predict(["A gorgeous, witty film."])[0] in ("negative", "positive")
     stats = diagnostics.collect_gate_stats(loaded.model, *loaded.gate_batches(sentences=20, batch_size=8))
     assert stats.counts
+
+
+def test_report_of_finished_runs(tmp_path):
+    from g2lstm.classify.report import collect, markdown
+
+    for cell, seed, accuracy in [("g2lstm", 1, 0.70), ("lstm", 1, 0.60), ("lstm", 2, 0.64)]:
+        run = tmp_path / f"{cell}_{seed}"
+        run.mkdir()
+        (run / "config.yaml").write_text(f"seed: {seed}\n")
+        (run / "results.json").write_text(json.dumps({
+            "task": "classify", "cell": cell, "steps": 10, "epochs": 1, "train_minutes": 0.5, "stopped": "x",
+            "accuracy": accuracy, "macro_f1": accuracy - 0.01, "out_of_domain": {"tweets": {"accuracy": 0.5}}}))
+    rows = collect(tmp_path)
+    assert [(r["cell"], r["seed"]) for r in rows] == [("g2lstm", 1), ("lstm", 1), ("lstm", 2)]
+    text = markdown(rows)
+    assert "| lstm | 1 | 10 | 0.5 | 60.00 | 59.00 | 50.00 |" in text  # lstm before g2lstm, in percent
+    assert "| lstm | 2 | 62.0 ± 2.8 | 61.0 ± 2.8 | 50.0 ± 0.0 |" in text
+    assert text.index("| lstm | 1 |") < text.index("| g2lstm | 1 |")

@@ -1,0 +1,78 @@
+"""Tables of finished classification / transliteration runs, from their ``results.json`` files.
+
+    python -m g2lstm.classify.report RUNS_FOLDER OUTPUT_PREFIX
+
+writes ``OUTPUT_PREFIX.json`` (one row per run) and ``OUTPUT_PREFIX.md`` (per run, then mean ±
+sample standard deviation per cell); scores in percent.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from g2lstm.report import _mean_std, model_order
+
+# task -> the scores of a row: (column title, how to read it from results.json)
+SCORES = {
+    "classify": [("test acc", lambda r: r["accuracy"]), ("test macro-F1", lambda r: r["macro_f1"])]
+    + [(f"{name} acc", (lambda n: lambda r: r["out_of_domain"][n]["accuracy"])(name))
+       for name in ("tweets", "amazonReviewSnippets", "nytEditorialSnippets")],
+    "translit": [("test char acc", lambda r: r["char_accuracy"]), ("test word acc", lambda r: r["word_accuracy"])],
+}
+
+
+def collect(root: str | Path) -> list[dict]:
+    rows = []
+    for path in sorted(Path(root).rglob("results.json")):
+        result = json.loads(path.read_text(encoding="utf-8"))
+        scores = {}
+        for title, read in SCORES.get(result.get("task"), []):
+            try:
+                scores[title] = 100 * read(result)
+            except KeyError:
+                continue  # an out-of-domain set the run did not score
+        rows.append({"run_dir": str(path.parent), "task": result["task"], "cell": result["cell"],
+                     "seed": _seed(path.parent), "steps": result["steps"], "epochs": result["epochs"],
+                     "train_minutes": result["train_minutes"], "stopped": result["stopped"], **scores})
+    if not rows:
+        raise FileNotFoundError(f"no finished runs (results.json) under {root}")
+    return rows
+
+
+def _seed(run_dir: Path) -> int:
+    from omegaconf import OmegaConf
+
+    return int(OmegaConf.load(run_dir / "config.yaml").seed)
+
+
+def markdown(rows: list[dict]) -> str:
+    titles = [t for t, _ in SCORES[rows[0]["task"]] if any(t in r for r in rows)]
+    rows = sorted(rows, key=lambda r: (model_order(r["cell"]), r["seed"]))
+    lines = ["| cell | seed | steps | train min | " + " | ".join(titles) + " |", "|---" * (4 + len(titles)) + "|"]
+    for r in rows:
+        lines.append(f"| {r['cell']} | {r['seed']} | {r['steps']} | {r['train_minutes']:.1f} | "
+                     + " | ".join(f"{r[t]:.2f}" if t in r else "-" for t in titles) + " |")
+    lines += ["", "| cell | runs | " + " | ".join(f"{t} (mean ± std)" for t in titles) + " |",
+              "|---" * (2 + len(titles)) + "|"]
+    for cell in dict.fromkeys(r["cell"] for r in rows):
+        group = [r for r in rows if r["cell"] == cell]
+        lines.append(f"| {cell} | {len(group)} | " + " | ".join(
+            _mean_std([r[t] for r in group if t in r]) for t in titles) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 2:
+        raise SystemExit("usage: python -m g2lstm.classify.report RUNS_FOLDER OUTPUT_PREFIX")
+    rows = collect(argv[0])
+    out = Path(argv[1])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
+    out.with_suffix(".md").write_text(markdown(rows))
+    print(markdown(rows))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
