@@ -27,7 +27,8 @@ import torch
 from torch import nn
 
 from .protocol import lstm_layers
-from .reference import GATE_NAMES
+from .reference import GATE_NAMES  # the row-block order of nn.LSTM's stacked weights
+
 _GATE_WEIGHT = re.compile(r"^weight_(ih|hh)_l(\d+)(_reverse)?$")
 
 

@@ -1,10 +1,8 @@
 """Gate diagnostics: how close to 0 or 1 the gates of a trained model sit, as in the paper.
 
-The model runs unchanged; forward hooks only record what each LSTM layer (``nn.LSTM`` or
-``G2LSTM``) receives. Each call is then replayed layer by layer with the reference
-(:func:`g2lstm.reference.lstm_direction` with ``record_gates=True``) in evaluation mode, and the
-replay is checked against the layer's own output, so the recorded gates are the ones that
-produced the model's results.
+Statistics and plots over :mod:`g2lstm.trace`: the model runs unchanged in evaluation mode under
+:func:`g2lstm.trace.record`, which checks that its recorded gates are the ones that produced the
+model's results.
 
 - :func:`collect_gate_stats` histograms (10 bins of width 0.1), saturation shares (< 0.1, > 0.9)
   and means of the input, forget and output gates per layer over a data set;
@@ -18,137 +16,17 @@ import json
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
-from .reference import GateSpec, lstm_direction
+from . import trace
+from .reference import GATE_NAMES, SIGMOID_GATES
 
-RECORDED_GATES = ("input", "forget", "output")  # the order of lstm_direction's recorded gates
+RECORDED_GATES = tuple(GATE_NAMES[k] for k in SIGMOID_GATES)  # the gates GateStats keeps, in order
 BINS = 10  # width 0.1 on [0, 1], as the paper's histograms
 LOW, HIGH = 0.1, 0.9
-
-
-def gate_spec_of(lstm: nn.LSTM) -> GateSpec:
-    """How ``lstm`` computes its gates: a ``G2LSTM``'s own spec, else a plain LSTM's."""
-    spec = getattr(lstm, "gate_spec", None)
-    if isinstance(spec, GateSpec):
-        return spec
-    if type(lstm) is not nn.LSTM:
-        raise TypeError(f"cannot tell how {type(lstm).__name__} computes its gates (no `gate_spec`)")
-    return GateSpec(gates="sigmoid", stochastic=())
-
-
-def _layer_weights(lstm: nn.LSTM, layer: int, reverse: bool):
-    suffix = f"_l{layer}" + ("_reverse" if reverse else "")
-    get = lambda name: getattr(lstm, name + suffix, None)  # noqa: E731
-    return get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh"), get("weight_hr")
-
-
-@torch.no_grad()
-def replay_lstm(lstm: nn.LSTM, input, hx=None):
-    """Recompute ``lstm(input, hx)`` in evaluation mode with the reference, recording the gates.
-
-    Returns ``(output, (h_n, c_n), gates, mask)``: output and states as the module returns them
-    (output padded ``(T, N, D*H_out)`` time-major when ``input`` is packed), ``gates`` a list over
-    layers of lists over directions of ``(T, N, 3, H)`` tensors, and ``mask`` ``(T, N)`` of the
-    steps that are real tokens (not padding).
-    """
-    spec = gate_spec_of(lstm)
-    lengths = None
-    if isinstance(input, PackedSequence):
-        x, lengths = pad_packed_sequence(input)
-    else:
-        x = input.transpose(0, 1) if lstm.batch_first and input.dim() == 3 else input
-    unbatched = x.dim() == 2
-    if unbatched:
-        x = x.unsqueeze(1)
-    steps, batch = x.shape[:2]
-    directions = 2 if lstm.bidirectional else 1
-    h_out = lstm.proj_size or lstm.hidden_size
-    if hx is None:
-        h0 = x.new_zeros(lstm.num_layers * directions, batch, h_out)
-        c0 = x.new_zeros(lstm.num_layers * directions, batch, lstm.hidden_size)
-    else:
-        h0, c0 = (s.unsqueeze(1) for s in hx) if unbatched else hx
-    mask = torch.ones(steps, batch, dtype=torch.bool, device=x.device)
-    if lengths is not None:
-        mask = torch.arange(steps).unsqueeze(1) < lengths.unsqueeze(0)
-        mask = mask.to(x.device)
-
-    gates, h_n, c_n = [], [], []
-    layer_input = x
-    for layer in range(lstm.num_layers):
-        outputs, layer_gates = [], []
-        for d in range(directions):
-            w_ih, w_hh, b_ih, b_hh, w_hr = _layer_weights(lstm, layer, reverse=d == 1)
-            x_proj = layer_input @ w_ih.t()
-            if b_ih is not None:
-                x_proj = x_proj + b_ih + b_hh
-            k = layer * directions + d
-            out, h, c, g = lstm_direction(
-                x_proj, h0[k], c0[k], w_hh, w_hr, spec, training=False, noise=None,
-                lengths=lengths, reverse=d == 1, record_gates=True,
-            )
-            outputs.append(out)
-            layer_gates.append(g)
-            h_n.append(h)
-            c_n.append(c)
-        layer_input = torch.cat(outputs, dim=-1)  # no inter-layer dropout in evaluation
-        gates.append(layer_gates)
-    output, h_n, c_n = layer_input, torch.stack(h_n), torch.stack(c_n)
-    if unbatched:
-        output, h_n, c_n = output.squeeze(1), h_n.squeeze(1), c_n.squeeze(1)
-    elif lstm.batch_first and lengths is None:
-        output = output.transpose(0, 1)
-    return output, (h_n, c_n), gates, mask
-
-
-def _module_output(output):
-    out, (h_n, c_n) = output
-    if isinstance(out, PackedSequence):
-        out = pad_packed_sequence(out)[0]
-    return out, h_n, c_n
-
-
-@contextmanager
-def _recording(model: nn.Module, on_call: Callable[[str, nn.LSTM, Any, Any, Any], None]):
-    """Call ``on_call(name, lstm, input, hx, output)`` after every LSTM layer's forward; evaluation
-    mode inside, the model's own modes restored after."""
-    modes = {m: m.training for m in model.modules()}
-    handles = []
-    for name, module in model.named_modules():
-        if isinstance(module, nn.LSTM):
-            def hook(m, args, kwargs, output, name=name):
-                input = args[0] if args else kwargs["input"]
-                hx = args[1] if len(args) > 1 else kwargs.get("hx")
-                on_call(name, m, input, hx, output)
-            handles.append(module.register_forward_hook(hook, with_kwargs=True))
-    if not handles:
-        raise ValueError(f"expected a module containing nn.LSTM or G2LSTM layers, got {type(model).__name__} with none")
-    model.eval()
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-        for m, mode in modes.items():
-            m.train(mode)
-
-
-def _checked_replay(name, lstm, input, hx, output, atol):
-    out, (h_n, c_n), gates, mask = replay_lstm(lstm, input, hx)
-    expected = _module_output(output)
-    for what, mine, theirs in zip(("output", "h_n", "c_n"), (out, h_n, c_n), expected):
-        if not torch.allclose(mine, theirs, atol=atol, rtol=1e-4):
-            diff = (mine - theirs).abs().max().item()
-            raise RuntimeError(
-                f"gate replay of layer '{name}' does not reproduce its {what} (max diff {diff:.3g}); "
-                "the recorded gates would not be the model's"
-            )
-    return gates, mask
 
 
 def _default_forward(model, batch):
@@ -230,10 +108,28 @@ class GateStats:
         return stats
 
 
-def _layer_keys(name: str, gates: list[list[torch.Tensor]]):
-    for layer, per_direction in enumerate(gates):
-        for d, g in enumerate(per_direction):
-            yield f"{name or 'lstm'}/l{layer}" + ("_reverse" if d else ""), g
+@contextmanager
+def _evaluation(model: nn.Module) -> Iterator[None]:
+    """Evaluation mode inside, the model's own modes restored after."""
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes.items():
+            m.train(mode)
+
+
+def _traced(model: nn.Module, batch, forward: Callable | None, atol: float) -> trace.Trace:
+    """The trace of ``forward(model, batch)`` (default ``model(batch)`` / ``model(*batch)``)."""
+    with trace.record(model, atol=atol) as recorded:
+        (forward or _default_forward)(model, batch)
+    return recorded
+
+
+def _recorded_gates(layer: trace.LayerTrace) -> torch.Tensor:
+    """``(T, N, 3, H)``: the gates of :data:`RECORDED_GATES`."""
+    return torch.stack([layer.gate(name) for name in RECORDED_GATES], dim=2)
 
 
 @torch.no_grad()
@@ -241,17 +137,11 @@ def collect_gate_stats(model: nn.Module, batches: Iterable, forward: Callable | 
                        atol: float = 1e-4) -> GateStats:
     """Run ``forward(model, batch)`` (default ``model(batch)`` / ``model(*batch)``) over
     ``batches`` in evaluation mode and gather the statistics of every LSTM layer's gates."""
-    forward = forward or _default_forward
     stats = GateStats()
-
-    def on_call(name, lstm, input, hx, output):
-        gates, mask = _checked_replay(name, lstm, input, hx, output, atol)
-        for key, g in _layer_keys(name, gates):
-            stats.add(key, g, mask)
-
-    with _recording(model, on_call):
+    with _evaluation(model):
         for batch in batches:
-            forward(model, batch)
+            for layer in _traced(model, batch, forward, atol):
+                stats.add(layer.key, _recorded_gates(layer), layer.mask)
     if not stats.counts:
         raise ValueError("no LSTM layer ran: the data set was empty or forward() skipped the LSTMs")
     return stats
@@ -262,22 +152,17 @@ def token_gate_averages(model: nn.Module, batch, forward: Callable | None = None
                         atol: float = 1e-4) -> dict[str, torch.Tensor]:
     """For one sentence (a batch of one), each layer's gates averaged over hidden units per token.
 
-    Returns ``{layer key: (calls x T, 3) tensor}``: for a layer called several times (a decoder
-    stepping one token at a time) the calls are concatenated along time.
+    Returns ``{layer key: (T, 3) tensor}`` over the real steps; for a layer called several times
+    (a decoder stepping one token at a time) the calls are joined along time.
     """
-    forward = forward or _default_forward
-    averages: dict[str, list[torch.Tensor]] = {}
-
-    def on_call(name, lstm, input, hx, output):
-        gates, mask = _checked_replay(name, lstm, input, hx, output, atol)
-        for key, g in _layer_keys(name, gates):
-            if g.shape[1] != 1:
-                raise ValueError(f"token_gate_averages expects a batch of one sentence, got {g.shape[1]}")
-            averages.setdefault(key, []).append(g[mask[:, 0], 0].mean(-1))  # (T, 3)
-
-    with _recording(model, on_call):
-        forward(model, batch)
-    return {key: torch.cat(parts) for key, parts in averages.items()}
+    averages = {}
+    with _evaluation(model):
+        recorded = _traced(model, batch, forward, atol)
+    for layer in recorded:
+        if layer.mask.shape[1] != 1:
+            raise ValueError(f"token_gate_averages expects a batch of one sentence, got {layer.mask.shape[1]}")
+        averages[layer.key] = _recorded_gates(layer)[layer.mask[:, 0], 0].mean(-1)  # (T, 3)
+    return averages
 
 
 def plot_histograms(stats: dict[str, GateStats], path: str | Path, gates=("input", "forget"),

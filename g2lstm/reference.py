@@ -26,13 +26,15 @@ with ``L = log U - log(1 - U)`` and ``B ~ Bernoulli(p)`` from :mod:`g2lstm.noise
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Sequence
 
 import torch
 
 from .noise import NoiseKey, gate_noise
 
 GATE_NAMES = ("input", "forget", "cell", "output")  # the row blocks of W_ih / W_hh, in order
+SIGMOID_GATES = (0, 1, 3)  # input, forget, output: the blocks that pass through a gate function
 GATE_MODES = ("gumbel", "sigmoid", "sharpened")
 EVAL_GATES = ("soft", "hard")
 
@@ -58,7 +60,7 @@ class GateSpec:
             raise ValueError(f"eval_gates must be one of {EVAL_GATES}, got {self.eval_gates!r}")
         if not self.tau > 0:
             raise ValueError(f"tau must be a positive temperature, got {self.tau}")
-        if 2 in self.stochastic or any(k not in (0, 1, 3) for k in self.stochastic):
+        if any(k not in SIGMOID_GATES for k in self.stochastic):
             raise ValueError(
                 f"stochastic gates must be among input (0), forget (1), output (3); got {self.stochastic}"
             )
@@ -94,22 +96,57 @@ def cell_step(
     spec: GateSpec,
     training: bool,
     noise: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """One LSTM step from the pre-activations ``a`` (N, 4H) and cell ``c`` (N, H).
 
     ``noise`` is ``None`` or (N, G, H) for the G stochastic gates in the order of
-    ``spec.stochastic``. Returns ``(o * tanh(c'), c', (i, f, o))`` (before any projection).
+    ``spec.stochastic``. Returns ``(o * tanh(c'), c', (i, f, g, o))`` (before any projection).
     """
     blocks = a.chunk(4, dim=-1)
     values = []
-    for k in (0, 1, 3):
+    for k in SIGMOID_GATES:
         gate_noise_k = None
         if noise is not None and k in spec.stochastic:
             gate_noise_k = noise[:, spec.stochastic.index(k)]
         values.append(gate_activation(blocks[k], k, spec, training, gate_noise_k))
     i, f, o = values
-    c_new = f * c + i * torch.tanh(blocks[2])
-    return o * torch.tanh(c_new), c_new, (i, f, o)
+    g = torch.tanh(blocks[2])
+    c_new = f * c + i * g
+    return o * torch.tanh(c_new), c_new, (i, f, g, o)
+
+
+def step_mask(lengths: torch.Tensor | None, steps: int, device) -> torch.Tensor | None:
+    """``(T, N)`` bool, True where step ``t`` is inside row ``n``'s sequence; None for no lengths.
+
+    The one definition of which padded steps are real: the reference, the fused kernels and
+    :mod:`g2lstm.trace` all use it.
+    """
+    if lengths is None:
+        return None
+    return torch.arange(steps, device=device).unsqueeze(1) < lengths.to(device).unsqueeze(0)
+
+
+@dataclass(eq=False)  # tensors: compare values with torch, not ==
+class StepRecord:
+    """The per-step values of one layer direction, each time-major ``(T, N, ·)``.
+
+    ``h`` (projected when the layer has a projection) and ``c`` are the states after each step;
+    ``i, f, g, o`` the values of the input, forget, cell-candidate and output gates that step
+    used. At padding steps the states are carried unchanged and the gates are 0.
+    """
+
+    h: torch.Tensor
+    c: torch.Tensor
+    i: torch.Tensor
+    f: torch.Tensor
+    g: torch.Tensor
+    o: torch.Tensor
+
+    @classmethod
+    def join(cls, records: Sequence[StepRecord], stack: bool = False) -> StepRecord:
+        """The records concatenated along time (``stack``: stacked, each record one step)."""
+        combine = torch.stack if stack else torch.cat
+        return cls(**{f.name: combine([getattr(r, f.name) for r in records]) for f in fields(cls)})
 
 
 def lstm_direction(
@@ -123,7 +160,7 @@ def lstm_direction(
     noise: NoiseKey | None = None,
     lengths: torch.Tensor | None = None,
     reverse: bool = False,
-    record_gates: bool = False,
+    record: bool = False,
 ):
     """Run one direction of one layer over a whole (padded) sequence.
 
@@ -137,10 +174,11 @@ def lstm_direction(
             Steps past a row's length leave its state unchanged and output zeros, so a reverse
             pass starts each row at its own last step.
         reverse: run from the last step to the first.
-        record_gates: also return the gate values ``(T, N, 3, H)`` of (input, forget, output).
+        record: also return a :class:`StepRecord` of every step's states and gates.
 
     Returns:
-        ``(output (T, N, H_out), h_T (N, H_out), c_T (N, H))`` and the gates if recorded.
+        ``(output (T, N, H_out), h_T (N, H_out), c_T (N, H))``, and the :class:`StepRecord` if
+        ``record``.
     """
     steps, batch = x_proj.shape[:2]
     hidden = c0.shape[-1]
@@ -149,14 +187,11 @@ def lstm_direction(
         noise_values = gate_noise(
             noise, steps, batch, len(spec.stochastic), hidden, x_proj.device, x_proj.dtype
         )
-    active = None
-    if lengths is not None:
-        steps_index = torch.arange(steps, device=x_proj.device).unsqueeze(1)
-        active = (steps_index < lengths.to(x_proj.device).unsqueeze(0)).unsqueeze(-1)  # (T, N, 1)
+    active = step_mask(lengths, steps, x_proj.device)
 
     h, c = h0, c0
     outputs: list[torch.Tensor | None] = [None] * steps
-    gates: list[torch.Tensor | None] = [None] * steps
+    records: list[StepRecord | None] = [None] * steps
     for t in range(steps - 1, -1, -1) if reverse else range(steps):
         a = torch.addmm(x_proj[t], h, w_hh.t())
         noise_t = None
@@ -168,12 +203,15 @@ def lstm_direction(
         if active is None:
             h, c, outputs[t] = h_new, c_new, h_new
         else:
-            h = torch.where(active[t], h_new, h)
-            c = torch.where(active[t], c_new, c)
-            outputs[t] = torch.where(active[t], h_new, torch.zeros_like(h_new))
-        if record_gates:
-            gates[t] = torch.stack(gate_values, dim=1)
+            keep = active[t].unsqueeze(-1)
+            h = torch.where(keep, h_new, h)
+            c = torch.where(keep, c_new, c)
+            outputs[t] = torch.where(keep, h_new, torch.zeros_like(h_new))
+            if record:
+                gate_values = tuple(torch.where(keep, v, torch.zeros_like(v)) for v in gate_values)
+        if record:
+            records[t] = StepRecord(h, c, *gate_values)
     result = (torch.stack(outputs), h, c)
-    if record_gates:
-        return result + (torch.stack(gates),)
+    if record:
+        return result + (StepRecord.join(records, stack=True),)
     return result

@@ -11,9 +11,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence
 
 from . import kernels
+from .inputs import SequenceBatch, normalize
 from .noise import NOISE_MODES, NoiseKey, draw_seed, gate_noise
 from .reference import GATE_NAMES, GateSpec, cell_step
 
@@ -244,27 +245,13 @@ class G2LSTM(_G2Options, nn.LSTM):
     def _forward_g2(self, input, hx):
         num_directions = 2 if self.bidirectional else 1
         real_hidden_size = self.proj_size if self.proj_size > 0 else self.hidden_size
-        lengths = None
         is_packed = isinstance(input, PackedSequence)
-        is_batched = True
-        batch_dim = 0 if self.batch_first else 1
         if is_packed:
             self.check_input(input.data, input.batch_sizes)
-            x, lengths = pad_packed_sequence(input)  # (T, N, I), rows in the caller's order
-        else:
-            if input.dim() not in (2, 3):
-                raise ValueError(f"G2LSTM: Expected input to be 2D or 3D, got {input.dim()}D instead")
-            is_batched = input.dim() == 3
-            if not is_batched:
-                input = input.unsqueeze(batch_dim)
-            x = input.transpose(0, 1) if self.batch_first else input
-        if hx is None:
-            shape = (self.num_layers * num_directions, x.shape[1])
-            hx = (
-                x.new_zeros(shape + (real_hidden_size,)),
-                x.new_zeros(shape + (self.hidden_size,)),
-            )
-        else:
+        elif input.dim() not in (2, 3):
+            raise ValueError(f"G2LSTM: Expected input to be 2D or 3D, got {input.dim()}D instead")
+        is_batched = is_packed or input.dim() == 3
+        if hx is not None:
             expected_dim = 3 if is_batched else 2
             if hx[0].dim() != expected_dim or hx[1].dim() != expected_dim:
                 kind = "batched 3-D" if is_batched else "unbatched 2-D"
@@ -272,68 +259,18 @@ class G2LSTM(_G2Options, nn.LSTM):
                     f"For {kind} input, hx and cx should also be {expected_dim}-D "
                     f"but got ({hx[0].dim()}-D, {hx[1].dim()}-D) tensors"
                 )
-            if not is_batched:
-                hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
+        batch = normalize(self, input, hx)
         if is_packed:
             # check against the padded layout: the batch is the number of sequences.
-            self.check_hidden_size(hx[0], (self.num_layers * num_directions, x.shape[1], real_hidden_size),
+            size = batch.x.shape[1]
+            self.check_hidden_size(batch.hx[0], (self.num_layers * num_directions, size, real_hidden_size),
                                    "Expected hidden[0] size {}, got {}")
-            self.check_hidden_size(hx[1], (self.num_layers * num_directions, x.shape[1], self.hidden_size),
+            self.check_hidden_size(batch.hx[1], (self.num_layers * num_directions, size, self.hidden_size),
                                    "Expected hidden[1] size {}, got {}")
         else:
-            self.check_forward_args(input, hx, None)
-
-        output, h_n, c_n = self._run_layers(x, hx, lengths)
-
-        if is_packed:
-            if input.sorted_indices is not None:
-                output = output.index_select(1, input.sorted_indices)
-                lengths = lengths.index_select(0, input.sorted_indices.cpu())
-            data = pack_padded_sequence(output, lengths, enforce_sorted=True).data
-            output = PackedSequence(data, input.batch_sizes, input.sorted_indices, input.unsorted_indices)
-            return output, (h_n, c_n)
-        if self.batch_first:
-            output = output.transpose(0, 1)
-        if not is_batched:
-            return output.squeeze(batch_dim), (h_n.squeeze(1), c_n.squeeze(1))
-        return output, (h_n, c_n)
-
-    def _layer_weights(self, layer: int, direction: int):
-        suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
-        w_ih = getattr(self, "weight_ih" + suffix)
-        w_hh = getattr(self, "weight_hh" + suffix)
-        bias = getattr(self, "bias_ih" + suffix) + getattr(self, "bias_hh" + suffix) if self.bias else None
-        w_hr = getattr(self, "weight_hr" + suffix) if self.proj_size > 0 else None
-        return w_ih, w_hh, bias, w_hr
-
-    def _run_layers(self, x, hx, lengths):
-        """All layers and directions over the padded, time-major input ``x`` (T, N, I)."""
-        spec = self.gate_spec
-        num_directions = 2 if self.bidirectional else 1
-        run_direction = kernels.IMPLEMENTATIONS[kernels.select_impl(self.impl, x.device)]
-        seed = draw_seed() if self._noise_active() else None
-        layer_input = x
-        h_n, c_n = [], []
-        for layer in range(self.num_layers):
-            outputs = []
-            for direction in range(num_directions):
-                index = layer * num_directions + direction
-                w_ih, w_hh, bias, w_hr = self._layer_weights(layer, direction)
-                if self.training and self.weight_drop > 0:
-                    w_hh = F.dropout(w_hh, self.weight_drop, training=True)
-                x_proj = F.linear(layer_input, w_ih, bias)
-                key = None if seed is None else NoiseKey(seed, index, self.noise_p, self.noise_mode)
-                out, h, c = run_direction(
-                    x_proj, hx[0][index], hx[1][index], w_hh, w_hr, spec, self.training,
-                    key, lengths, direction == 1,
-                )
-                outputs.append(out)
-                h_n.append(h)
-                c_n.append(c)
-            layer_input = outputs[0] if num_directions == 1 else torch.cat(outputs, dim=-1)
-            if self.dropout > 0 and self.training and layer < self.num_layers - 1:
-                layer_input = F.dropout(layer_input, self.dropout, training=True)
-        return layer_input, torch.stack(h_n), torch.stack(c_n)
+            self.check_forward_args(batch.input, batch.hx, None)
+        run_direction = kernels.IMPLEMENTATIONS[kernels.select_impl(self.impl, batch.x.device)]
+        return batch.restore(*run_layers(self, batch, run_direction))
 
 
 class G2LSTMCell(_G2Options, nn.LSTMCell):
@@ -435,6 +372,71 @@ def _lstm_config(lstm: nn.LSTM) -> dict:
         bidirectional=lstm.bidirectional,
         proj_size=lstm.proj_size,
     )
+
+
+def gate_spec_of(lstm: nn.LSTM) -> GateSpec:
+    """How ``lstm`` computes its gates: a ``G2LSTM``'s own spec, else a plain LSTM's."""
+    if isinstance(lstm, G2LSTM):
+        return lstm.gate_spec
+    if type(lstm) is not nn.LSTM:
+        raise TypeError(f"cannot tell how {type(lstm).__name__} computes its gates: expected nn.LSTM or G2LSTM")
+    return GateSpec(gates="sigmoid", stochastic=())
+
+
+def layer_weights(lstm: nn.LSTM, layer: int, direction: int):
+    """``(W_ih, W_hh, b_ih + b_hh or None, W_hr or None)`` of one layer direction."""
+    suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
+    w_ih = getattr(lstm, "weight_ih" + suffix)
+    w_hh = getattr(lstm, "weight_hh" + suffix)
+    bias = getattr(lstm, "bias_ih" + suffix) + getattr(lstm, "bias_hh" + suffix) if lstm.bias else None
+    w_hr = getattr(lstm, "weight_hr" + suffix) if lstm.proj_size > 0 else None
+    return w_ih, w_hh, bias, w_hr
+
+
+def run_layers(lstm: nn.LSTM, batch: SequenceBatch, run_direction):
+    """All layers and directions of ``lstm`` (an ``nn.LSTM`` or ``G2LSTM``) over ``batch``, with
+    ``run_direction`` (an implementation of :func:`g2lstm.reference.lstm_direction`) for each
+    layer direction, called in the order layer 0 forward, layer 0 reverse, layer 1 forward, ...
+
+    Returns ``(output (T, N, D * H_out), h_n, c_n)``. Random numbers are drawn as torch's fused
+    LSTM draws them on the CPU: the gate-noise seed, then the weight-drop masks of every ``W_hh``
+    in parameter order, then inter-layer dropout on the layer output, in the packed layout when the
+    input is packed; so a trace of an ``nn.LSTM`` in training reproduces its dropout.
+    """
+    spec = gate_spec_of(lstm)
+    training = lstm.training
+    num_directions = 2 if lstm.bidirectional else 1
+    noisy = isinstance(lstm, G2LSTM) and lstm._noise_active()
+    seed = draw_seed() if noisy else None
+    weights = [layer_weights(lstm, layer, direction)
+               for layer in range(lstm.num_layers) for direction in range(num_directions)]
+    weight_drop = getattr(lstm, "weight_drop", 0.0) if training else 0.0
+    if weight_drop > 0:
+        weights = [(w_ih, F.dropout(w_hh, weight_drop, training=True), bias, w_hr)
+                   for w_ih, w_hh, bias, w_hr in weights]
+    layer_input = batch.x
+    h_n, c_n = [], []
+    for layer in range(lstm.num_layers):
+        outputs = []
+        for direction in range(num_directions):
+            index = layer * num_directions + direction
+            w_ih, w_hh, bias, w_hr = weights[index]
+            x_proj = F.linear(layer_input, w_ih, bias)
+            key = None if seed is None else NoiseKey(seed, index, lstm.noise_p, lstm.noise_mode)
+            out, h, c = run_direction(
+                x_proj, batch.hx[0][index], batch.hx[1][index], w_hh, w_hr, spec, training,
+                key, batch.lengths, direction == 1,
+            )
+            outputs.append(out)
+            h_n.append(h)
+            c_n.append(c)
+        layer_input = outputs[0] if num_directions == 1 else torch.cat(outputs, dim=-1)
+        if lstm.dropout > 0 and training and layer < lstm.num_layers - 1:
+            if batch.packed is not None:
+                layer_input = batch.padded(F.dropout(batch.packed_data(layer_input), lstm.dropout, training=True))
+            else:
+                layer_input = F.dropout(layer_input, lstm.dropout, training=True)
+    return layer_input, torch.stack(h_n), torch.stack(c_n)
 
 
 def _check_nonempty(input, batch_first: bool) -> None:

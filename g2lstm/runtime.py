@@ -133,8 +133,7 @@ class MetricsLog:
 # ----------------------------------------------------------------------------- the run lifecycle
 
 LAST, BEST, PREVIOUS = "last.pt", "best.pt", "last.prev.pt"
-GUARD_WARMUP = 20  # steps before the loss is compared with its running average
-GUARD_DECAY = 0.98  # of the exponential running average of the loss
+GUARD_DECAY = 0.98  # of the exponential running average of the loss (from the first step on)
 COMPARED_SECTIONS = ("data", "model")  # a resumed run must keep these exactly
 
 
@@ -199,8 +198,8 @@ class Run:
         self.max_minutes = train_cfg.get("max_minutes")
         self.divergence_factor = train_cfg.get("divergence_factor")
         self.loss_average: float | None = run_state.get("loss_average")
-        if self.saved is not None:
-            self.metrics.truncate(self.step)  # lines written after the checkpoint are replayed
+        # Lines logged after the checkpoint (or by a run killed before its first one) are replayed.
+        self.metrics.truncate(self.step)
 
     @property
     def resumed(self) -> bool:
@@ -238,8 +237,7 @@ class Run:
         if not math.isfinite(value):
             self._diverged(f"the training loss became {value}")
         factor = self.divergence_factor
-        if factor and self.loss_average is not None and self.step >= GUARD_WARMUP \
-                and value > factor * self.loss_average:
+        if factor and self.loss_average is not None and value > factor * self.loss_average:
             self._diverged(f"the training loss {value:.4g} is more than train.divergence_factor={factor} "
                            f"times its running average {self.loss_average:.4g}")
         self.loss_average = value if self.loss_average is None else \

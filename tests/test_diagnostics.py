@@ -1,16 +1,13 @@
-"""g2lstm.diagnostics: gate recording by replay, histograms, saturation, heatmaps, plots."""
+"""g2lstm.diagnostics: gate statistics over traces, histograms, saturation, heatmaps, plots."""
 
 import json
 
 import pytest
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
 
-from g2lstm import diagnostics
-from g2lstm.diagnostics import (
-    GateStats, collect_gate_stats, plot_heatmap, plot_histograms, replay_lstm, token_gate_averages,
-)
+from g2lstm import rnn, trace
+from g2lstm.diagnostics import GateStats, collect_gate_stats, plot_heatmap, plot_histograms, token_gate_averages
 
 
 class Tagger(nn.Module):
@@ -41,49 +38,6 @@ def manual_gates(lstm, x):
     return torch.stack(gates)
 
 
-@pytest.mark.parametrize("options", [
-    dict(num_layers=2, bidirectional=True, batch_first=True),
-    dict(num_layers=2, proj_size=3),
-    dict(num_layers=1, bidirectional=True),
-])
-def test_replay_reproduces_the_module(options):
-    torch.manual_seed(0)
-    lstm = nn.LSTM(4, 6, **options).eval()
-    x = torch.randn(3, 5, 4)
-    directions = 2 if lstm.bidirectional else 1
-    h0 = torch.randn(lstm.num_layers * directions, 3 if lstm.batch_first else 5, lstm.proj_size or 6)
-    c0 = torch.randn(lstm.num_layers * directions, 3 if lstm.batch_first else 5, 6)
-    expected, (h, c) = lstm(x, (h0, c0))
-    out, (h_n, c_n), gates, mask = replay_lstm(lstm, x, (h0, c0))
-    assert torch.allclose(out, expected, atol=1e-6)
-    assert torch.allclose(h_n, h, atol=1e-6) and torch.allclose(c_n, c, atol=1e-6)
-    assert len(gates) == lstm.num_layers and all(len(g) == directions for g in gates)
-    assert gates[0][0].shape == (x.shape[0 if not lstm.batch_first else 1], x.shape[1 if not lstm.batch_first else 0], 3, 6)
-    assert mask.all()
-
-
-def test_replay_packed_sequence_masks_padding():
-    torch.manual_seed(0)
-    lstm = nn.LSTM(4, 6, bidirectional=True).eval()
-    x = torch.randn(5, 3, 4)
-    lengths = torch.tensor([5, 2, 4])
-    packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
-    expected = nn.utils.rnn.pad_packed_sequence(lstm(packed)[0])[0]
-    out, _, gates, mask = replay_lstm(lstm, packed)
-    assert torch.allclose(out, expected, atol=1e-6)
-    assert mask.sum(0).tolist() == [5, 2, 4]
-
-
-def test_recorded_gates_match_a_hand_written_lstm():
-    torch.manual_seed(1)
-    lstm = nn.LSTM(4, 6)
-    x = torch.randn(7, 2, 4)
-    with torch.no_grad():
-        expected = manual_gates(lstm, x)
-    _, _, gates, _ = replay_lstm(lstm, x)
-    assert torch.allclose(gates[0][0], expected, atol=1e-6)
-
-
 def test_collection_leaves_results_and_modes_unchanged():
     torch.manual_seed(0)
     model = Tagger(num_layers=2, bidirectional=True, dropout=0.5)
@@ -101,7 +55,7 @@ def test_collection_leaves_results_and_modes_unchanged():
     assert all(torch.equal(a, b) for a, b in zip(before, after))
     assert set(stats.counts) == {"rnn/l0", "rnn/l0_reverse", "rnn/l1", "rnn/l1_reverse"}
     assert stats.total["rnn/l1"] == 3 * 6 * 2 * 7  # batches x steps x batch x hidden
-    assert not model.rnn._forward_hooks  # hooks removed
+    assert not model.rnn._forward_hooks and not model.rnn._forward_pre_hooks  # hooks removed
 
 
 def test_histograms_sum_to_one_and_match_brute_force():
@@ -142,10 +96,11 @@ def test_saturated_gates_land_in_the_end_bins():
     assert s["output"]["share_below_0.1"] == 0.0 and s["output"]["share_above_0.9"] == 0.0
 
 
-def test_replay_mismatch_is_reported(monkeypatch):
+def test_trace_mismatch_is_reported(monkeypatch):
     from g2lstm.reference import GateSpec
     model = Tagger()
-    monkeypatch.setattr(diagnostics, "gate_spec_of", lambda lstm: GateSpec(gates="sigmoid", eval_gates="hard"))
+    # the trace then computes hard gates while the nn.LSTM itself computes sigmoids
+    monkeypatch.setattr(rnn, "gate_spec_of", lambda lstm: GateSpec(gates="sigmoid", eval_gates="hard"))
     with pytest.raises(RuntimeError, match="does not reproduce"):
         collect_gate_stats(model, [torch.randint(0, 13, (4, 1))])
 
@@ -161,8 +116,10 @@ def test_token_averages_heatmap_and_json(tmp_path):
     sentence = torch.randint(0, 13, (6, 1))
     averages = token_gate_averages(model, sentence)
     assert set(averages) == {"rnn/l0", "rnn/l1"}
-    _, _, gates, _ = replay_lstm(model.rnn, model.embed(sentence).detach())
-    assert torch.allclose(averages["rnn/l1"], gates[1][0][:, 0].mean(-1))
+    with torch.no_grad(), trace.record(model) as recorded:
+        model(sentence)
+    top = recorded.layer("rnn", 1)
+    assert torch.allclose(averages["rnn/l1"], torch.stack([top.i, top.f, top.o], dim=1)[:, :, 0].mean(-1))
     with pytest.raises(ValueError, match="batch of one"):
         token_gate_averages(model, torch.randint(0, 13, (6, 2)))
 

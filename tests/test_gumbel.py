@@ -147,12 +147,9 @@ def test_layer_low_temperature_gates_are_nearly_binary():
     h0, c0 = torch.zeros(16, 8), torch.zeros(16, 8)
     w_hh = torch.randn(4 * 8, 8) * 0.3
     spec = GateSpec(gates="gumbel", tau=0.01)
-    *_, gates = lstm_direction(x_proj, h0, c0, w_hh, None, spec, True, NoiseKey(1, 0, 1.0),
-                               record_gates=True)
-    input_forget = gates[:, :, :2]
+    *_, steps = lstm_direction(x_proj, h0, c0, w_hh, None, spec, True, NoiseKey(1, 0, 1.0), record=True)
+    input_forget = torch.stack([steps.i, steps.f])
     assert ((input_forget < 0.01) | (input_forget > 0.99)).float().mean() > 0.97
-    output_gate = gates[:, :, 2]
-    assert ((output_gate > 0.1) & (output_gate < 0.9)).float().mean() > 0.3  # the output gate stays soft
-    *_, hard = lstm_direction(x_proj, h0, c0, w_hh, None, GateSpec(eval_gates="hard"), False,
-                              record_gates=True)
-    assert set(hard[:, :, :2].unique().tolist()) == {0.0, 1.0}
+    assert ((steps.o > 0.1) & (steps.o < 0.9)).float().mean() > 0.3  # the output gate stays soft
+    *_, hard = lstm_direction(x_proj, h0, c0, w_hh, None, GateSpec(eval_gates="hard"), False, record=True)
+    assert set(torch.stack([hard.i, hard.f]).unique().tolist()) == {0.0, 1.0}

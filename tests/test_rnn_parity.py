@@ -191,6 +191,28 @@ def test_weight_drop_is_one_dropconnect_mask_per_forward(impl):
     torch.testing.assert_close(g2(x)[0], lstm(x)[0], atol=ATOL, rtol=1e-4)
 
 
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+def test_training_dropout_draws_the_masks_of_torch(packed):
+    """Inter-layer dropout uses nn.LSTM's masks for a seed (packed input: in the packed layout),
+    and weight drop with dropout draws the same numbers on the fused and the reference path."""
+    lstm, g2 = _pair(dict(num_layers=3, bidirectional=True, dropout=0.5), gates="sigmoid")
+    lstm.train(), g2.train()
+    x = torch.randn(5, 3, I)
+    if packed:
+        x = pack_padded_sequence(x, torch.tensor([5, 2, 4]), enforce_sorted=False)
+    data = lambda out: out.data if packed else out  # noqa: E731
+    torch.manual_seed(7)
+    expected = data(lstm(x)[0])
+    torch.manual_seed(7)
+    torch.testing.assert_close(data(g2(x)[0]), expected, atol=ATOL, rtol=1e-4)
+    fused = G2LSTM.from_lstm(lstm, gates="sigmoid", weight_drop=0.3)
+    reference = G2LSTM.from_lstm(lstm, gates="sigmoid", weight_drop=0.3, impl="reference")
+    torch.manual_seed(8)
+    expected = data(fused(x)[0])
+    torch.manual_seed(8)
+    torch.testing.assert_close(data(reference(x)[0]), expected, atol=ATOL, rtol=1e-4)
+
+
 def test_state_dict_round_trips_with_nn_lstm():
     config = dict(num_layers=2, bidirectional=True, proj_size=3)
     torch.manual_seed(0)

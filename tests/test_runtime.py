@@ -88,3 +88,60 @@ def test_mt_metrics_have_no_replayed_steps_after_a_staged_resume(corpus, tmp_pat
     done = train_mt(mt_config(corpus, *overrides), tmp_path)
     steps = [r["step"] for r in runtime.MetricsLog(tmp_path / "metrics.jsonl").read() if r.get("split") == "train"]
     assert steps == list(range(1, done["steps"] + 1))
+
+
+# ----------------------------------------------------------------------------- divergence and resume
+
+
+def test_divergence_guard_stops_before_the_step_and_keeps_the_checkpoints_before_it(tmp_path):
+    cfg = dict(CFG, train=dict(CFG["train"], max_steps=None, divergence_factor=4.0))
+    run = runtime.Run(cfg, "toy", tmp_path)
+    model = nn.Linear(4, 4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for step in range(22):
+        run.check_loss(1.0 + 0.01 * step)
+        run.step += 1
+        run.save(model, optimizer, {})
+    run.check_loss(3.0)  # 3x the running average: allowed at factor 4
+    with pytest.raises(runtime.DivergedError, match=r"loss 9 is more than train.divergence_factor=4.0 times its "
+                                                    r"running average 1.\d+ at step 22; the step was not applied"):
+        run.check_loss(9.0)
+    with pytest.raises(runtime.DivergedError, match=r"gradient norm became nan at step 22.*Kept: .*last.pt \(step 22\), "
+                                                    r".*last.prev.pt \(step 21\)"):
+        run.check_grad_norm(torch.tensor(float("nan")))
+    with pytest.raises(runtime.NonFiniteLossError, match="loss became inf"):  # DivergedError is one
+        run.check_loss(float("inf"))
+    assert runtime.exp_or_inf(1e6) == float("inf") and runtime.exp_or_inf(0.0) == 1.0
+
+
+def test_mt_training_that_diverges_stops_with_finite_kept_weights(corpus, tmp_path):  # noqa: F811
+    with pytest.raises(runtime.DivergedError, match="the step was not applied"):
+        train_mt(mt_config(corpus, "train.lr=1e6", "train.warmup_steps=1", "train.checkpoint_every=1",
+                           "train.max_epochs=30", "model.cell=g2lstm"), tmp_path)
+    kept = runtime.load_checkpoint(tmp_path / "last.pt")
+    assert all(torch.isfinite(t).all() for t in kept["model"].values())
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_empty_validation_split_is_refused_at_start(corpus, tmp_path):  # noqa: F811
+    (corpus / "valid.de").write_text("")
+    (corpus / "valid.en").write_text("")
+    with pytest.raises(ValueError, match=r"the valid split \(data.splits.valid='valid', data.name=folder, data.path=.*corpus\) has no sentence pairs"):
+        train_mt(mt_config(corpus, "model.cell=lstm"), tmp_path / "run")
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_resuming_a_run_folder_takes_its_saved_config(corpus, tmp_path):  # noqa: F811
+    """`train_mt.py hydra.run.dir=<run>` with no overrides resumes a run trained with overrides."""
+    run_dir = tmp_path / "run"
+    trained_with = ["model.cell=g2lstm", "model.tau=0.5", "train.max_steps=3", "eval.beam=1"]
+    train_mt(mt_config(corpus, *trained_with), run_dir, overrides=trained_with)
+    # the config a plain `hydra.run.dir=<run>` composes: the defaults (cell lstm, tau 0.9)
+    go_on = ["train.max_steps=null", "train.max_epochs=1"]
+    resumed = train_mt(mt_config(corpus, *go_on), run_dir, overrides=go_on)
+    assert resumed["cell"] == "g2lstm" and resumed["steps"] > 3
+    saved = runtime.load_checkpoint(run_dir / "best.pt")["config"]
+    assert saved["model"]["tau"] == 0.5 and saved["train"]["max_epochs"] == 1 and saved["train"]["max_steps"] is None
+    assert saved["eval"]["beam"] == 1  # kept from the first command
+    with pytest.raises(ValueError, match=r"model.tau: 0.5 in the checkpoint, 0.9 now"):
+        train_mt(mt_config(corpus, "model.tau=0.9"), run_dir, overrides=["model.tau=0.9"])

@@ -13,7 +13,8 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from ..noise import gate_noise
-from .common import HARD, NOISY, PLAIN, SCALED, GatePlan, active_mask, check_direction_args, gate_plan
+from .. import reference
+from .common import HARD, NOISY, PLAIN, SCALED, GatePlan, check_direction_args, gate_plan
 
 
 def _up(x: torch.Tensor) -> torch.Tensor:
@@ -93,7 +94,7 @@ class BPTTFunction(torch.autograd.Function):
         h_out = h0.shape[-1]
         w_hh_t = w_hh.to(dtype).t()
         w_hr_t = None if w_hr is None else w_hr.to(dtype).t()
-        active = active_mask(lengths, steps, x_proj.device)
+        active = reference.step_mask(lengths, steps, x_proj.device)
         save = any(ctx.needs_input_grad[:5])
         gates = x_proj.new_empty((steps if save else 1, batch, four_h))
         cs = x_proj.new_empty((steps + 1, batch, hidden), dtype=state_dtype)
@@ -183,13 +184,11 @@ def run_bptt(x_proj, h0, c0, w_hh, w_hr, lengths, reverse, pointwise, state_dtyp
 
 
 def lstm_direction(x_proj, h0, c0, w_hh, w_hr, spec, training, noise=None, lengths=None,
-                   reverse=False, record_gates=False):
+                   reverse=False, record=False):
     """:func:`g2lstm.reference.lstm_direction` with the hand-written BPTT (torch pointwise ops)."""
-    if record_gates:
-        from ..reference import lstm_direction as reference_direction
-
-        return reference_direction(x_proj, h0, c0, w_hh, w_hr, spec, training, noise, lengths,
-                                   reverse, record_gates)
+    if record:
+        return reference.lstm_direction(x_proj, h0, c0, w_hh, w_hr, spec, training, noise, lengths,
+                                        reverse, record)
     check_direction_args(x_proj, h0, c0, w_hh, w_hr, lengths)
     plan = gate_plan(spec, training, noise is not None and bool(spec.stochastic))
     noise_values = None

@@ -1,4 +1,4 @@
-"""What every fused implementation shares: how each gate is computed, and the lengths mask.
+"""What every fused implementation shares: how each gate is computed, and shape checks.
 
 A fused kernel does not branch on ``GateSpec`` per element; it gets one small integer per gate
 (input, forget, output) saying which formula of :func:`g2lstm.reference.gate_activation` applies,
@@ -9,17 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
-from ..reference import GateSpec
+from ..reference import SIGMOID_GATES, GateSpec
 
 # The formulas of a gate value v from its pre-activation a (n: the gate's noise, tau: temperature).
 PLAIN = 0  # v = sigmoid(a)
 SCALED = 1  # v = sigmoid(a / tau)
 NOISY = 2  # v = sigmoid((a + n) / tau)
 HARD = 3  # v = (a >= 0); no gradient flows through it
-
-SIGMOID_GATES = (0, 1, 3)  # input, forget, output: the row blocks that pass through a gate
 
 
 @dataclass(frozen=True)
@@ -49,13 +45,6 @@ def gate_plan(spec: GateSpec, training: bool, has_noise: bool) -> GatePlan:
         kinds.append(kind)
         slots.append(slot)
     return GatePlan(tuple(kinds), tuple(slots), float(spec.tau))
-
-
-def active_mask(lengths: torch.Tensor | None, steps: int, device) -> torch.Tensor | None:
-    """``(T, N)`` bool, True where step ``t`` is inside row ``n``'s sequence; None for no lengths."""
-    if lengths is None:
-        return None
-    return torch.arange(steps, device=device).unsqueeze(1) < lengths.to(device).unsqueeze(0)
 
 
 def check_direction_args(x_proj, h0, c0, w_hh, w_hr, lengths) -> None:

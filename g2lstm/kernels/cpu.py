@@ -126,17 +126,17 @@ class CPULSTMFunction(torch.autograd.Function):
 
 
 def lstm_direction(x_proj, h0, c0, w_hh, w_hr, spec, training, noise=None, lengths=None,
-                   reverse=False, record_gates=False):
+                   reverse=False, record=False):
     """:func:`g2lstm.reference.lstm_direction` on the CPU through the C++ extension.
 
-    float32 and float64 only; other dtypes, CPU autocast and ``record_gates`` go to the
+    float32 and float64 only; other dtypes, CPU autocast and ``record`` go to the
     reference, and a missing compiler to the Python BPTT.
     """
-    if (record_gates or x_proj.device.type != "cpu"
+    if (record or x_proj.device.type != "cpu"
             or x_proj.dtype not in (torch.float32, torch.float64)
             or torch.is_autocast_enabled("cpu")):
         return reference.lstm_direction(x_proj, h0, c0, w_hh, w_hr, spec, training, noise,
-                                        lengths, reverse, record_gates)
+                                        lengths, reverse, record)
     if not load_extension():
         return bptt.lstm_direction(x_proj, h0, c0, w_hh, w_hr, spec, training, noise, lengths, reverse)
     check_direction_args(x_proj, h0, c0, w_hh, w_hr, lengths)

@@ -199,17 +199,17 @@ class TritonPointwise:
 
 
 def lstm_direction(x_proj, h0, c0, w_hh, w_hr, spec, training, noise=None, lengths=None,
-                   reverse=False, record_gates=False, block: int = BLOCK):
+                   reverse=False, record=False, block: int = BLOCK):
     """:func:`g2lstm.reference.lstm_direction` with the fused Triton step kernels.
 
-    CUDA tensors (or CPU tensors under ``TRITON_INTERPRET=1``); ``record_gates`` and dtypes
+    CUDA tensors (or CPU tensors under ``TRITON_INTERPRET=1``); ``record`` and dtypes
     other than float32/float16/bfloat16 go to the reference.
     """
     interpreted = x_proj.device.type == "cpu" and triton_interpreted()
-    if (record_gates or x_proj.dtype not in (torch.float32, torch.float16, torch.bfloat16)
+    if (record or x_proj.dtype not in (torch.float32, torch.float16, torch.bfloat16)
             or not (x_proj.device.type == "cuda" or interpreted)):
         return reference.lstm_direction(x_proj, h0, c0, w_hh, w_hr, spec, training, noise,
-                                        lengths, reverse, record_gates)
+                                        lengths, reverse, record)
     check_direction_args(x_proj, h0, c0, w_hh, w_hr, lengths)
     plan = gate_plan(spec, training, noise is not None and bool(spec.stochastic))
     pointwise = TritonPointwise(plan, noise, len(spec.stochastic), block)

@@ -67,7 +67,8 @@ def build_data(cfg: dict) -> dict[str, list[tuple[str, str]]]:
     }
     for role, pairs in data.items():  # found now, not as a loss of 0 after the first epoch
         if not pairs:
-            raise ValueError(f"the {role} split ({names[role]!r} of data={d['name']}) has no sentence pairs"
+            where = f"data.name={d['name']}" + (f", data.path={d['path']}" if d.get("path") else "")
+            raise ValueError(f"the {role} split (data.splits.{role}={names[role]!r}, {where}) has no sentence pairs"
                              + (" left after data.filter" if role == "train" else ""))
     return data
 
