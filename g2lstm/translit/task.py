@@ -15,8 +15,8 @@ from g2lstm.translit.model import Transliterator
 
 
 class TransliterationTask(SequenceTask):
-    """Texts are Latin strings (lower-case romanised Russian); one step per character, so
-    ``batch.tokens["tokens"]`` holds the characters."""
+    """Texts are Latin strings (romanised Russian, lower-cased here as in training); one step per
+    character, so ``batch.tokens["tokens"]`` holds the characters."""
 
     task, higher_is_better = "translit", True
 
@@ -33,7 +33,7 @@ class TransliterationTask(SequenceTask):
                    state["config"], path, device)
 
     def encode(self, texts: Sequence[str]) -> Batch:
-        chars = [list(t) for t in texts]
+        chars = [list(t.lower()) for t in texts]
         tokens, lengths = self.inputs.batch(chars)
         return Batch({"tokens": tokens, "lengths": lengths}, {"tokens": chars}).to(self.device)
 
