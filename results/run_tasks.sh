@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
-# The runs behind results/classify and results/translit: two queues side by side (2 shared cores),
-# each run on one thread at nice 10. Usage: bash results/run_tasks.sh classify|translit
+# The runs behind results/classify and results/translit, one after another, each on one thread at
+# nice 10 (two of these queues ran side by side on the 2 shared cores).
+# Usage: bash results/run_tasks.sh classify|translit EXPERIMENT "SEEDS"
+#   e.g. bash results/run_tasks.sh classify rt_small "1 2 3"; bash results/run_tasks.sh translit nt_cpu "1 2"
 set -euo pipefail
 cd "$(dirname "$0")/.."
-case "$1" in
-  classify) for seed in 1 2 3; do for cell in lstm sharpened g2lstm; do
-      nice -n 10 python experiments/train_classifier.py experiment=rt_small model.cell=$cell seed=$seed \
-        hydra.run.dir=runs/classify/rt_small_${cell}_s${seed}; done; done ;;
-  translit) for seed in 1 2; do for cell in lstm sharpened g2lstm; do
-      nice -n 10 python experiments/train_translit.py experiment=nt_small model.cell=$cell seed=$seed \
-        hydra.run.dir=runs/translit/nt_small_${cell}_s${seed}; done; done ;;
-  *) echo "usage: $0 classify|translit" >&2; exit 2 ;;
-esac
+task=$1 experiment=$2 seeds=$3
+entry=$([ "$task" = classify ] && echo train_classifier.py || echo train_translit.py)
+for seed in $seeds; do for cell in lstm sharpened g2lstm; do
+  nice -n 10 python experiments/$entry experiment=$experiment model.cell=$cell seed=$seed \
+    hydra.run.dir=runs/$task/${experiment}_${cell}_s${seed}
+done; done
