@@ -1,6 +1,7 @@
 """Tables of finished classification / transliteration runs, from their ``results.json`` files.
 
-    python -m g2lstm.classify.report RUNS_FOLDER OUTPUT_PREFIX
+    python -m g2lstm.classify.report 'RUN_FOLDERS_GLOB' OUTPUT_PREFIX
+    e.g. python -m g2lstm.classify.report 'runs/classify/rt_small_*' results/classify/rt_small
 
 writes ``OUTPUT_PREFIX.json`` (one row per run) and ``OUTPUT_PREFIX.md`` (per run, then mean ±
 sample standard deviation per cell); scores in percent.
@@ -8,6 +9,7 @@ sample standard deviation per cell); scores in percent.
 
 from __future__ import annotations
 
+import glob
 import json
 import sys
 from pathlib import Path
@@ -23,9 +25,10 @@ SCORES = {
 }
 
 
-def collect(root: str | Path) -> list[dict]:
+def collect(pattern: str) -> list[dict]:
+    """The finished runs (with a ``results.json``) among the folders matching ``pattern``."""
     rows = []
-    for path in sorted(Path(root).rglob("results.json")):
+    for path in sorted(Path(p) / "results.json" for p in glob.glob(pattern) if (Path(p) / "results.json").is_file()):
         result = json.loads(path.read_text(encoding="utf-8"))
         scores = {}
         for title, read in SCORES.get(result.get("task"), []):
@@ -37,7 +40,7 @@ def collect(root: str | Path) -> list[dict]:
                      "seed": _seed(path.parent), "steps": result["steps"], "epochs": result["epochs"],
                      "train_minutes": result["train_minutes"], "stopped": result["stopped"], **scores})
     if not rows:
-        raise FileNotFoundError(f"no finished runs (results.json) under {root}")
+        raise FileNotFoundError(f"no finished runs (folders with a results.json) match {pattern!r}")
     return rows
 
 
@@ -65,7 +68,7 @@ def markdown(rows: list[dict]) -> str:
 
 def main(argv: list[str]) -> None:
     if len(argv) != 2:
-        raise SystemExit("usage: python -m g2lstm.classify.report RUNS_FOLDER OUTPUT_PREFIX")
+        raise SystemExit("usage: python -m g2lstm.classify.report 'RUN_FOLDERS_GLOB' OUTPUT_PREFIX")
     rows = collect(argv[0])
     out = Path(argv[1])
     out.parent.mkdir(parents=True, exist_ok=True)
