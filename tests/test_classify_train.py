@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import g2lstm
-from g2lstm import diagnostics
+from g2lstm import diagnostics, trace
 from g2lstm.classify.model import POOLINGS, ClassifierConfig, RNNClassifier
 from g2lstm.classify.train import classify_config, scores, train
 from g2lstm.data.sentiment import MOVIES, load_sentiment, sentiment_path, tokenize
@@ -42,6 +42,17 @@ def test_pooling_ignores_padding_and_protocol_matches_forward(pooling):
     assert set(embedded) == {"tokens"} and embedded["tokens"].shape == (2, 4, 6)
     torch.testing.assert_close(model.output_layer(model.extract_features(batch, embedded)), logits)
     assert list(model.recurrent_layers()) == ["rnn"]
+
+
+def test_trace_records_both_directions_of_the_packed_layer_in_training():
+    torch.manual_seed(0)
+    model = RNNClassifier(ClassifierConfig(20, 2, cell="g2lstm", embed_dim=6, hidden_dim=5))
+    tokens, lengths = torch.tensor([[5, 6, 7, 8], [9, 4, 0, 0]]), torch.tensor([4, 2])
+    with trace.record(model) as recorded:
+        model(tokens, lengths)  # the trace checks its replay against the module's own output
+    for direction in (0, 1):
+        layer = recorded.layer("rnn", layer=0, direction=direction)
+        assert layer.f.shape == (4, 2, 5) and layer.mask.sum() == 6
 
 
 def test_bad_model_config():
