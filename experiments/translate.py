@@ -17,6 +17,7 @@ from g2lstm.data.mt import read_lines
 from g2lstm.mt.decode import translate
 from g2lstm.mt.evaluate import score
 from g2lstm.mt.train import load_model
+from g2lstm.runtime import CheckpointError
 
 
 def main(argv=None) -> None:
@@ -51,10 +52,17 @@ def main(argv=None) -> None:
     else:
         sys.stdout.write(text)
     if args.reference:
-        s = score(hyps, read_lines(args.reference), tokenized=args.tokenized_bleu)
+        references = read_lines(args.reference)
+        if not references or len(references) != len(hyps):
+            raise ValueError(f"--reference {args.reference} has {len(references)} lines; expected one reference "
+                             f"for each of the {len(hyps)} input lines (and at least one)")
+        s = score(hyps, references, tokenized=args.tokenized_bleu)
         print(f"BLEU {s['bleu']:.2f}  chrF {s['chrf']:.2f}  tokenized BLEU {s['tok_bleu']:.2f}", file=sys.stderr)
         print(f"{s['bleu_signature']}\n{s['chrf_signature']}", file=sys.stderr)
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, FileNotFoundError, CheckpointError) as error:  # bad input: the message, no traceback
+        sys.exit(f"translate.py: error: {error}")

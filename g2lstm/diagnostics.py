@@ -165,6 +165,56 @@ def token_gate_averages(model: nn.Module, batch, forward: Callable | None = None
     return averages
 
 
+def pooled_saturation(summary: dict) -> dict[str, float]:
+    """Shares of gate values < 0.1 and > 0.9 per gate, pooled over all layers of a
+    :meth:`GateStats.summary`: ``{"input_share_below_0.1": ..., "input_share_above_0.9": ...}``."""
+    result = {}
+    for gate in RECORDED_GATES:
+        n = sum(layer[gate]["count"] for layer in summary.values())
+        for side in ("share_below_0.1", "share_above_0.9"):
+            result[f"{gate}_{side}"] = sum(layer[gate][side] * layer[gate]["count"] for layer in summary.values()) / n
+    return result
+
+
+def saturation_record(stats: GateStats) -> dict[str, dict[str, list[float]]]:
+    """Per layer, per gate, ``[share < 0.1, share > 0.9]``: what training logs as it goes."""
+    return {key: {gate: [round(v["share_below_0.1"], 5), round(v["share_above_0.9"], 5)]
+                  for gate, v in per_gate.items()}
+            for key, per_gate in stats.summary().items()}
+
+
+def plot_saturation(records: list[dict], path: str | Path, gates=("input", "forget", "output"),
+                    title: str = "") -> None:
+    """Saturation curves of one run from its ``metrics.jsonl`` lines with ``event == "gates"``:
+    one panel per layer, per gate the share of values < 0.1 (dashed) and > 0.9 (solid) over steps."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not records:
+        raise ValueError("no gate saturation records to plot (train.saturation_every was off?)")
+    layers = list(records[0]["layers"])
+    fig, axes = plt.subplots(1, len(layers), figsize=(4.0 * len(layers), 3.0), squeeze=False)
+    steps = [r["step"] for r in records]
+    for ax, key in zip(axes[0], layers):
+        for n, gate in enumerate(gates):
+            color = f"C{n}"
+            ax.plot(steps, [r["layers"][key][gate][1] for r in records], color=color, label=f"{gate} > 0.9")
+            ax.plot(steps, [r["layers"][key][gate][0] for r in records], color=color, linestyle="--",
+                    label=f"{gate} < 0.1")
+        ax.set_ylim(0, 1)
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("step")
+    axes[0][0].set_ylabel("share of gate values")
+    axes[0][0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def plot_histograms(stats: dict[str, GateStats], path: str | Path, gates=("input", "forget"),
                     layers: Iterable[str] | None = None, title: str = "") -> None:
     """One panel per (layer, gate), one bar series per model in ``stats`` (``{label: GateStats}``)."""

@@ -20,15 +20,73 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Optional
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
-from g2lstm import diagnostics, tasks
+from g2lstm import config as checks, diagnostics, tasks
 from g2lstm.compress import evaluate_under_compression, gate_weight_stats
 from g2lstm.config import compose_config
+from g2lstm.protocol import CELLS
 from g2lstm.report import MODEL_NAMES, model_order
+
+GATES = ("input", "forget", "output")
+
+
+TABLE_TASKS = ("lm", "mt", "classify", "translit")  # the config groups of conf/paper
+
+
+@dataclass
+class PaperTaskConfig:
+    """The schema of ``conf/paper/<task>``: one task of the table (see conf/paper/lm/brown_cpu.yaml)."""
+
+    name: str = MISSING
+    folder: Optional[str] = None  # <out_dir>/<folder>/; null: the task's key
+    metric: str = MISSING
+    train_overrides: list[str] = field(default_factory=list)  # for conf/<task> when a model is trained
+    model_overrides: dict[str, list[str]] = field(default_factory=dict)  # per model kind
+    checkpoints: dict[str, Optional[str]] = field(default_factory=dict)  # per model kind; null: train it
+    evaluate: dict[str, Any] = field(default_factory=dict)  # options of the task's evaluate()
+    compression: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> g2lstm.compress spec
+    gates: list[str] = field(default_factory=lambda: ["input", "forget"])
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        for key in ("model_overrides", "checkpoints"):
+            checks.require(self, key, lambda d: set(d) <= set(CELLS), f"keys among the model kinds {list(CELLS)}")
+        checks.all_of(self, "gates", lambda g: g in GATES, f"gates among {list(GATES)}")
+
+
+@dataclass
+class PaperConfig:
+    """The schema of ``conf/paper/config.yaml``."""
+
+    tasks: list[str] = field(default_factory=lambda: list(TABLE_TASKS))
+    models: list[str] = field(default_factory=lambda: list(CELLS))
+    out_dir: str = "results/paper"
+    runs_dir: str = "runs/paper"
+    threads: int = 1
+    seed: int = 1
+    int8: bool = True
+    merge: bool = False
+    lm: Optional[PaperTaskConfig] = None
+    mt: Optional[PaperTaskConfig] = None
+    classify: Optional[PaperTaskConfig] = None
+    translit: Optional[PaperTaskConfig] = None
+
+    def __post_init__(self):
+        configured = [key for key in TABLE_TASKS if getattr(self, key) is not None]
+        checks.all_of(self, "tasks", lambda t: t in configured, f"tasks with a config group among {configured}")
+        checks.all_of(self, "models", lambda m: m in CELLS, f"model kinds among {list(CELLS)}")
+        checks.positive(self, "threads")
+
+
+checks.store(PaperConfig, "paper_schema")
+for _task in TABLE_TASKS:
+    checks.store(PaperTaskConfig, "paper_task_schema", group=_task)
 
 
 class PaperTask:
@@ -62,16 +120,6 @@ class PaperTask:
         return self.loaded.labelled_sentences(count)
 
 
-def saturation(summary: dict) -> dict:
-    """Shares of gate values < 0.1 and > 0.9 per gate, pooled over all layers."""
-    result = {}
-    for gate in diagnostics.RECORDED_GATES:
-        n = sum(layer[gate]["count"] for layer in summary.values())
-        for side in ("share_below_0.1", "share_above_0.9"):
-            result[f"{gate}_{side}"] = sum(layer[gate][side] * layer[gate]["count"] for layer in summary.values()) / n
-    return result
-
-
 def _rounding_precision(compression: DictConfig) -> float | None:
     """The paper's fixed grid of a task: the precision of its first absolute rounding entry."""
     for options in compression.values():
@@ -102,7 +150,7 @@ def run_task(task, cfg: DictConfig, models: list[str], out_dir: Path, command: s
         stats = task.gate_stats(model)
         stats.to_json(out_dir / f"gates_{kind}.json")
         results["models"][kind] = {"checkpoint": path, "command": command, "rows": rows,
-                                   "saturation": saturation(stats.summary()),
+                                   "saturation": diagnostics.pooled_saturation(stats.summary()),
                                    "gate_weights": gate_weight_stats(model, list(task.cfg.gates), precision),
                                    "rounding_precision": precision,
                                    "parameters": sum(p.numel() for p in model.parameters()),

@@ -14,12 +14,19 @@ import os
 import random
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
 from tqdm import tqdm
+
+from g2lstm import config as checks
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read or written; the message names the path and the way on."""
 
 
 class NonFiniteLossError(RuntimeError):
@@ -62,10 +69,20 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike,
         if keep_previous is not None and path.exists():
             os.replace(path, keep_previous)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as error:  # a full disk shows as either, from torch's zip writer
+        _remove(tmp)
+        kept = f"the previous {path.name} is kept" if path.exists() else f"no {path.name} was written"
+        raise CheckpointError(f"could not write the checkpoint {path} ({error}); {kept}. Free space in "
+                              f"{path.parent} (or fix its permissions) and run again: the run resumes from "
+                              f"its last checkpoint") from error
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _remove(tmp)
         raise
+
+
+def _remove(path: str) -> None:
+    if os.path.exists(path):
+        os.unlink(path)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
@@ -73,7 +90,21 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    way_on = ("Load another checkpoint of the run (best.pt or last.pt), or start its run folder afresh "
+              "with train.resume=false")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is an empty file (0 bytes), not a checkpoint: a crash or a full disk "
+                              f"while it was written? {way_on}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch's readers fail on garbage with many types (EOFError, IndexError, ...)
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path} is not a readable checkpoint ({first_line}): it is truncated, damaged "
+                              f"or not written by torch.save. {way_on}") from error
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds a {type(state).__name__}, not a g2lstm checkpoint (a dict with "
+                              f"'task', 'config' and 'model'). {way_on}")
+    return state
 
 
 def rng_state() -> dict[str, Any]:
@@ -160,7 +191,11 @@ class Run:
         run.finish(result)                          # results.json, the 'final' metrics line
     """
 
-    def __init__(self, cfg, task: str, run_dir: str | os.PathLike, overrides: list[str] | None = None):
+    def __init__(self, cfg, task: str, run_dir: str | os.PathLike, overrides: list[str] | None = None,
+                 fixed_keys: tuple[str, ...] = ()):
+        """``fixed_keys``: dotted config keys outside ``data`` and ``model`` that a resumed run must
+        keep too, because the trainer's saved state depends on them (e.g. the LM's
+        ``train.batch_size``: its hidden state and position in the epoch)."""
         self.cfg = to_container(cfg)
         self.task = task
         self.dir = Path(run_dir)
@@ -173,7 +208,7 @@ class Run:
                 self.saved = load_checkpoint(resume_from)
                 if overrides is not None:
                     self.cfg = config_for_resume(self.saved["config"], self.cfg, overrides)
-                check_resumable(self.saved, task, self.cfg, resume_from)
+                check_resumable(self.saved, task, self.cfg, resume_from, fixed_keys)
         train_cfg = self.cfg.get("train", {})
         if (self.saved is not None and self.saved["run"].get("finished")
                 and self.saved["config"].get("train") == train_cfg):
@@ -197,6 +232,9 @@ class Run:
         self.max_steps = train_cfg.get("max_steps")
         self.max_minutes = train_cfg.get("max_minutes")
         self.divergence_factor = train_cfg.get("divergence_factor")
+        self.saturation_every = train_cfg.get("saturation_every")
+        schedules = {k: v for k, v in (train_cfg.get("schedules") or {}).items() if v is not None}
+        self.schedules = check_schedules(schedules, self.cfg.get("model", {}))
         self.loss_average: float | None = run_state.get("loss_average")
         # Lines logged after the checkpoint (or by a run killed before its first one) are replayed.
         self.metrics.truncate(self.step)
@@ -256,6 +294,33 @@ class Run:
             + (", ".join(kept) or "no checkpoint yet") + ". Resume from them with a smaller train.lr "
             "(the run folder resumes from last.pt), or start afresh with train.resume=false.")
 
+    def apply_schedules(self, model: torch.nn.Module) -> dict[str, float]:
+        """Set the scheduled G2 options (``train.schedules``, e.g. ``tau`` annealed) of every
+        recurrent layer to their values at the current step; returns them."""
+        values = {option: schedule_value(s, self.cfg["model"][option], self.step) for option, s in self.schedules.items()}
+        if values:
+            from .protocol import lstm_layers
+
+            for layer in lstm_layers(model).values():
+                for option, value in values.items():
+                    setattr(layer, option, value)
+        return values
+
+    def watch_gates(self, model: torch.nn.Module, batches, forward=None) -> dict[str, float] | None:
+        """Every ``train.saturation_every`` steps (step 0 included): the share of gate values
+        < 0.1 and > 0.9 per layer over ``batches`` (a fixed validation subset, in evaluation mode,
+        drawing no random numbers), logged as an ``event: "gates"`` line of ``metrics.jsonl``.
+        Returns the pooled input / forget shares outside (0.1, 0.9) for the progress bar, or None."""
+        if not self.saturation_every or self.step % self.saturation_every:
+            return None
+        from .diagnostics import collect_gate_stats, pooled_saturation, saturation_record
+
+        stats = collect_gate_stats(model, batches, forward)
+        pooled = pooled_saturation(stats.summary())
+        self.metrics.write(event="gates", step=self.step, layers=saturation_record(stats), pooled=pooled)
+        return {f"{gate[0]}_bin": round(pooled[f"{gate}_share_below_0.1"] + pooled[f"{gate}_share_above_0.9"], 3)
+                for gate in ("input", "forget")}
+
     def checkpoint(self, model: torch.nn.Module, **payload: Any) -> dict[str, Any]:
         """What every checkpoint of this run holds: task, config, weights, plus ``payload``."""
         return {"task": self.task, "config": self.cfg, "model": model.state_dict(), **payload}
@@ -284,6 +349,11 @@ class Run:
                   "train_minutes": self.elapsed / 60, **result}
         (self.dir / "results.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         self.metrics.write(event="final", **result)
+        gates = [r for r in self.metrics.read() if r.get("event") == "gates"]
+        if gates:
+            from .diagnostics import plot_saturation
+
+            plot_saturation(gates, self.dir / "saturation.png", title=f"{self.dir.name}: gate saturation")
         state = load_checkpoint(self.last_path)
         state["run"]["finished"] = True
         save_checkpoint(state, self.last_path)
@@ -322,6 +392,73 @@ def _differences(saved, current, prefix: str) -> list[str]:
     return [] if saved == current else [f"{prefix}: {saved!r} in the checkpoint, {current!r} now"]
 
 
+SCHEDULABLE = ("tau", "noise_p")  # G2 options a trainer may change step by step
+SHAPES = ("linear", "exponential")
+
+
+@dataclass
+class Schedules:
+    """``train.schedules`` of every trainer: per option, null (fixed) or ``{end, steps, shape}``:
+    to ``end`` at ``steps``, held after (see :func:`check_schedules`)."""
+
+    # Any, not Optional[dict]: OmegaConf cannot merge a command line's {end: ...} into a typed null
+    tau: Any = None
+    noise_p: Any = None
+
+    def __post_init__(self):
+        for option in SCHEDULABLE:
+            checks.require(self, option, lambda s: isinstance(s, dict) and set(s) == {"end", "steps", "shape"}
+                           and s["steps"] > 0 and s["shape"] in SHAPES, f"{{end, steps > 0, shape in {list(SHAPES)}}}", optional=True)
+
+
+@dataclass
+class RunConfig:
+    """The keys of ``train`` that :class:`Run` and the guards read, shared by every trainer's
+    train schema (their meaning: ``conf/lm/train/nt_asgd.yaml``)."""
+
+    max_steps: Optional[int] = None
+    max_minutes: Optional[float] = None
+    log_every: int = 50
+    checkpoint_every: int = 200
+    saturation_every: Optional[int] = 200
+    schedules: Schedules = field(default_factory=Schedules)
+    divergence_factor: Optional[float] = 10.0
+    resume: bool = True
+
+    def __post_init__(self):
+        checks.positive(self, "log_every", "checkpoint_every")
+        checks.positive(self, "max_steps", "saturation_every", optional=True)
+        checks.at_least(self, 0, "max_minutes", optional=True)
+        checks.require(self, "divergence_factor", lambda v: v > 1, "a factor > 1 (of the running average loss)",
+                       optional=True)
+
+
+def check_schedules(schedules: dict, model_cfg: dict) -> dict:
+    """``train.schedules``: ``{option: {end, steps, shape}}`` (an option set to null is fixed),
+    from the model config's value at step 0 to ``end`` at ``steps`` (held after); a clear error
+    for anything else."""
+    for option, schedule in schedules.items():
+        if option not in SCHEDULABLE:
+            raise ValueError(f"train.schedules.{option}: only {SCHEDULABLE} can be scheduled")
+        if set(schedule) != {"end", "steps", "shape"} or schedule["shape"] not in SHAPES or not schedule["steps"] > 0:
+            raise ValueError(f"train.schedules.{option} must be {{end, steps > 0, shape in {SHAPES}}}, got {schedule}")
+        if option == "tau" and model_cfg.get("cell") == "sharpened":
+            raise ValueError("train.schedules.tau: a sharpened cell uses tau at evaluation too, and checkpoints "
+                             "keep model.tau; schedule tau for model.cell=g2lstm only")
+        if option not in model_cfg:
+            raise ValueError(f"train.schedules.{option}: the model config has no {option!r} to start from")
+    return schedules
+
+
+def schedule_value(schedule: dict, start: float, step: int) -> float:
+    """The scheduled value at ``step``: linear or exponential from ``start`` to ``schedule['end']``."""
+    progress = min(step / schedule["steps"], 1.0)
+    end = schedule["end"]
+    if schedule["shape"] == "exponential":
+        return start * (end / start) ** progress
+    return start + (end - start) * progress
+
+
 def config_for_resume(saved: dict, current: dict, overrides: list[str]) -> dict[str, Any]:
     """The config of a resumed run: the run's saved one with the command line's ``key=value``
     overrides applied (their values as composed in ``current``), so that resuming a run folder
@@ -347,14 +484,22 @@ def config_for_resume(saved: dict, current: dict, overrides: list[str]) -> dict[
 _ABSENT = object()
 
 
-def check_resumable(saved: dict, task: str, cfg: dict, path: Path) -> None:
-    """Refuse to resume from a checkpoint of another task or with another data / model config."""
+def _get(cfg: dict, dotted: str):
+    for part in dotted.split("."):
+        cfg = cfg.get(part) if isinstance(cfg, dict) else None
+    return cfg
+
+
+def check_resumable(saved: dict, task: str, cfg: dict, path: Path, fixed_keys: tuple[str, ...] = ()) -> None:
+    """Refuse to resume from a checkpoint of another task or with another data / model config
+    (or another value of one of ``fixed_keys``)."""
     saved_task = checkpoint_task(saved, path)
     if saved_task != task:
         raise ValueError(f"cannot resume: {path} is a checkpoint of task {saved_task!r}, this trainer is "
                          f"{task!r}; use a new run folder")
     differences = [d for section in COMPARED_SECTIONS
                    for d in _differences(saved["config"].get(section), cfg.get(section), section)]
+    differences += [d for key in fixed_keys for d in _differences(_get(saved["config"], key), _get(cfg, key), key)]
     if differences:
         raise ValueError(f"cannot resume from {path}: the config changed:\n  " + "\n  ".join(differences)
                          + "\nuse a new run folder, or train.resume=false to start this folder afresh")

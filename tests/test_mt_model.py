@@ -15,9 +15,10 @@ V = 40
 
 def model(**kw) -> Seq2Seq:
     torch.manual_seed(0)
-    cfg = dict(src_vocab=V, tgt_vocab=V, embed_dim=16, hidden_dim=12, dropout=0.0)
+    vocab = {"src_vocab": kw.pop("src_vocab", V), "tgt_vocab": kw.pop("tgt_vocab", V)}
+    cfg = dict(embed_dim=16, hidden_dim=12, dropout=0.0)
     cfg.update(kw)
-    return Seq2Seq(ModelConfig(**cfg))
+    return Seq2Seq(ModelConfig(**cfg), **vocab)
 
 
 def batch():
@@ -33,7 +34,7 @@ def test_one_switch_sets_every_recurrent_layer(cell, gates):
     assert len(layers) == 2 and all(isinstance(layer, G2LSTM) and layer.gates == gates for layer in layers)
     assert m.encoder.rnn.bidirectional and m.encoder.rnn.num_layers == 2
     assert m.decoder.output.weight is m.decoder.embedding.weight  # tied
-    with pytest.raises(ValueError, match="cell must be one of"):
+    with pytest.raises(ValueError, match=r"cell=.gru.: expected one of"):
         model(cell="gru")
 
 

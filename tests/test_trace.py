@@ -203,9 +203,9 @@ def test_mt_decoder_with_input_feeding_is_joined_along_time():
     from g2lstm.mt.model import ModelConfig, Seq2Seq
 
     torch.manual_seed(5)
-    cfg = ModelConfig(src_vocab=11, tgt_vocab=13, cell="g2lstm", embed_dim=6, hidden_dim=8,
+    cfg = ModelConfig(cell="g2lstm", embed_dim=6, hidden_dim=8,
                       encoder_layers=2, decoder_layers=2, input_feeding=True, noise_p=0.5)
-    model = Seq2Seq(cfg).train()
+    model = Seq2Seq(cfg, src_vocab=11, tgt_vocab=13).train()
     src = torch.tensor([[4, 5, 6, 7], [8, 9, 0, 0]])  # PAD = 0
     src_lengths = torch.tensor([4, 2])
     tgt_in = torch.randint(3, 13, (2, 6))

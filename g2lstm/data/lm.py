@@ -17,15 +17,18 @@ Sources (``source=`` in :func:`load_corpus`, ``data.source`` in the Hydra config
 
 from __future__ import annotations
 
+import io
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import ClassVar, Iterable, Optional, Sequence
 
 import torch
+from omegaconf import MISSING
 
-from g2lstm.data import data_root
+from g2lstm import config as checks
+from g2lstm.data import data_root, read_text
 
 UNK = "<unk>"
 EOS = "<eos>"
@@ -108,16 +111,14 @@ def read_token_file(path: str | Path) -> list[Sentence]:
     Every line, blank ones included, is a sentence, as in the AWD-LSTM reader, so WikiText's
     paragraph breaks become ``<eos>`` and the published token counts are reproduced.
     """
-    path = _existing_file(path, "a tokenized text file")
-    with open(path, encoding="utf-8") as f:
-        return [line.split() for line in f]
+    text = read_text(path, "a tokenized UTF-8 text file")
+    return [line.split() for line in io.StringIO(text, newline=None)]  # newlines as open() reads them
 
 
 def read_text_file(path: str | Path, lowercase: bool = True) -> list[Sentence]:
     """Plain text: each non-blank line is a sentence, tokenized by :func:`tokenize`."""
-    path = _existing_file(path, "a plain UTF-8 text file")
-    with open(path, encoding="utf-8") as f:
-        return [tokenize(line, lowercase) for line in f if line.strip()]
+    text = read_text(path, "a plain UTF-8 text file")
+    return [tokenize(line, lowercase) for line in io.StringIO(text, newline=None) if line.strip()]
 
 
 BROWN_FILE_RE = re.compile(r"^c[a-r]\d\d$")
@@ -136,7 +137,7 @@ def read_brown(directory: str | Path | None = None, lowercase: bool = True) -> l
         raise FileNotFoundError(f"no Brown files ca01..cr09 in {directory}")
     sentences = []
     for path in files:
-        for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        for line_number, line in enumerate(read_text(path, "a Brown corpus file of word/TAG tokens").splitlines(), 1):
             tagged = line.split()
             if not tagged:
                 continue
@@ -183,11 +184,16 @@ def read_bible(translation: str, valid_books: Sequence[int], test_books: Sequenc
     return train, valid, test
 
 
-def _existing_file(path: str | Path, what: str) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"expected {what} at {path}, but there is no such file")
-    return path
+SPLITS = ("train", "valid", "test")
+
+
+def _read_split_files(paths: Sequence[Path], read) -> tuple[list[Sentence], list[Sentence], list[Sentence]]:
+    """``read`` each of the train, valid and test files; an empty one is an error naming it."""
+    splits = tuple(read(p) for p in paths)
+    for name, path, sentences in zip(SPLITS, paths, splits):
+        if not any(sentences):
+            raise ValueError(f"{path}: the {name} split is empty; expected at least one sentence (one a line)")
+    return splits  # type: ignore[return-value]
 
 
 def _split_files(directory: str | Path, names: Sequence[str], corpus: str) -> list[Path]:
@@ -210,12 +216,96 @@ class Corpus:
     test: torch.Tensor
 
     def split(self, name: str) -> torch.Tensor:
-        if name not in ("train", "valid", "test"):
-            raise ValueError(f"split must be 'train', 'valid' or 'test'; got {name!r}")
+        if name not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}; got {name!r}")
         return getattr(self, name)
 
 
 SOURCES = ("bible", "brown", "ptb", "wikitext", "text")
+
+
+# ----------------------------------------------------------------------------- config schemas
+# One schema per kind of source (conf/lm/data/*.yaml), so a key a source does not read is refused.
+
+
+@dataclass
+class LMDataConfig:
+    """What every source's config holds: its name, the source, where it is, the vocabulary."""
+
+    sources: ClassVar[tuple[str, ...]] = SOURCES  # the ``source`` values a schema reads
+    name: str = MISSING
+    source: str = MISSING
+    path: Optional[str] = None  # null: the source's folder under data_root()
+    vocab_size: Optional[int] = None  # the most frequent training words, the two specials included
+    min_count: int = 1
+
+    def __post_init__(self):
+        checks.require(self, "source", lambda v: v in self.sources,
+                       f"one of {list(self.sources)} (the sources this data group reads; pick a corpus with "
+                       f"data=<bible|brown|ptb|wikitext2|text>)")
+        checks.at_least(self, 3, "vocab_size", optional=True)
+        checks.at_least(self, 1, "min_count")
+
+
+@dataclass
+class BibleDataConfig(LMDataConfig):
+    sources: ClassVar[tuple[str, ...]] = ("bible",)
+    translation: str = "4"
+    valid_books: list[int] = field(default_factory=list)
+    test_books: list[int] = field(default_factory=list)
+    lowercase: bool = True
+
+    def __post_init__(self):
+        super().__post_init__()
+        from g2lstm.data.bible import NUM_BOOKS
+
+        for key in ("valid_books", "test_books"):
+            checks.require(self, key, lambda books: all(1 <= b <= NUM_BOOKS for b in books),
+                           f"Bible book numbers in 1..{NUM_BOOKS}")
+        checks.require(self, "test_books", lambda books: not set(books) & set(self.valid_books),
+                       "books not also in data.valid_books")
+
+
+@dataclass
+class BrownDataConfig(LMDataConfig):
+    sources: ClassVar[tuple[str, ...]] = ("brown",)
+    lowercase: bool = True
+    train_words: int = 800_000
+    valid_words: int = 200_000
+
+    def __post_init__(self):
+        super().__post_init__()
+        checks.positive(self, "train_words", "valid_words")
+
+
+@dataclass
+class TokenFilesDataConfig(LMDataConfig):
+    """Pre-tokenized split files (PTB, WikiText)."""
+
+    sources: ClassVar[tuple[str, ...]] = ("ptb", "wikitext")
+    files: list[str] = field(default_factory=list)  # [train, valid, test] file names in ``path``
+
+    def __post_init__(self):
+        super().__post_init__()
+        checks.require(self, "files", lambda f: len(f) == 3, "three file names [train, valid, test]")
+
+
+@dataclass
+class TextDataConfig(TokenFilesDataConfig):
+    """Plain UTF-8 text files, tokenized here."""
+
+    sources: ClassVar[tuple[str, ...]] = ("text",)
+    lowercase: bool = True
+
+    def __post_init__(self):
+        super().__post_init__()
+        checks.require(self, "path", lambda v: bool(v), "the folder of the text files")
+
+
+checks.store(BibleDataConfig, "lm_bible_schema", group="data")
+checks.store(BrownDataConfig, "lm_brown_schema", group="data")
+checks.store(TokenFilesDataConfig, "lm_token_files_schema", group="data")
+checks.store(TextDataConfig, "lm_text_schema", group="data")
 
 
 def read_splits(source: str, path: str | None = None, *, lowercase: bool = True,
@@ -230,16 +320,16 @@ def read_splits(source: str, path: str | None = None, *, lowercase: bool = True,
         return train, valid, test
     if source == "ptb":
         paths = _split_files(path or data_root() / "ptb", files or ["ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"], "PTB")
-        return tuple(read_token_file(p) for p in paths)  # type: ignore[return-value]
+        return _read_split_files(paths, read_token_file)
     if source == "wikitext":
         names = files or ["wiki.train.tokens", "wiki.valid.tokens", "wiki.test.tokens"]
         paths = _split_files(path or data_root() / "wikitext-2", names, "WikiText")
-        return tuple(read_token_file(p) for p in paths)  # type: ignore[return-value]
+        return _read_split_files(paths, read_token_file)
     if source == "text":
         if path is None or files is None or len(files) != 3:
             raise ValueError("source 'text' needs path (a directory) and files: [train, valid, test] names")
         paths = _split_files(path, files, "plain-text")
-        return tuple(read_text_file(p, lowercase) for p in paths)  # type: ignore[return-value]
+        return _read_split_files(paths, lambda p: read_text_file(p, lowercase))
     raise ValueError(f"unknown language-modelling source {source!r}; expected one of {SOURCES}")
 
 
@@ -247,8 +337,10 @@ def load_corpus(source: str, path: str | None = None, *, vocab_size: int | None 
                 vocab: Vocab | None = None, **read_options) -> Corpus:
     """Read a source, build the vocabulary on its training split (or reuse ``vocab``), encode all."""
     train, valid, test = read_splits(source, path, **read_options)
-    if not train:
-        raise ValueError(f"the training split of {source!r} is empty")
+    for name, sentences in zip(SPLITS, (train, valid, test)):
+        if not any(sentences):
+            raise ValueError(f"the {name} split of source {source!r} is empty; expected at least one sentence"
+                             + (" (data.train_words and data.valid_words leave none for it)" if source == "brown" else ""))
     if vocab is None:
         vocab = Vocab.build(train, max_size=vocab_size, min_count=min_count)
     return Corpus(vocab, vocab.encode(train), vocab.encode(valid), vocab.encode(test))

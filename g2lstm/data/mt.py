@@ -11,12 +11,17 @@ Every loader returns ``{split_name: [(source_sentence, target_sentence), ...]}``
 
 from __future__ import annotations
 
-import gzip
+import io
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
-from . import data_root
+from omegaconf import MISSING
+
+from .. import config as checks
+from ..mt.tokenizer import TokenizerConfig
+from . import data_root, read_text
 
 Pair = tuple[str, str]
 Splits = dict[str, list[Pair]]
@@ -27,12 +32,8 @@ MULTI30K_LANGS = ("de", "en", "fr", "cs")
 
 def read_lines(path: str | Path) -> list[str]:
     """The lines of a UTF-8 text file, plain or gzip (by the ``.gz`` suffix), without newlines."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"expected a text file (plain or .gz) at {path}, found nothing")
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8", newline="\n") as f:
-        return [line.rstrip("\r\n") for line in f]
+    text = read_text(path, "a UTF-8 text file (plain or .gz), one sentence a line")
+    return [line.rstrip("\r\n") for line in io.StringIO(text, newline="\n")]
 
 
 def read_parallel(src_path: str | Path, tgt_path: str | Path) -> list[Pair]:
@@ -173,6 +174,65 @@ def filter_pairs(
             continue
         kept.append((s, t))
     return kept
+
+
+# corpus name -> the ``options`` its loader reads
+CORPUS_OPTIONS = {
+    "multi30k": (),
+    "folder": ("splits",),
+    "iwslt_raw": ("year",),
+    "bible": ("src_code", "tgt_code", "val_books", "test_books"),
+}
+
+
+@dataclass
+class SplitNames:
+    """Which of the corpus's splits plays each role."""
+
+    train: str = "train"
+    valid: str = "valid"
+    test: str = "test"
+
+
+@dataclass
+class PairFilter:
+    """Length filters of the training pairs (:func:`filter_pairs`), in whitespace words."""
+
+    min_len: int = 1
+    max_len: Optional[int] = 80
+    max_ratio: Optional[float] = 3.0
+
+    def __post_init__(self):
+        checks.at_least(self, 0, "min_len")
+        checks.require(self, "max_len", lambda v: v >= max(self.min_len, 1), "a length >= min_len and >= 1",
+                       optional=True)
+        checks.at_least(self, 1, "max_ratio", optional=True)
+
+
+@dataclass
+class MTDataConfig:
+    """The schema of ``conf/mt/data``: a parallel corpus (:func:`load_corpus`) and its tokenizer."""
+
+    name: str = MISSING  # multi30k | folder | iwslt_raw | bible
+    path: Optional[str] = None
+    src: str = "de"
+    tgt: str = "en"
+    options: dict[str, Any] = field(default_factory=dict)  # the corpus's own options (CORPUS_OPTIONS)
+    splits: SplitNames = field(default_factory=SplitNames)
+    filter: PairFilter = field(default_factory=PairFilter)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+
+    def __post_init__(self):
+        checks.one_of(self, "name", CORPUS_OPTIONS)
+        allowed = CORPUS_OPTIONS[self.name]
+        checks.require(self, "options", lambda o: set(o) <= set(allowed),
+                       f"options of corpus {self.name!r} among {list(allowed)}")
+        checks.require(self, "tgt", lambda v: v != self.src, "a target language other than data.src")
+        if self.name in ("folder", "iwslt_raw"):
+            checks.require(self, "path", lambda v: bool(v), f"the folder of the {self.name!r} corpus")
+
+
+checks.store(MTDataConfig, "mt_data_schema", group="data")
 
 
 def load_corpus(name: str, src: str, tgt: str, path: str | Path | None = None, **options) -> Splits:

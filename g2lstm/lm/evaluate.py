@@ -8,13 +8,43 @@ It needs no training; theta and lambdah are chosen on the validation split.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
+from g2lstm import config as checks
 from g2lstm.data.lm import batchify
 from g2lstm.runtime import exp_or_inf
+
+
+@dataclass
+class CacheConfig:
+    """The cache pointer's window and the grids theta and lambdah are picked from on valid."""
+
+    enabled: bool = True
+    window: int = 500
+    thetas: list[float] = field(default_factory=lambda: [0.5, 1.0])
+    lambdahs: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.2])
+
+    def __post_init__(self):
+        checks.positive(self, "window")
+        checks.all_of(self, "thetas", lambda v: v > 0, "values > 0")
+        checks.all_of(self, "lambdahs", lambda v: 0 <= v <= 1, "probabilities in [0, 1]")
+
+
+@dataclass
+class LMEvalConfig:
+    """The schema of ``conf/lm/eval``: the final evaluation of ``best.pt``."""
+
+    test_batch_size: int = 10
+    cache: CacheConfig = field(default_factory=CacheConfig)
+
+    def __post_init__(self):
+        checks.positive(self, "test_batch_size")
+
+
+checks.store(LMEvalConfig, "cache_pointer_schema", group="eval")
 
 
 @dataclass
@@ -44,6 +74,22 @@ def run_split(model, ids: torch.Tensor, batch_size: int, bptt: int, keep_hidden:
             outputs.append(raw_outputs[-1].float().cpu())
     hidden_states = torch.cat(outputs) if keep_hidden else torch.empty(0)
     return SplitOutputs(hidden_states, torch.cat(logprobs), torch.cat(targets))
+
+
+def gate_data(ids: torch.Tensor, tokens: int, batch_size: int, bptt: int, device) -> tuple[list, object]:
+    """``(chunks, forward)`` over the first ``tokens`` of ``ids`` for
+    :func:`g2lstm.diagnostics.collect_gate_stats`: ``bptt``-long chunks of ``batch_size`` columns,
+    the state carried from chunk to chunk as in evaluation."""
+    data = batchify(ids[: tokens + 1], batch_size).to(device)
+    chunks = [data[i:i + bptt] for i in range(0, data.size(0) - 1, bptt)]
+    hidden: list = [None]
+
+    def forward(model, words):
+        if hidden[0] is None or words is chunks[0]:
+            hidden[0] = model.init_hidden(batch_size)
+        _, hidden[0], _, _ = model(words, hidden[0])
+
+    return chunks, forward
 
 
 def perplexity(model, ids: torch.Tensor, batch_size: int = 10, bptt: int = 70) -> dict:

@@ -9,10 +9,44 @@ parameter re-registration hack.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from g2lstm.protocol import Batch, check_cell, lstm_layers, recurrent_layer
+from g2lstm import config as checks
+from g2lstm.noise import NOISE_MODES
+from g2lstm.protocol import CELLS, Batch, check_cell, lstm_layers, recurrent_layer
+
+
+@dataclass
+class LMModelConfig:
+    """The schema of ``conf/lm/model``: the keyword arguments of :class:`AWDLSTM` (defaults: the
+    paper's PTB sizes)."""
+
+    cell: str = "g2lstm"
+    emsize: int = 400
+    nhid: int = 1150
+    nlayers: int = 3
+    tau: float = 1.0
+    noise_p: float = 0.2
+    noise_mode: str = "step"
+    dropout: float = 0.4
+    dropouth: float = 0.3
+    dropouti: float = 0.65
+    dropoute: float = 0.1
+    wdrop: float = 0.5
+    tie_weights: bool = True
+
+    def __post_init__(self):
+        checks.one_of(self, "cell", CELLS)
+        checks.positive(self, "emsize", "nhid", "nlayers", "tau")
+        checks.probability(self, "noise_p")
+        checks.one_of(self, "noise_mode", NOISE_MODES)
+        checks.dropout(self, "dropout", "dropouth", "dropouti", "dropoute", "wdrop")
+
+
+checks.store(LMModelConfig, "awd_lstm_schema", group="model")
 
 
 class LockedDropout(nn.Module):

@@ -7,8 +7,8 @@ from typing import Sequence
 import torch
 from omegaconf import OmegaConf
 
-from g2lstm.data.lm import Corpus, Vocab, batchify, tokenize
-from g2lstm.lm.evaluate import perplexity
+from g2lstm.data.lm import Corpus, Vocab, tokenize
+from g2lstm.lm.evaluate import gate_data, perplexity
 from g2lstm.lm.model import AWDLSTM
 from g2lstm.protocol import Batch
 from g2lstm.tasks import TaskModel
@@ -73,16 +73,7 @@ class LanguageModelTask(TaskModel):
 
     def gate_batches(self, tokens: int = 20000, batch_size: int = 10, bptt: int = 70):
         """The first ``tokens`` test tokens in ``bptt`` chunks, the state carried across chunks."""
-        data = batchify(self.corpus.test[: tokens + 1], batch_size).to(self.device)
-        chunks = [data[i:i + bptt] for i in range(0, data.size(0) - 1, bptt)]
-        hidden: list = [None]
-
-        def forward(model, words):
-            if hidden[0] is None or words is chunks[0]:
-                hidden[0] = model.init_hidden(batch_size)
-            _, hidden[0], _, _ = model(words, hidden[0])
-
-        return chunks, forward
+        return gate_data(self.corpus.test, tokens, batch_size, bptt, self.device)
 
     def labelled_sentences(self, count: int):
         ids, eos = self.corpus.test.tolist(), self.vocab.eos_id

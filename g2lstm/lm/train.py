@@ -20,21 +20,72 @@ from __future__ import annotations
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from tqdm import tqdm
 
-from g2lstm import runtime
+from g2lstm import config as checks, runtime
 from g2lstm.config import compose_config
-from g2lstm.data.lm import Corpus, Vocab, batchify, load_corpus
-from g2lstm.lm.evaluate import evaluate, perplexity
-from g2lstm.lm.model import AWDLSTM, detach_hidden
+from g2lstm.data.lm import Corpus, LMDataConfig, Vocab, batchify, load_corpus
+from g2lstm.lm.evaluate import LMEvalConfig, evaluate, gate_data, perplexity
+from g2lstm.lm.model import AWDLSTM, LMModelConfig, detach_hidden
 
 TASK = "lm"
+
+
+# ----------------------------------------------------------------------------- config schemas
+
+
+@dataclass
+class LMTrainConfig(runtime.RunConfig):
+    """The schema of ``conf/lm/train`` (the meaning of each key: ``conf/lm/train/nt_asgd.yaml``)."""
+
+    batch_size: int = 80
+    eval_batch_size: int = 10
+    bptt: int = 70
+    lr: float = 30.0
+    clip: float = 0.25  # 0: no clipping
+    wdecay: float = 1.2e-6
+    alpha: float = 2.0
+    beta: float = 1.0
+    epochs: int = 500
+    asgd: bool = True
+    nonmono: int = 5
+    finetune_epochs: int = 0
+    saturation_tokens: int = 2000
+
+    def __post_init__(self):
+        super().__post_init__()
+        checks.positive(self, "batch_size", "eval_batch_size", "bptt", "lr", "epochs", "nonmono")
+        checks.at_least(self, 0, "clip", "wdecay", "alpha", "beta", "finetune_epochs")
+        checks.positive(self, "saturation_tokens")
+
+
+@dataclass
+class LMConfig:
+    """The schema of ``conf/lm/config.yaml``."""
+
+    seed: int = 1
+    device: str = "cpu"
+    threads: Optional[int] = None  # torch.set_num_threads; null keeps torch's default
+    data: LMDataConfig = MISSING
+    model: LMModelConfig = MISSING
+    train: LMTrainConfig = MISSING
+    eval: LMEvalConfig = MISSING
+
+    def __post_init__(self):
+        checks.check_device(self, "device")
+        checks.positive(self, "threads", optional=True)
+
+
+checks.store(LMTrainConfig, "nt_asgd_schema", group="train")
+checks.store(LMConfig, "lm_schema")
 
 
 def lm_config(overrides: list[str] | None = None) -> DictConfig:
@@ -131,8 +182,10 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None, overrides: 
     'cache': {...} | None}`` where ``stopped`` is ``'done'``, ``'max_steps'`` (no evaluation: run the
     folder again to go on) or ``'max_minutes'``.
     """
+    checks.validate(cfg, LMConfig)  # before anything is read or written
     run_dir = run_dir if run_dir is not None else Path("runs/lm") / time.strftime("%Y-%m-%d_%H-%M-%S")
-    run = runtime.Run(cfg, TASK, run_dir, overrides)
+    # the saved hidden state and position in the epoch are laid out for one batch size
+    run = runtime.Run(cfg, TASK, run_dir, overrides, fixed_keys=("train.batch_size",))
     if run.finished:
         return run.result()
     cfg = OmegaConf.create(run.cfg)
@@ -193,6 +246,8 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None, overrides: 
         optimizer = make_optimizer("asgd", model.parameters(), tc)
 
     # ------------------------------------------------------------------ training loop
+    probe = gate_data(corpus.valid, tc.saturation_tokens, tc.eval_batch_size, tc.bptt, device)
+    gates = None if run.resumed else run.watch_gates(model, *probe)  # step 0: the initial gates
     stopped = "done"
     bar = None
     while state["stage"] != "done":
@@ -216,6 +271,7 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None, overrides: 
 
         tick = time.time()
         model.train()
+        run.apply_schedules(model)
         seq_len = min(sample_seq_len(tc.bptt), train_data.size(0) - 1 - state["position"])
         i = state["position"]
         inputs, targets = train_data[i:i + seq_len], train_data[i + 1:i + 1 + seq_len]
@@ -240,8 +296,9 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None, overrides: 
         state["position"] += seq_len
         tokens_per_s = seq_len * tc.batch_size / max(time.time() - tick, 1e-9)
         bar.update(seq_len * tc.batch_size)
+        gates = run.watch_gates(model, *probe) or gates
         bar.set_postfix(loss=f"{raw_loss.item():.3f}", ppl=f"{math.exp(min(raw_loss.item(), 50)):.1f}",
-                        tok_s=f"{tokens_per_s:.0f}", refresh=False)
+                        tok_s=f"{tokens_per_s:.0f}", **(gates or {}), refresh=False)
         if run.step % tc.log_every == 0:
             run.metrics.write(event="train", stage=state["stage"], epoch=state["epoch"], step=run.step,
                               loss=raw_loss.item(), ppl=math.exp(min(raw_loss.item(), 50)), tokens_per_s=tokens_per_s)

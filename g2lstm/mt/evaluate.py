@@ -24,10 +24,13 @@ def _check(hyps: Sequence[str], refs: Sequence[str]) -> None:
         raise ValueError(f"need one hypothesis per reference, got {len(hyps)} hypotheses and {len(refs)} references")
 
 
+TOKENIZED_BLEU = ("13a", "none")  # tokenizations before tokenized BLEU
+
+
 def tokenized_bleu(hyps: Sequence[str], refs: Sequence[str], tokenize: str = "13a", lowercase: bool = True) -> float:
     """Corpus BLEU over whitespace tokens after ``tokenize`` ('13a' or 'none'), like multi-bleu.perl."""
     _check(hyps, refs)
-    if tokenize not in ("13a", "none"):
+    if tokenize not in TOKENIZED_BLEU:
         raise ValueError(f"tokenize must be '13a' or 'none', got {tokenize!r}")
     tok = Tokenizer13a() if tokenize == "13a" else (lambda s: s)
     prep = (lambda s: tok(s).lower()) if lowercase else tok

@@ -14,21 +14,26 @@ draws fresh gate noise on every call); without it, teacher forcing runs the whol
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from ..protocol import Batch, check_cell, lstm_layers, recurrent_layer as g2_layer
+from .. import config as checks
+from ..protocol import CELLS, Batch, lstm_layers, recurrent_layer as g2_layer
 from .tokenizer import PAD
 
 ATTENTIONS = ("dot", "general", "bahdanau")
+# G2LSTM keywords that model.g2_options may set (the others come from the model's own fields)
+G2_OPTIONS = ("stochastic_gates", "noise_mode", "eval_gates", "weight_drop", "impl")
 
 
 @dataclass
 class ModelConfig:
-    src_vocab: int
-    tgt_vocab: int
+    """The schema of ``conf/mt/model`` and the architecture of :class:`Seq2Seq` (the vocabulary
+    sizes come from the tokenizers: ``Seq2Seq(config, src_vocab, tgt_vocab)``)."""
+
     cell: str = "lstm"  # lstm | sharpened | g2lstm, for every recurrent layer
     embed_dim: int = 256
     hidden_dim: int = 256  # decoder hidden size; each encoder direction gets hidden_dim // 2
@@ -41,16 +46,20 @@ class ModelConfig:
     share_embeddings: bool = False  # encoder embedding = decoder embedding (needs a joint vocab)
     tau: float = 0.9  # G2 / sharpened temperature (paper: 0.9)
     noise_p: float = 0.2  # probability that a gate gets Gumbel noise (paper: 0.2)
-    g2_options: dict = field(default_factory=dict)  # further G2LSTM keywords (noise_mode, ...)
+    g2_options: dict[str, Any] = field(default_factory=dict)  # further G2LSTM keywords (noise_mode, ...)
 
     def __post_init__(self):
-        check_cell(self.cell)
-        if self.attention not in ATTENTIONS:
-            raise ValueError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
-        if self.hidden_dim % 2:
-            raise ValueError(f"hidden_dim must be even (split over two encoder directions), got {self.hidden_dim}")
-        if self.share_embeddings and self.src_vocab != self.tgt_vocab:
-            raise ValueError("share_embeddings needs a joint vocabulary (src_vocab == tgt_vocab)")
+        checks.one_of(self, "cell", CELLS)
+        checks.positive(self, "embed_dim", "hidden_dim", "encoder_layers", "decoder_layers", "tau")
+        checks.require(self, "hidden_dim", lambda v: v % 2 == 0, "an even size (split over two encoder directions)")
+        checks.one_of(self, "attention", ATTENTIONS)
+        checks.dropout(self, "dropout")
+        checks.probability(self, "noise_p")
+        checks.require(self, "g2_options", lambda o: set(o) <= set(G2_OPTIONS),
+                       f"G2LSTM keywords among {list(G2_OPTIONS)}")
+
+
+checks.store(ModelConfig, "seq2seq_schema", group="model")
 
 
 def recurrent_layer(cfg: ModelConfig, input_size: int, hidden_size: int, num_layers: int, bidirectional: bool) -> nn.LSTM:
@@ -122,7 +131,7 @@ class DecoderState:
 
 
 class Decoder(nn.Module):
-    def __init__(self, cfg: ModelConfig, embedding: nn.Embedding):
+    def __init__(self, cfg: ModelConfig, embedding: nn.Embedding, tgt_vocab: int):
         super().__init__()
         self.cfg = cfg
         self.embedding = embedding
@@ -132,7 +141,7 @@ class Decoder(nn.Module):
         self.bridge = nn.Linear(cfg.hidden_dim, cfg.hidden_dim)  # encoder's final h -> initial h
         self.attention = Attention(cfg.attention, cfg.hidden_dim)
         self.combine = nn.Linear(2 * cfg.hidden_dim, cfg.embed_dim, bias=False)
-        self.output = nn.Linear(cfg.embed_dim, cfg.tgt_vocab)
+        self.output = nn.Linear(cfg.embed_dim, tgt_vocab)
         if cfg.tie_embeddings:
             self.output.weight = self.embedding.weight
 
@@ -183,13 +192,23 @@ class Decoder(nn.Module):
 class Seq2Seq(nn.Module):
     # PyTorch's default initialization (embeddings N(0, 1), LSTM U(+-1/sqrt(H))): on a 20-pair
     # overfitting check it trained in 100 steps where Luong's uniform(-0.1, 0.1) needed 500.
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, src_vocab: int, tgt_vocab: int):
         super().__init__()
-        self.cfg = cfg
-        tgt_embedding = nn.Embedding(cfg.tgt_vocab, cfg.embed_dim, padding_idx=PAD)
-        src_embedding = tgt_embedding if cfg.share_embeddings else nn.Embedding(cfg.src_vocab, cfg.embed_dim, padding_idx=PAD)
+        if cfg.share_embeddings and src_vocab != tgt_vocab:
+            raise ValueError(f"model.share_embeddings needs a joint vocabulary; the source has {src_vocab} "
+                             f"pieces, the target {tgt_vocab} (data.tokenizer.joint=true makes one)")
+        self.cfg, self.src_vocab, self.tgt_vocab = cfg, src_vocab, tgt_vocab
+        tgt_embedding = nn.Embedding(tgt_vocab, cfg.embed_dim, padding_idx=PAD)
+        src_embedding = tgt_embedding if cfg.share_embeddings else nn.Embedding(src_vocab, cfg.embed_dim, padding_idx=PAD)
         self.encoder = Encoder(cfg, src_embedding)
-        self.decoder = Decoder(cfg, tgt_embedding)
+        self.decoder = Decoder(cfg, tgt_embedding, tgt_vocab)
+
+    @classmethod
+    def from_config_dict(cls, config: dict) -> "Seq2Seq":
+        """The model (untrained) that :meth:`config_dict` describes, e.g. a checkpoint's."""
+        config = dict(config)
+        src_vocab, tgt_vocab = config.pop("src_vocab"), config.pop("tgt_vocab")
+        return cls(ModelConfig(**config), src_vocab, tgt_vocab)
 
     def encode(self, src: torch.Tensor, src_lengths: torch.Tensor, embedded: torch.Tensor | None = None) -> DecoderState:
         memory, final = self.encoder(src, src_lengths, embedded)
@@ -220,4 +239,5 @@ class Seq2Seq(nn.Module):
         return lstm_layers(self)
 
     def config_dict(self) -> dict:
-        return asdict(self.cfg)
+        """The architecture with the vocabulary sizes (stored in checkpoints as ``model_config``)."""
+        return {"src_vocab": self.src_vocab, "tgt_vocab": self.tgt_vocab, **asdict(self.cfg)}

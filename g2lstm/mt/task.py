@@ -8,7 +8,7 @@ import torch
 
 from g2lstm.mt.batching import source_batch, training_batch
 from g2lstm.mt.evaluate import bleu_of
-from g2lstm.mt.model import ModelConfig, Seq2Seq
+from g2lstm.mt.model import Seq2Seq
 from g2lstm.mt.tokenizer import Tokenizers
 from g2lstm.protocol import Batch
 from g2lstm.tasks import TaskModel
@@ -27,7 +27,7 @@ class TranslationTask(TaskModel):
 
     @classmethod
     def from_checkpoint(cls, state: dict, path: str, device) -> "TranslationTask":
-        model = Seq2Seq(ModelConfig(**state["model_config"]))
+        model = Seq2Seq.from_config_dict(state["model_config"])
         model.load_state_dict(state["model"])
         return cls(model, Tokenizers.from_state(state["tokenizers"]), state["config"], path, device)
 

@@ -12,7 +12,25 @@ from typing import Iterable, Sequence
 
 import sentencepiece as spm
 
+from .. import config as checks
+
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
+MODEL_TYPES = ("bpe", "unigram", "char", "word")
+
+
+@dataclass
+class TokenizerConfig:
+    """``data.tokenizer`` in ``conf/mt``: the arguments of :func:`train_tokenizers`."""
+
+    joint: bool = True
+    vocab_size: int = 8000
+    model_type: str = "bpe"
+    character_coverage: float = 1.0
+
+    def __post_init__(self):
+        checks.require(self, "vocab_size", lambda v: v >= 5, "a vocabulary size >= 5 (4 special pieces and a word)")
+        checks.one_of(self, "model_type", MODEL_TYPES)
+        checks.require(self, "character_coverage", lambda v: 0 < v <= 1, "a share in (0, 1]")
 
 
 class Tokenizer:
@@ -46,8 +64,8 @@ def train_tokenizer(
 
     ``vocab_size`` is an upper bound (``hard_vocab_limit=False``) so tiny corpora in tests still work.
     """
-    if model_type not in ("bpe", "unigram", "char", "word"):
-        raise ValueError(f"model_type must be bpe, unigram, char or word, got {model_type!r}")
+    if model_type not in MODEL_TYPES:
+        raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
     sentences = [s for s in sentences if s.strip()]
     if not sentences:
         raise ValueError("cannot train a tokenizer on an empty training split")

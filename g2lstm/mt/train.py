@@ -18,23 +18,98 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
+from omegaconf import MISSING
 from tqdm import tqdm
 
-from ..data.mt import filter_pairs, load_corpus
+from .. import config as checks, runtime
+from ..data.mt import MTDataConfig, filter_pairs, load_corpus
 from ..config import compose_config
 from ..runtime import Run, load_checkpoint
 from .batching import token_batches, training_batch
-from .evaluate import bleu_of
+from .evaluate import TOKENIZED_BLEU, bleu_of
 from .model import ModelConfig, Seq2Seq
 from .tokenizer import PAD, Tokenizers, train_tokenizers
 
 
 TASK = "mt"
+
+
+# ----------------------------------------------------------------------------- config schemas
+
+
+@dataclass
+class MTTrainConfig(runtime.RunConfig):
+    """The schema of ``conf/mt/train`` (the meaning of each key: ``conf/mt/train/default.yaml``)."""
+
+    max_tokens: int = 4000
+    lr: float = 0.001
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_steps: int = 500
+    lr_decay: float = 0.5
+    decay_patience: int = 1
+    min_lr: float = 1.0e-5
+    early_stop_patience: int = 4
+    label_smoothing: float = 0.1
+    clip_norm: float = 5.0
+    max_epochs: int = 30
+    eval_every: int = 0
+    select_by: str = "loss"
+    valid_beam: int = 1
+    saturation_pairs: int = 100
+
+    def __post_init__(self):
+        super().__post_init__()
+        checks.positive(self, "max_tokens", "lr", "decay_patience", "early_stop_patience", "clip_norm",
+                        "max_epochs", "valid_beam")
+        checks.require(self, "betas", lambda b: len(b) == 2 and all(0 <= x < 1 for x in b),
+                       "two Adam betas in [0, 1)")
+        checks.at_least(self, 0, "warmup_steps", "min_lr", "eval_every")
+        checks.require(self, "lr_decay", lambda v: 0 < v <= 1, "a factor in (0, 1]")
+        checks.require(self, "label_smoothing", lambda v: 0 <= v < 1, "a probability in [0, 1)")
+        checks.positive(self, "saturation_pairs")
+        checks.one_of(self, "select_by", ("loss", "bleu"))
+
+
+@dataclass
+class MTEvalConfig:
+    """The final test decoding (``eval`` in ``conf/mt/config.yaml``)."""
+
+    beam: int = 5
+    length_penalty: float = 1.0
+    max_tokens: int = 4000
+    tokenized_bleu: str = "13a"
+
+    def __post_init__(self):
+        checks.positive(self, "beam", "max_tokens")
+        checks.at_least(self, 0, "length_penalty")
+        checks.one_of(self, "tokenized_bleu", TOKENIZED_BLEU)
+
+
+@dataclass
+class MTConfig:
+    """The schema of ``conf/mt/config.yaml``."""
+
+    seed: int = 1
+    device: str = "cpu"
+    threads: Optional[int] = 1
+    data: MTDataConfig = MISSING
+    model: ModelConfig = MISSING
+    train: MTTrainConfig = MISSING
+    eval: MTEvalConfig = field(default_factory=MTEvalConfig)
+
+    def __post_init__(self):
+        checks.check_device(self, "device")
+        checks.positive(self, "threads", optional=True)
+
+
+checks.store(MTTrainConfig, "mt_train_schema", group="train")
+checks.store(MTConfig, "mt_schema")
 
 
 def mt_config(overrides: list[str] | None = None):
@@ -95,6 +170,7 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
     Returns the test scores with ``run_dir``, ``steps``, ``epochs``, ``stopped``; with
     ``stopped='max_steps'`` only the first four (no test: run the folder again to go on).
     """
+    checks.validate(cfg, MTConfig)  # before anything is read or written
     run_dir = run_dir if run_dir is not None else Path("runs/mt") / time.strftime("%Y%m%d-%H%M%S")
     run = Run(cfg, TASK, run_dir, overrides)
     if run.finished:
@@ -114,15 +190,14 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
     val_src = tokenizers.src.encode([s for s, _ in data["valid"]])
     val_tgt = tokenizers.tgt.encode([t_ for _, t_ in data["valid"]])
 
-    model_cfg = ModelConfig(src_vocab=tokenizers.src.vocab_size, tgt_vocab=tokenizers.tgt.vocab_size, **cfg["model"])
-    model = Seq2Seq(model_cfg).to(device)
+    model = Seq2Seq(ModelConfig(**cfg["model"]), tokenizers.src.vocab_size, tokenizers.tgt.vocab_size).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=t["lr"], betas=tuple(t.get("betas", (0.9, 0.999))))
     # trainer state: everything besides weights and optimizer that an exact resume needs
     ts = run.restore(model, optimizer) or {"epoch": 0, "batch_in_epoch": 0, "lr_scale": 1.0, "best": None,
                                            "bad_evals": 0, "evals_since_decay": 0, "stopped": None}
     ts["stopped"] = None  # a resumed run continues; its limits (maybe raised) are checked again
     print(f"{cfg['model']['cell']}: {sum(p.numel() for p in model.parameters()):,} parameters, "
-          f"{len(data['train'])} training pairs, vocab {model_cfg.src_vocab}/{model_cfg.tgt_vocab}, run_dir {run.dir}")
+          f"{len(data['train'])} training pairs, vocab {model.src_vocab}/{model.tgt_vocab}, run_dir {run.dir}")
     payload = {"model_config": model.config_dict(), "tokenizers": tokenizers.state()}
 
     def validate() -> bool:
@@ -154,6 +229,11 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
         ts["stopped"] = stop
         return stop is not None
 
+    watched = min(t["saturation_pairs"], len(val_src))  # the valid pairs whose gates are watched in training
+    probe = [tuple(b[k].to(device) for k in ("src", "src_lengths", "tgt_in"))
+             for b in (training_batch(val_src[i:min(i + 50, watched)], val_tgt[i:min(i + 50, watched)])
+                       for i in range(0, watched, 50))]
+    gates = None if run.resumed else run.watch_gates(model, probe)  # step 0: the initial gates
     budget = None
     model.train()
     while ts["stopped"] is None and ts["epoch"] < t["max_epochs"] and budget is None:
@@ -163,6 +243,7 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
         while ts["batch_in_epoch"] < len(batches):
             batch = batches[ts["batch_in_epoch"]]
             b = {k: v.to(device) for k, v in training_batch([src_ids[i] for i in batch], [tgt_ids[i] for i in batch]).items()}
+            run.apply_schedules(model)
             lr = t["lr"] * ts["lr_scale"] * min(1.0, (run.step + 1) / max(t["warmup_steps"], 1))
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -179,7 +260,8 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
             run.step += 1
             ts["batch_in_epoch"] += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
+            gates = run.watch_gates(model, probe) or gates
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}", **(gates or {}))
             if run.step % t["log_every"] == 0:
                 run.metrics.write(split="train", step=run.step, epoch=ts["epoch"], loss=loss.item(), lr=lr,
                                   grad_norm=float(grad_norm), tokens=n_tokens, elapsed=run.elapsed)

@@ -1,0 +1,64 @@
+"""Gate saturation watched during training, and step schedules of the G2 options."""
+
+import pytest
+import torch
+
+from g2lstm import runtime
+from g2lstm.lm.train import train as train_lm
+from g2lstm.mt.train import train as train_mt
+from test_lm_train import tiny_config, tiny_corpus  # noqa: F401  (fixture)
+from test_mt_train import config as mt_config, corpus  # noqa: F401  (fixture)
+
+
+def test_lm_logs_saturation_without_changing_training(tiny_corpus, tmp_path):  # noqa: F811
+    common = ["train.epochs=1", "eval.cache.enabled=false", "train.saturation_tokens=200"]
+    watched = train_lm(tiny_config(tiny_corpus, *common, "train.saturation_every=5"), tmp_path / "watched")
+    plain = train_lm(tiny_config(tiny_corpus, *common, "train.saturation_every=null"), tmp_path / "plain")
+    a = runtime.load_checkpoint(tmp_path / "watched" / "last.pt")["model"]
+    b = runtime.load_checkpoint(tmp_path / "plain" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the probe draws no random numbers
+    assert watched["test_ppl"] == plain["test_ppl"]
+
+    lines = [r for r in runtime.MetricsLog(tmp_path / "watched" / "metrics.jsonl").read() if r.get("event") == "gates"]
+    assert [r["step"] for r in lines] == list(range(0, watched["steps"] + 1, 5))
+    assert set(lines[0]["layers"]) == {"rnns.0/l0", "rnns.1/l0"}
+    for record in lines:
+        for per_gate in record["layers"].values():
+            for below, above in per_gate.values():
+                assert 0 <= below <= 1 and 0 <= above <= 1 and below + above <= 1
+    assert (tmp_path / "watched" / "saturation.png").stat().st_size > 0
+    assert not (tmp_path / "plain" / "saturation.png").exists()
+
+
+def test_schedules_move_tau_and_noise_p_and_resume_exactly(corpus, tmp_path):  # noqa: F811
+    overrides = ["model.cell=g2lstm", "model.tau=1.0", "model.noise_p=0.2", "train.max_epochs=2", "eval.beam=1",
+                 "train.schedules.tau={end: 0.1, steps: 10, shape: exponential}",
+                 "train.schedules.noise_p={end: 1.0, steps: 4, shape: linear}"]
+    straight = train_mt(mt_config(corpus, *overrides), tmp_path / "a")
+    train_mt(mt_config(corpus, *overrides, "train.max_steps=3"), tmp_path / "b")
+    resumed = train_mt(mt_config(corpus, *overrides), tmp_path / "b")
+    assert straight["steps"] == resumed["steps"] > 10 and straight["bleu"] == resumed["bleu"]
+    a = runtime.load_checkpoint(tmp_path / "a" / "last.pt")["model"]
+    b = runtime.load_checkpoint(tmp_path / "b" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the run moves the options of every recurrent layer
+    from g2lstm.mt.model import ModelConfig, Seq2Seq
+
+    model = Seq2Seq(ModelConfig(cell="g2lstm", tau=1.0, noise_p=0.2), src_vocab=10, tgt_vocab=10)
+    run = runtime.Run(runtime.load_checkpoint(tmp_path / "a" / "last.pt")["config"], "mt", tmp_path / "c")
+    run.step = 5
+    assert run.apply_schedules(model) == pytest.approx({"tau": 0.1 ** 0.5, "noise_p": 1.0})
+    assert model.encoder.rnn.tau == model.decoder.rnn.tau == pytest.approx(0.1 ** 0.5)
+    assert model.decoder.rnn.noise_p == 1.0
+
+
+def test_schedule_values_and_errors():
+    assert runtime.schedule_value({"end": 0.0, "steps": 4, "shape": "linear"}, 1.0, 1) == 0.75
+    assert runtime.schedule_value({"end": 0.01, "steps": 4, "shape": "exponential"}, 1.0, 2) == pytest.approx(0.1)
+    assert runtime.schedule_value({"end": 0.5, "steps": 4, "shape": "linear"}, 1.0, 99) == 0.5  # held after
+    with pytest.raises(ValueError, match=r"train.schedules.lr: only \('tau', 'noise_p'\)"):
+        runtime.check_schedules({"lr": {"end": 1, "steps": 1, "shape": "linear"}}, {"tau": 1.0})
+    with pytest.raises(ValueError, match="train.schedules.tau must be"):
+        runtime.check_schedules({"tau": {"end": 0.1, "steps": 0, "shape": "linear"}}, {"tau": 1.0})
+    with pytest.raises(ValueError, match="schedule tau for model.cell=g2lstm only"):
+        runtime.check_schedules({"tau": {"end": 0.1, "steps": 5, "shape": "linear"}}, {"tau": 1.0, "cell": "sharpened"})
