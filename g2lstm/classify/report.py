@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from g2lstm.report import _mean_std, model_order
+from g2lstm.report import _mean_std, model_order, write_rows
 
 # task -> the scores of a row: (column title, how to read it from results.json)
 SCORES = {
@@ -69,12 +69,7 @@ def markdown(rows: list[dict]) -> str:
 def main(argv: list[str]) -> None:
     if len(argv) != 2:
         raise SystemExit("usage: python -m g2lstm.classify.report 'RUN_FOLDERS_GLOB' OUTPUT_PREFIX")
-    rows = collect(argv[0])
-    out = Path(argv[1])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
-    out.with_suffix(".md").write_text(markdown(rows))
-    print(markdown(rows))
+    print(write_rows(collect(argv[0]), argv[1], markdown))
 
 
 if __name__ == "__main__":
