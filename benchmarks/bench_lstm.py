@@ -1,13 +1,14 @@
 """Time a training step (forward + backward) of G2LSTM against torch.nn.LSTM.
 
 For each size, every implementation is warmed up, then timed ``--repeats`` times with the
-implementations interleaved within each repeat (so load on a shared machine hits all of them
-alike); the median (and the minimum, less sensitive to load from other processes) is reported
-with its ratio to ``nn.LSTM``. Memory: peak CUDA memory allocated
+implementations and the CPU thread counts (``--threads``, default 1 and the machine's full width)
+interleaved within each repeat (so load on a shared machine hits all of them alike); the median
+(and the minimum, less sensitive to load from other processes) is reported with its ratio to
+``nn.LSTM`` at the same thread count. Memory: peak CUDA memory allocated
 during the step on GPU; on CPU the bytes saved for the backward (distinct storages seen by
 ``saved_tensors_hooks``), the memory a step holds beyond the weights and activations.
 
-    python benchmarks/bench_lstm.py --device cpu --threads 1 --json benchmarks/results_cpu.json
+    python benchmarks/bench_lstm.py --device cpu --json benchmarks/results_cpu.json   # 1 and all threads
     python benchmarks/bench_lstm.py --device cuda --json benchmarks/results_gpu.json
 
 G2LSTM runs in training mode with its defaults (Gumbel input and forget gates, p=0.2, step
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -98,40 +100,55 @@ def step_memory(model, x, autocast_dtype) -> int:
     return sum(storages.values())
 
 
-def run_size(name, size, impls, device, dtype, autocast_dtype, warmup, repeats) -> dict:
+def run_size(name, size, impls, device, dtype, autocast_dtype, warmup, repeats, widths) -> dict:
+    """``widths``: the CPU thread counts to time (``[None]`` on GPU: torch's setting)."""
     models = make_models(size, impls, device, dtype)
     torch.manual_seed(1)
     x = torch.randn(size["steps"], size["batch"], size["input_size"], device=device, dtype=dtype)
-    for model in models.values():
-        for _ in range(warmup):
-            train_step(model, x, autocast_dtype)
-    times = {label: [] for label in models}
+    for width in widths:
+        set_width(width)
+        for model in models.values():
+            for _ in range(warmup):
+                train_step(model, x, autocast_dtype)
+    times = {(width, label): [] for width in widths for label in models}
     for _ in range(repeats):
-        for label, model in models.items():  # interleaved: each repeat times every model once
-            times[label].append(timed_step(model, x, autocast_dtype))
+        for width in widths:  # interleaved: each repeat times every model at every width once
+            set_width(width)
+            for label, model in models.items():
+                times[width, label].append(timed_step(model, x, autocast_dtype))
     memory = {label: step_memory(model, x, autocast_dtype) for label, model in models.items()}
-    base_time, base_memory = statistics.median(times["nn.LSTM"]), memory["nn.LSTM"]
-    base_min = min(times["nn.LSTM"])
-    rows = {}
-    for label in models:
-        median = statistics.median(times[label])
-        rows[label] = dict(
-            median_s=median, times_s=times[label], ratio_vs_lstm=median / base_time,
-            min_s=min(times[label]), min_ratio_vs_lstm=min(times[label]) / base_min,
-            memory_bytes=memory[label], memory_ratio_vs_lstm=memory[label] / max(base_memory, 1),
-        )
-    return dict(size=name, **size, results=rows)
+    tables = []
+    for width in widths:
+        base_time = statistics.median(times[width, "nn.LSTM"])
+        base_min, base_memory = min(times[width, "nn.LSTM"]), memory["nn.LSTM"]
+        rows = {}
+        for label in models:
+            series = times[width, label]
+            rows[label] = dict(
+                median_s=statistics.median(series), times_s=series,
+                ratio_vs_lstm=statistics.median(series) / base_time,
+                min_s=min(series), min_ratio_vs_lstm=min(series) / base_min,
+                memory_bytes=memory[label], memory_ratio_vs_lstm=memory[label] / max(base_memory, 1),
+            )
+        tables.append(dict(threads=width or torch.get_num_threads(), results=rows))
+    return dict(size=name, **size, widths=tables)
+
+
+def set_width(width: int | None) -> None:
+    if width is not None:
+        torch.set_num_threads(width)
 
 
 def print_table(record: dict, memory_label: str) -> None:
     print(f"\n{record['size']}  (T={record['steps']}, N={record['batch']}, I={record['input_size']}, "
           f"H={record['hidden_size']}, layers={record['num_layers']})")
-    print(f"  {'implementation':<22}{'median ms':>11}{'x nn.LSTM':>11}{'min ms':>11}{'x nn.LSTM':>11}"
-          f"{memory_label:>16}{'x nn.LSTM':>11}")
-    for label, row in record["results"].items():
-        print(f"  {label:<22}{row['median_s'] * 1e3:>11.1f}{row['ratio_vs_lstm']:>11.2f}"
-              f"{row['min_s'] * 1e3:>11.1f}{row['min_ratio_vs_lstm']:>11.2f}"
-              f"{row['memory_bytes'] / 2**20:>16.1f}{row['memory_ratio_vs_lstm']:>11.2f}")
+    print(f"  {'threads':<8}{'implementation':<22}{'median ms':>11}{'x nn.LSTM':>11}{'min ms':>11}"
+          f"{'x nn.LSTM':>11}{memory_label:>16}{'x nn.LSTM':>11}")
+    for table in record["widths"]:
+        for label, row in table["results"].items():
+            print(f"  {table['threads']:<8}{label:<22}{row['median_s'] * 1e3:>11.1f}{row['ratio_vs_lstm']:>11.2f}"
+                  f"{row['min_s'] * 1e3:>11.1f}{row['min_ratio_vs_lstm']:>11.2f}"
+                  f"{row['memory_bytes'] / 2**20:>16.1f}{row['memory_ratio_vs_lstm']:>11.2f}")
 
 
 def main(argv=None) -> None:
@@ -145,13 +162,16 @@ def main(argv=None) -> None:
                         help="run the step under torch.autocast with this dtype")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    parser.add_argument("--threads", type=int, nargs="+", default=None,
+                        help="CPU thread counts to time, interleaved (default: 1 and os.cpu_count())")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if device.type == "cpu":
+        widths = args.threads or sorted({1, os.cpu_count() or 1})
+    else:
+        widths = [None]
     impls = args.impls or default_impls(device)
     unknown = [i for i in impls if i not in kernels.IMPLEMENTATIONS]
     if unknown:
@@ -160,7 +180,7 @@ def main(argv=None) -> None:
     autocast_dtype = getattr(torch, args.autocast) if args.autocast else None
     machine = dict(
         platform=platform.platform(), processor=platform.processor() or platform.machine(),
-        torch=torch.__version__, threads=torch.get_num_threads(), device=str(device),
+        torch=torch.__version__, cpu_count=os.cpu_count(), device=str(device),
         gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else None,
     )
     print(json.dumps(machine))
@@ -168,7 +188,7 @@ def main(argv=None) -> None:
     records = []
     for name in args.sizes:
         record = run_size(name, SIZES[name], impls, device, dtype, autocast_dtype,
-                          args.warmup, args.repeats)
+                          args.warmup, args.repeats, widths)
         print_table(record, memory_label)
         records.append(record)
     if args.json:

@@ -213,15 +213,69 @@ class G2LSTM(_G2Options, nn.LSTM):
 
     # -------------------------------------------------------------------------------- forward
     def forward(self, input, hx=None):
-        _check_nonempty(input, self.batch_first)
-        if hx is not None:
-            _check_hx_types(input, hx)
         if self.impl == "auto" and self.gate_spec.is_plain_lstm(self.training):
-            # torch's fused LSTM computes exactly this.
+            # torch's fused LSTM computes exactly this (and checks the inputs itself).
             if self.training and self.weight_drop > 0:
                 return self._fused_forward_with_weight_drop(input, hx)
             return super().forward(input, hx)
+        self._check_g2_inputs(input, hx)
         return self._forward_g2(input, hx)
+
+    def _check_g2_inputs(self, input, hx) -> None:
+        """What ``nn.LSTM`` checks, in its order, with its exception types and messages.
+
+        The checks of ``nn.LSTM.forward`` are repeated as they are; those of torch's C++ kernel
+        too (hx count, empty sequence), except where torch's error is an accident of its backend
+        (an ``hx`` that is a tensor, ``hx`` dtypes, the hidden sizes of a packed input, which
+        torch reports from oneDNN or an index): there the exception type is torch's and the
+        message says what was expected and what was given.
+        """
+        num_directions = 2 if self.bidirectional else 1
+        if isinstance(input, PackedSequence):
+            data, batch = input.data, int(input.batch_sizes[0])
+            if data.dtype != self.weight_ih_l0.dtype and not torch.is_autocast_enabled(data.device.type):
+                raise RuntimeError(  # torch: a matmul dtype error from inside its kernel
+                    f"input dtype ({data.dtype}) does not match weight dtype ({self.weight_ih_l0.dtype})")
+            self.check_input(data, input.batch_sizes)
+        else:
+            if input.dim() not in (2, 3):
+                raise ValueError(f"LSTM: Expected input to be 2D or 3D, got {input.dim()}D instead")
+            is_batched = input.dim() == 3
+            if not is_batched:
+                input = input.unsqueeze(0 if self.batch_first else 1)
+            batch = input.size(0 if self.batch_first else 1)
+            if hx is None:
+                self.check_input(input, None)
+            else:
+                expected_dim = 3 if is_batched else 2
+                if hx[0].dim() != expected_dim or hx[1].dim() != expected_dim:
+                    kind = "batched 3-D" if is_batched else "unbatched 2-D"
+                    raise RuntimeError(
+                        f"For {kind} input, hx and cx should also be {expected_dim}-D "
+                        f"but got ({hx[0].dim()}-D, {hx[1].dim()}-D) tensors"
+                    )
+                if not is_batched:
+                    hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
+                self.check_forward_args(input, hx, None)
+        if hx is not None:
+            if not isinstance(hx, (tuple, list)) or not all(isinstance(t, torch.Tensor) for t in hx):
+                raise TypeError(f"lstm(): argument 'hx' must be tuple of Tensors, not {type(hx).__name__}")
+            if len(hx) != 2:
+                raise RuntimeError("lstm expects two hidden states")
+            if isinstance(input, PackedSequence):
+                real_hidden_size = self.proj_size if self.proj_size > 0 else self.hidden_size
+                layers = self.num_layers * num_directions
+                self.check_hidden_size(hx[0], (layers, batch, real_hidden_size), "Expected hidden[0] size {}, got {}")
+                self.check_hidden_size(hx[1], (layers, batch, self.hidden_size), "Expected hidden[1] size {}, got {}")
+        if not isinstance(input, PackedSequence) and input.size(1 if self.batch_first else 0) == 0:
+            raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
+        if hx is not None:
+            data = input.data if isinstance(input, PackedSequence) else input
+            for k, state in enumerate(hx):
+                if state.dtype != data.dtype and not torch.is_autocast_enabled(data.device.type):
+                    raise RuntimeError(f"hx[{k}] dtype ({state.dtype}) does not match input dtype ({data.dtype})")
+                if state.device != data.device:
+                    raise RuntimeError(f"hx[{k}] is on {state.device} but the input is on {data.device}")
 
     def _fused_forward_with_weight_drop(self, input, hx):
         """nn.LSTM's forward with a DropConnect mask on every W_hh (drawn in the reference's order)."""
@@ -243,33 +297,8 @@ class G2LSTM(_G2Options, nn.LSTM):
             self._flat_weights = self._dropped_flat_weights
 
     def _forward_g2(self, input, hx):
-        num_directions = 2 if self.bidirectional else 1
-        real_hidden_size = self.proj_size if self.proj_size > 0 else self.hidden_size
-        is_packed = isinstance(input, PackedSequence)
-        if is_packed:
-            self.check_input(input.data, input.batch_sizes)
-        elif input.dim() not in (2, 3):
-            raise ValueError(f"G2LSTM: Expected input to be 2D or 3D, got {input.dim()}D instead")
-        is_batched = is_packed or input.dim() == 3
-        if hx is not None:
-            expected_dim = 3 if is_batched else 2
-            if hx[0].dim() != expected_dim or hx[1].dim() != expected_dim:
-                kind = "batched 3-D" if is_batched else "unbatched 2-D"
-                raise RuntimeError(
-                    f"For {kind} input, hx and cx should also be {expected_dim}-D "
-                    f"but got ({hx[0].dim()}-D, {hx[1].dim()}-D) tensors"
-                )
         batch = normalize(self, input, hx)
-        if is_packed:
-            # check against the padded layout: the batch is the number of sequences.
-            size = batch.x.shape[1]
-            self.check_hidden_size(batch.hx[0], (self.num_layers * num_directions, size, real_hidden_size),
-                                   "Expected hidden[0] size {}, got {}")
-            self.check_hidden_size(batch.hx[1], (self.num_layers * num_directions, size, self.hidden_size),
-                                   "Expected hidden[1] size {}, got {}")
-        else:
-            self.check_forward_args(batch.input, batch.hx, None)
-        run_direction = kernels.IMPLEMENTATIONS[kernels.select_impl(self.impl, batch.x.device)]
+        run_direction = kernels.IMPLEMENTATIONS[kernels.select_impl(self.impl, batch.x.device, batch.x.dtype)]
         return batch.restore(*run_layers(self, batch, run_direction))
 
 
@@ -323,32 +352,36 @@ class G2LSTMCell(_G2Options, nn.LSTMCell):
         return f"{super().extra_repr()}, {self._g2_repr()}"
 
     def forward(self, input: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor] | None = None):
-        if input.dim() not in (1, 2):
-            raise ValueError(f"G2LSTMCell: Expected input to be 1D or 2D, got {input.dim()}D instead")
-        if input.size(-1) != self.input_size:
-            raise ValueError(
-                f"G2LSTMCell: expected input with {self.input_size} features in the last dimension, "
-                f"got input of shape {tuple(input.shape)}"
-            )
-        if input.dtype != self.weight_ih.dtype and not torch.is_autocast_enabled(input.device.type):
-            raise ValueError(
-                f"G2LSTMCell input dtype ({input.dtype}) does not match weight dtype ({self.weight_ih.dtype})"
-            )
-        batch = input.shape[0] if input.dim() == 2 else None
-        expected = (self.hidden_size,) if batch is None else (batch, self.hidden_size)
-        if hx is not None:
-            _check_hx_types(input, hx)
-            for k in range(2):
-                if tuple(hx[k].shape) != expected:
-                    raise RuntimeError(f"Expected hx[{k}] size {expected}, got {tuple(hx[k].shape)}")
         if self.gate_spec.is_plain_lstm(self.training):
             return super().forward(input, hx)
-
+        # nn.LSTMCell's checks, then those of torch's lstm_cell kernel, with their types and
+        # messages; dtype mismatches raise from the matmuls below, as in torch.
+        if input.dim() not in (1, 2):
+            raise ValueError(f"LSTMCell: Expected input to be 1D or 2D, got {input.dim()}D instead")
+        if hx is not None:
+            for k, value in enumerate(hx):
+                if value.dim() not in (1, 2):
+                    raise ValueError(f"LSTMCell: Expected hx[{k}] to be 1D or 2D, got {value.dim()}D instead")
+        batch = input.shape[0] if input.dim() == 2 else None
         x = input if batch is not None else input.unsqueeze(0)
         if hx is None:
-            h = c = x.new_zeros(x.shape[0], self.hidden_size)
-        else:
-            h, c = (t if batch is not None else t.unsqueeze(0) for t in hx)
+            hx = (x.new_zeros(x.shape[0], self.hidden_size),) * 2
+        elif batch is None:
+            hx = (hx[0].unsqueeze(0), hx[1].unsqueeze(0))
+        if not isinstance(hx, (tuple, list)) or not all(isinstance(t, torch.Tensor) for t in hx):
+            raise TypeError(
+                f"lstm_cell(): argument 'hx' (position 2) must be tuple of Tensors, not {type(hx).__name__}")
+        if len(hx) != 2:
+            raise RuntimeError("lstm_cell expects two hidden states")
+        if x.size(1) != self.input_size:
+            raise RuntimeError(f"input has inconsistent input_size: got {x.size(1)} expected {self.input_size}")
+        for k, state in enumerate(hx):
+            if state.size(0) != x.size(0):
+                raise RuntimeError(f"Input batch size {x.size(0)} doesn't match hidden{k} batch size {state.size(0)}")
+            if state.size(1) != self.hidden_size:
+                raise RuntimeError(
+                    f"hidden{k} has inconsistent hidden_size: got {state.size(1)}, expected {self.hidden_size}")
+        h, c = hx
         a = F.linear(x, self.weight_ih, self.bias_ih) + F.linear(h, self.weight_hh, self.bias_hh)
         noise = None
         if self._noise_active():
@@ -438,24 +471,3 @@ def run_layers(lstm: nn.LSTM, batch: SequenceBatch, run_direction):
                 layer_input = F.dropout(layer_input, lstm.dropout, training=True)
     return layer_input, torch.stack(h_n), torch.stack(c_n)
 
-
-def _check_nonempty(input, batch_first: bool) -> None:
-    if isinstance(input, PackedSequence) or input.dim() not in (2, 3):
-        return  # a PackedSequence cannot be empty; other shapes are reported by the checks
-    time_dim = 1 if (batch_first and input.dim() == 3) else 0
-    if input.shape[time_dim] == 0:
-        raise ValueError(
-            f"G2LSTM: expected a sequence of at least one time step (dimension {time_dim} of the "
-            f"input), got input of shape {tuple(input.shape)}"
-        )
-
-
-def _check_hx_types(input, hx) -> None:
-    if not (isinstance(hx, (tuple, list)) and len(hx) == 2 and all(isinstance(t, torch.Tensor) for t in hx)):
-        raise TypeError(f"hx must be a tuple (h_0, c_0) of two tensors, got {type(hx).__name__}")
-    data = input.data if isinstance(input, PackedSequence) else input
-    for k, state in enumerate(hx):
-        if state.dtype != data.dtype and not torch.is_autocast_enabled(data.device.type):
-            raise ValueError(f"hx[{k}] dtype ({state.dtype}) does not match input dtype ({data.dtype})")
-        if state.device != data.device:
-            raise ValueError(f"hx[{k}] is on {state.device} but the input is on {data.device}")

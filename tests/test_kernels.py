@@ -270,12 +270,31 @@ def test_triton_under_autocast_is_close_to_float32(dtype, tol):
 
 
 def test_selection():
-    assert kernels.select_impl("auto", torch.device("cpu")) == "cpu"
-    assert kernels.select_impl("reference", torch.device("cpu")) == "reference"
+    """select_impl alone chooses: 'auto' picks a kernel that runs the inputs, a named one runs or
+    raises, and no kernel falls back by itself."""
+    cpu_device = torch.device("cpu")
+    assert kernels.select_impl("auto", cpu_device, torch.float32) == "cpu"
+    assert kernels.select_impl("auto", cpu_device, torch.float64) == "cpu"
+    assert kernels.select_impl("auto", cpu_device, torch.bfloat16) == "reference"
+    assert kernels.select_impl("auto", cpu_device, torch.float32, record=True) == "reference"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert kernels.select_impl("auto", cpu_device, torch.float32) == "reference"
+        with pytest.raises(ValueError, match="impl='cpu' cannot run CPU autocast"):
+            kernels.select_impl("cpu", cpu_device, torch.float32)
+    assert kernels.select_impl("reference", cpu_device, torch.float16) == "reference"
+    assert kernels.select_impl("bptt", cpu_device, torch.float16) == "bptt"
+    with pytest.raises(ValueError, match=r"impl='cpu' cannot run torch.float16 \(it runs float32 and float64\)"):
+        kernels.select_impl("cpu", cpu_device, torch.float16)
+    with pytest.raises(ValueError, match=r"impl='bptt' cannot run record=True"):
+        kernels.select_impl("bptt", cpu_device, torch.float32, record=True)
+    with pytest.raises(ValueError, match="the C\\+\\+ CPU kernel cannot run torch.float16"):
+        cpu.lstm_direction(torch.zeros(2, 1, 8, dtype=torch.float16), torch.zeros(1, 2), torch.zeros(1, 2),
+                           torch.zeros(8, 2), None, GateSpec(), True)
     if kernels.HAS_TRITON:
-        assert kernels.select_impl("auto", torch.device("cuda")) == "triton"
+        assert kernels.select_impl("auto", torch.device("cuda"), torch.float32) == "triton"
+        assert kernels.select_impl("auto", torch.device("cuda"), torch.float64) == "reference"
     with pytest.raises(ValueError, match="impl must be"):
-        kernels.select_impl("cudnn", torch.device("cpu"))
+        kernels.select_impl("cudnn", cpu_device)
 
 
 def test_bad_shapes_are_reported():
@@ -295,10 +314,18 @@ def test_no_compiler_falls_back_to_python_bptt(monkeypatch, tmp_path):
         warnings.simplefilter("always")
         assert cpu.load_extension() is False
     assert any("Python BPTT" in str(w.message) for w in caught)
-    tensors, weights, lengths = _inputs(torch.float64, True, True)
-    args = (GateSpec(), True, NoiseKey(1, 0, 0.2), lengths, True)
-    _assert_match(_run(cpu.lstm_direction, tensors, weights, *args),
-                  _run(reference.lstm_direction, tensors, weights, *args), 1e-10)
+    assert kernels.select_impl("auto", torch.device("cpu"), torch.float64) == "bptt"
+    with pytest.raises(ValueError, match="impl='cpu' cannot run without its C\\+\\+ extension"):
+        kernels.select_impl("cpu", torch.device("cpu"), torch.float64)
+    torch.manual_seed(0)
+    fast = G2LSTM(4, HIDDEN, 2, proj_size=3, noise_p=0.5, dtype=torch.float64).train()
+    slow = G2LSTM(4, HIDDEN, 2, proj_size=3, noise_p=0.5, dtype=torch.float64, impl="reference").train()
+    slow.load_state_dict(fast.state_dict())
+    x = torch.randn(STEPS, BATCH, 4, dtype=torch.float64)
+    torch.manual_seed(1)
+    got = fast(x)[0]
+    torch.manual_seed(1)
+    torch.testing.assert_close(got, slow(x)[0])
 
 
 _COMPILE_FOR_H100 = r'''

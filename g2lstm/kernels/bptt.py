@@ -9,12 +9,14 @@ Triton kernels. Layout of the saved tensors: see ``cpu_lstm.cpp``.
 
 from __future__ import annotations
 
-import torch
-from torch.autograd.function import once_differentiable
+from functools import partial
 
-from ..noise import gate_noise
+import torch
+
 from .. import reference
-from .common import HARD, NOISY, PLAIN, SCALED, GatePlan, check_direction_args, gate_plan
+from ..noise import gate_noise
+from .common import (HARD, NOISY, PLAIN, SCALED, GatePlan, check_direction_args,
+                     differentiable_grads, gate_plan)
 
 
 def _up(x: torch.Tensor) -> torch.Tensor:
@@ -82,12 +84,14 @@ class TorchPointwise:
 class BPTTFunction(torch.autograd.Function):
     """One direction of one layer with a hand-written backward; ``pointwise`` does the gate math.
 
-    ``compute_dtype`` is the dtype of the GEMMs and of the saved gates and hidden states (the
-    autocast dtype on GPU); the cell state is kept in ``state_dtype``.
+    ``x_proj``'s dtype is the dtype of the GEMMs and of the saved gates and hidden states (the
+    autocast dtype on GPU); the cell state is kept in ``state_dtype``. ``recompute(x_proj, h0,
+    c0, w_hh, w_hr)`` is the reference of the same direction, differentiated instead of the
+    hand-written backward under ``create_graph=True``.
     """
 
     @staticmethod
-    def forward(ctx, x_proj, h0, c0, w_hh, w_hr, lengths, reverse, pointwise, state_dtype):
+    def forward(ctx, x_proj, h0, c0, w_hh, w_hr, lengths, reverse, pointwise, state_dtype, recompute):
         steps, batch, four_h = x_proj.shape
         hidden = four_h // 4
         dtype = x_proj.dtype
@@ -122,14 +126,21 @@ class BPTTFunction(torch.autograd.Function):
             out.mul_(active.unsqueeze(-1))
         last = 0 if reverse else steps
         if save:
-            ctx.save_for_backward(gates, cs, hs, w_hh, w_hr, active)
-        ctx.reverse, ctx.pointwise = reverse, pointwise
+            ctx.save_for_backward(gates, cs, hs, w_hh, w_hr, active, x_proj, h0, c0)
+        ctx.reverse, ctx.pointwise, ctx.recompute = reverse, pointwise, recompute
         return out, hs[last].clone(), cs[last].clone()
 
     @staticmethod
-    @once_differentiable  # a hand-written backward: no double backward through it
     def backward(ctx, grad_out, grad_h, grad_c):
-        gates, cs, hs, w_hh, w_hr, active = ctx.saved_tensors
+        gates, cs, hs, w_hh, w_hr, active, x_proj, h0, c0 = ctx.saved_tensors
+        batched = any(g is not None and torch._C._functorch.is_legacy_batchedtensor(g)
+                      for g in (grad_out, grad_h, grad_c))
+        # create_graph=True: the gradients must be differentiable; vmap over the backward
+        # (is_grads_batched=True): the in-place loop below cannot take batched gradients
+        if torch.is_grad_enabled() or batched:
+            grads = differentiable_grads(ctx.recompute, (x_proj, h0, c0, w_hh, w_hr),
+                                         (grad_out, grad_h, grad_c))
+            return (*grads, None, None, None, None, None)
         reverse, pointwise = ctx.reverse, ctx.pointwise
         steps, batch, four_h = gates.shape
         dtype = gates.dtype
@@ -167,18 +178,22 @@ class BPTTFunction(torch.autograd.Function):
                 dh_next = dh_next + dh * (~keep).unsqueeze(-1)
             dh = dh_next
         flat = da.view(steps * batch, four_h)
-        h_prev = (hs[1:] if reverse else hs[:-1]).reshape(steps * batch, -1)
+        h_prev = (hs[1:] if reverse else hs[:-1]).reshape(steps * batch, hs.shape[-1])
         dw_hh = (flat.t() @ h_prev).to(w_hh.dtype)
         dw_hr = None
         if w_hr is not None:
-            dw_hr = (dh_all.view(steps * batch, -1).t() @ r_all.view(steps * batch, -1)).to(w_hr.dtype)
-        return da, dh, dc, dw_hh, dw_hr, None, None, None, None
+            dw_hr = (dh_all.view(steps * batch, hs.shape[-1]).t()
+                     @ r_all.view(steps * batch, cs.shape[-1])).to(w_hr.dtype)
+        return da, dh, dc, dw_hh, dw_hr, None, None, None, None, None
 
 
-def run_bptt(x_proj, h0, c0, w_hh, w_hr, lengths, reverse, pointwise, state_dtype):
+def run_bptt(x_proj, h0, c0, w_hh, w_hr, lengths, reverse, pointwise, state_dtype, spec, training,
+             noise):
     """Apply :class:`BPTTFunction` with outputs in the dtypes the reference would give."""
+    recompute = partial(reference.lstm_direction, spec=spec, training=training, noise=noise,
+                        lengths=lengths, reverse=reverse)
     out, h_n, c_n = BPTTFunction.apply(x_proj, h0, c0, w_hh, w_hr, lengths, reverse, pointwise,
-                                       state_dtype)
+                                       state_dtype, recompute)
     result_dtype = torch.promote_types(x_proj.dtype, torch.promote_types(h0.dtype, c0.dtype))
     return out.to(result_dtype), h_n.to(result_dtype), c_n.to(result_dtype)
 
@@ -187,8 +202,7 @@ def lstm_direction(x_proj, h0, c0, w_hh, w_hr, spec, training, noise=None, lengt
                    reverse=False, record=False):
     """:func:`g2lstm.reference.lstm_direction` with the hand-written BPTT (torch pointwise ops)."""
     if record:
-        return reference.lstm_direction(x_proj, h0, c0, w_hh, w_hr, spec, training, noise, lengths,
-                                        reverse, record)
+        raise ValueError("the BPTT kernel cannot record states and gates; only the reference records them")
     check_direction_args(x_proj, h0, c0, w_hh, w_hr, lengths)
     plan = gate_plan(spec, training, noise is not None and bool(spec.stochastic))
     noise_values = None
@@ -198,4 +212,4 @@ def lstm_direction(x_proj, h0, c0, w_hh, w_hr, spec, training, noise=None, lengt
                                   x_proj.device, x_proj.dtype)
     dtype = x_proj.dtype
     return run_bptt(x_proj, h0.to(dtype), c0.to(dtype), w_hh, w_hr, lengths, reverse,
-                    TorchPointwise(plan, noise_values), dtype)
+                    TorchPointwise(plan, noise_values), dtype, spec, training, noise)

@@ -1,4 +1,5 @@
-"""What every fused implementation shares: how each gate is computed, and shape checks.
+"""What every fused implementation shares: how each gate is computed, shape checks, and the
+differentiable backward (double backward) through the reference.
 
 A fused kernel does not branch on ``GateSpec`` per element; it gets one small integer per gate
 (input, forget, output) saying which formula of :func:`g2lstm.reference.gate_activation` applies,
@@ -8,6 +9,8 @@ and for a noisy gate which slice of the noise tensor it reads.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import torch
 
 from ..reference import SIGMOID_GATES, GateSpec
 
@@ -66,3 +69,27 @@ def check_direction_args(x_proj, h0, c0, w_hh, w_hr, lengths) -> None:
             raise ValueError(f"{name} must have shape {shape}, got {tuple(tensor.shape)}")
     if lengths is not None and tuple(lengths.shape) != (batch,):
         raise ValueError(f"lengths must have shape ({batch},), got {tuple(lengths.shape)}")
+
+
+def differentiable_grads(recompute, inputs, grad_outputs) -> list:
+    """The gradients of one direction's ``inputs`` as a differentiable function (double backward),
+    or under vmap (``is_grads_batched=True``).
+
+    The fused backwards are hand-written loops, not differentiable; under ``create_graph=True``
+    they call this instead, which reruns the reference (``recompute(*inputs)``, the same noise)
+    on the saved inputs and lets autograd differentiate it: the gradient of a gradient penalty is
+    then exact, at the cost of a reference forward and backward.
+    """
+    wanted = [k for k, t in enumerate(inputs) if t is not None and t.requires_grad]
+    grads = [None] * len(inputs)
+    if not wanted:
+        return grads
+    create_graph = torch.is_grad_enabled()  # False for a vmapped backward (is_grads_batched)
+    with torch.enable_grad():
+        pairs = [(y, g) for y, g in zip(recompute(*inputs), grad_outputs) if g is not None]
+        found = torch.autograd.grad([y for y, _ in pairs], [inputs[k] for k in wanted],
+                                    [g for _, g in pairs], create_graph=create_graph,
+                                    allow_unused=True)
+    for k, grad in zip(wanted, found):
+        grads[k] = grad if grad is not None else torch.zeros_like(inputs[k])
+    return grads

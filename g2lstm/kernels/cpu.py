@@ -3,8 +3,9 @@
 ``cpu_lstm.cpp`` is compiled with the system C++ compiler at first use (about 15-30 s) into a
 cache folder (``$G2LSTM_EXT_DIR``, default ``~/.cache/g2lstm``) keyed by a hash of the source, the
 flags, the torch version and the CPU model, so later processes load it at once. It needs only ``c++`` (no ninja).
-When no compiler is found or the build fails, a warning says why once, and the layer runs the
-hand-written BPTT of :mod:`g2lstm.kernels.bptt` instead (same results, slower).
+When no compiler is found or the build fails, a warning says why once, and
+:func:`g2lstm.kernels.select_impl` runs the hand-written BPTT of :mod:`g2lstm.kernels.bptt`
+instead (same results, slower).
 """
 
 from __future__ import annotations
@@ -20,13 +21,16 @@ import warnings
 from pathlib import Path
 
 import torch
-from torch.autograd.function import once_differentiable
+from functools import partial
+from typing import Optional
+
+from torch import Tensor
 from torch.utils import cpp_extension
 
 from .. import reference
-from ..noise import NOISE_MODES, stream_key
-from . import bptt
-from .common import check_direction_args, gate_plan
+from ..noise import NOISE_MODES, NoiseKey, stream_key
+from ..reference import GateSpec
+from .common import check_direction_args, differentiable_grads, gate_plan
 
 SOURCE = Path(__file__).with_name("cpu_lstm.cpp")
 # -march=native: the library is built on the machine that runs it (the CPU model is in the hash).
@@ -95,63 +99,153 @@ def load_extension() -> bool:
     return _state["loaded"]
 
 
-class CPULSTMFunction(torch.autograd.Function):
-    """One direction of one layer; forward and backward loops run in the C++ extension."""
+def build_error() -> str:
+    """Why the extension is not loaded (after :func:`load_extension` returned False)."""
+    return str(_state["error"])
 
-    @staticmethod
-    def forward(ctx, x_proj, h0, c0, w_hh, w_hr, lengths, reverse, plan, noise):
-        # without a gradient to compute, keep one step of gate values instead of all T
-        save = any(ctx.needs_input_grad[:5])
-        out, h_n, c_n, gates, cs, hs = torch.ops.g2lstm_cpu.forward(
-            x_proj, h0, c0, w_hh, w_hr, lengths, reverse, list(plan.kinds), list(plan.slots),
-            plan.tau, noise["keys"], noise["p"], noise["mode"], noise["gates"], save,
-        )
-        if save:
-            ctx.save_for_backward(gates, cs, hs, w_hh, w_hr, lengths)
-        ctx.reverse, ctx.plan = reverse, plan
-        return out, h_n, c_n
 
-    @staticmethod
-    @once_differentiable  # a hand-written backward: no double backward through it
-    def backward(ctx, grad_out, grad_h, grad_c):
-        gates, cs, hs, w_hh, w_hr, lengths = ctx.saved_tensors
-        grad_out = torch.zeros_like(hs[1:]) if grad_out is None else grad_out
-        grad_h = torch.zeros_like(hs[0]) if grad_h is None else grad_h
-        grad_c = torch.zeros_like(cs[0]) if grad_c is None else grad_c
-        dx, dh0, dc0, dw_hh, dw_hr = torch.ops.g2lstm_cpu.backward(
-            grad_out, grad_h, grad_c, gates, cs, hs, w_hh, w_hr, lengths, ctx.reverse,
-            list(ctx.plan.kinds), ctx.plan.tau,
-        )
-        return dx, dh0, dc0, dw_hh, (dw_hr if w_hr is not None else None), None, None, None, None
+DTYPES = (torch.float32, torch.float64)
+
+
+# The C++ loops as one custom op per direction (forward) and its backward, registered with
+# torch.library: fake kernels let torch.compile trace a training step through them, and
+# register_autograd / register_vmap give autograd and vmap their rules. The op's arguments are the
+# gate spec and the noise key in primitive form, so that the double backward can rebuild them.
+@torch.library.custom_op("g2lstm::cpu_direction", mutates_args=())
+def cpu_direction(
+    x_proj: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, w_hr: Optional[Tensor],
+    lengths: Optional[Tensor], reverse: bool, gates: str, tau: float, stochastic: list[int],
+    eval_gates: str, training: bool, seed: Optional[int], stream: int, noise_p: float,
+    noise_mode: str, save: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``(output, h_T, c_T, gates, cs, hs)``; the last three are saved for the backward
+    (``gates`` holds one step only when ``save`` is False)."""
+    if not load_extension():
+        raise RuntimeError(f"g2lstm::cpu_direction needs the C++ extension: {build_error()}")
+    spec, noise = _spec_and_noise(gates, tau, stochastic, eval_gates, seed, stream, noise_p, noise_mode)
+    plan = gate_plan(spec, training, noise is not None and bool(spec.stochastic))
+    keys, p, mode = [], 1.0, 0
+    if plan.noisy:  # the kernel draws the noise of g2lstm.noise itself, from the two stream keys
+        keys = [stream_key(noise.seed, noise.stream, 0), stream_key(noise.seed, noise.stream, 1)]
+        p, mode = noise.p, NOISE_MODES.index(noise.mode)
+    return tuple(torch.ops.g2lstm_cpu.forward(
+        x_proj, h0, c0, w_hh, w_hr, lengths, reverse, list(plan.kinds), list(plan.slots), plan.tau,
+        keys, p, mode, len(spec.stochastic), save,
+    ))
+
+
+@cpu_direction.register_fake
+def _cpu_direction_fake(x_proj, h0, c0, w_hh, w_hr, lengths, reverse, gates, tau, stochastic,
+                        eval_gates, training, seed, stream, noise_p, noise_mode, save):
+    steps, batch, four_h = x_proj.shape
+    h_out, hidden = h0.shape[-1], four_h // 4
+    new = x_proj.new_empty
+    return (new(steps, batch, h_out), new(batch, h_out), new(batch, hidden),
+            new(steps if save else 1, batch, four_h), new(steps + 1, batch, hidden),
+            new(steps + 1, batch, h_out))
+
+
+@torch.library.custom_op("g2lstm::cpu_direction_backward", mutates_args=())
+def cpu_direction_backward(
+    grad_out: Tensor, grad_h: Tensor, grad_c: Tensor, gates: Tensor, cs: Tensor, hs: Tensor,
+    w_hh: Tensor, w_hr: Optional[Tensor], lengths: Optional[Tensor], reverse: bool,
+    kinds: list[int], tau: float,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``(d x_proj, d h0, d c0, d w_hh, d w_hr)``; ``d w_hr`` is empty without a projection."""
+    return tuple(torch.ops.g2lstm_cpu.backward(grad_out, grad_h, grad_c, gates, cs, hs, w_hh, w_hr,
+                                               lengths, reverse, kinds, tau))
+
+
+@cpu_direction_backward.register_fake
+def _cpu_direction_backward_fake(grad_out, grad_h, grad_c, gates, cs, hs, w_hh, w_hr, lengths,
+                                 reverse, kinds, tau):
+    return (torch.empty_like(gates), torch.empty_like(hs[0]), torch.empty_like(cs[0]),
+            torch.empty_like(w_hh), torch.empty_like(w_hr) if w_hr is not None else gates.new_empty(0))
+
+
+def _spec_and_noise(gates, tau, stochastic, eval_gates, seed, stream, noise_p, noise_mode):
+    spec = GateSpec(gates, tau, tuple(stochastic), eval_gates)
+    noise = None if seed is None else NoiseKey(seed, stream, noise_p, noise_mode)
+    return spec, noise
+
+
+# cpu_direction's 17 arguments: gradients for the first five (x_proj, h0, c0, w_hh, w_hr), None
+# for lengths and the options
+_NO_GRADS = (None,) * 12
+
+
+def _setup_context(ctx, inputs, output):
+    x_proj, h0, c0, w_hh, w_hr, lengths, reverse, gates, tau, stochastic, eval_gates, training, \
+        seed, stream, noise_p, noise_mode, _ = inputs
+    ctx.save_for_backward(x_proj, h0, c0, w_hh, w_hr, lengths, *output[3:])
+    ctx.reverse, ctx.training = reverse, training
+    ctx.spec, ctx.noise = _spec_and_noise(gates, tau, stochastic, eval_gates, seed, stream, noise_p,
+                                          noise_mode)
+
+
+def _backward(ctx, grad_out, grad_h, grad_c, *_):
+    x_proj, h0, c0, w_hh, w_hr, lengths, gates, cs, hs = ctx.saved_tensors
+    inputs = (x_proj, h0, c0, w_hh, w_hr)
+    if torch.is_grad_enabled():  # create_graph=True: the gradients must be differentiable
+        recompute = partial(reference.lstm_direction, spec=ctx.spec, training=ctx.training,
+                            noise=ctx.noise, lengths=lengths, reverse=ctx.reverse)
+        return (*differentiable_grads(recompute, inputs, (grad_out, grad_h, grad_c)), *_NO_GRADS)
+    grad_out = torch.zeros_like(hs[1:]) if grad_out is None else grad_out
+    grad_h = torch.zeros_like(hs[0]) if grad_h is None else grad_h
+    grad_c = torch.zeros_like(cs[0]) if grad_c is None else grad_c
+    plan = gate_plan(ctx.spec, ctx.training, ctx.noise is not None and bool(ctx.spec.stochastic))
+    dx, dh0, dc0, dw_hh, dw_hr = cpu_direction_backward(
+        grad_out, grad_h, grad_c, gates, cs, hs, w_hh, w_hr, lengths, ctx.reverse,
+        list(plan.kinds), plan.tau)
+    return (dx, dh0, dc0, dw_hh, dw_hr if w_hr is not None else None, *_NO_GRADS)
+
+
+cpu_direction.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _vmap_by_loop(op, outputs: int):
+    """A vmap rule that runs ``op`` once per batch element and stacks the results: correct for
+    any in_dims, as fast as a Python loop (the kernels have no batch dimension of their own)."""
+
+    def rule(info, in_dims, *args):
+        results = []
+        for b in range(info.batch_size):
+            sliced = [a.select(d, b) if isinstance(a, Tensor) and d is not None else a
+                      for a, d in zip(args, in_dims)]
+            results.append(op(*sliced))
+        stacked = tuple(torch.stack([r[k] for r in results]) for k in range(outputs))
+        return stacked, (0,) * outputs
+
+    return rule
+
+
+torch.library.register_vmap(cpu_direction, _vmap_by_loop(cpu_direction, 6))
+torch.library.register_vmap(cpu_direction_backward, _vmap_by_loop(cpu_direction_backward, 5))
 
 
 def lstm_direction(x_proj, h0, c0, w_hh, w_hr, spec, training, noise=None, lengths=None,
                    reverse=False, record=False):
     """:func:`g2lstm.reference.lstm_direction` on the CPU through the C++ extension.
 
-    float32 and float64 only; other dtypes, CPU autocast and ``record`` go to the
-    reference, and a missing compiler to the Python BPTT.
+    float32 and float64 CPU tensors without autocast; anything else raises ``ValueError``
+    (:func:`g2lstm.kernels.select_impl` sends such inputs to another implementation).
     """
-    if (record or x_proj.device.type != "cpu"
-            or x_proj.dtype not in (torch.float32, torch.float64)
-            or torch.is_autocast_enabled("cpu")):
-        return reference.lstm_direction(x_proj, h0, c0, w_hh, w_hr, spec, training, noise,
-                                        lengths, reverse, record)
-    if not load_extension():
-        return bptt.lstm_direction(x_proj, h0, c0, w_hh, w_hr, spec, training, noise, lengths, reverse)
+    from . import unsupported  # the package imports this module
+
+    reason = unsupported("cpu", x_proj.device, x_proj.dtype, record)
+    if reason is not None:
+        raise ValueError(f"the C++ CPU kernel cannot run {reason}")
     check_direction_args(x_proj, h0, c0, w_hh, w_hr, lengths)
     dtype = x_proj.dtype
     h0, c0, w_hh = h0.to(dtype), c0.to(dtype), w_hh.to(dtype)
     w_hr = None if w_hr is None else w_hr.to(dtype)
-    has_noise = noise is not None and bool(spec.stochastic)
-    plan = gate_plan(spec, training, has_noise)
-    noise_args = dict(keys=[], p=1.0, mode=0, gates=len(spec.stochastic))
-    if plan.noisy:  # the kernel draws the noise of g2lstm.noise itself, from the two stream keys
-        noise_args.update(
-            keys=[stream_key(noise.seed, noise.stream, 0), stream_key(noise.seed, noise.stream, 1)],
-            p=noise.p, mode=NOISE_MODES.index(noise.mode),
-        )
     if lengths is not None:
         lengths = lengths.to(device="cpu", dtype=torch.int64)
-    return CPULSTMFunction.apply(x_proj, h0, c0, w_hh, w_hr, lengths, reverse, plan, noise_args)
-
+    save = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x_proj, h0, c0, w_hh, w_hr))
+    seed, stream, p, mode = (None, 0, 1.0, "step") if noise is None else (
+        noise.seed, noise.stream, noise.p, noise.mode)
+    out, h_n, c_n, *_ = cpu_direction(
+        x_proj, h0, c0, w_hh, w_hr, lengths, reverse, spec.gates, spec.tau, list(spec.stochastic),
+        spec.eval_gates, training, seed, stream, p, mode, save)
+    return out, h_n, c_n

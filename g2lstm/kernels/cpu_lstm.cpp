@@ -224,7 +224,15 @@ void backward_pointwise(const T* gates, const T* c_prev, const T* c_new, const T
   }
 }
 
-inline int64_t grain(int64_t H) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, 4 * H)); }
+// Rows of a step per parallel task. A step too small to share (under ~16k gate values) runs as one
+// task: waking the other threads would cost more than it saves. A larger one is split evenly over
+// the threads (at::parallel_for makes tasks of max(grain, N / threads) rows, so a grain of a few
+// rows would give one thread 16 rows and the other 4 when N = 20).
+inline int64_t grain(int64_t N, int64_t H) {
+  if (N * 4 * H < 16384) return std::max<int64_t>(1, N);
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  return std::max<int64_t>(1, (N + threads - 1) / threads);
+}
 
 std::vector<at::Tensor> lstm_forward(const at::Tensor& x_proj, const at::Tensor& h0,
                                      const at::Tensor& c0, const at::Tensor& w_hh,
@@ -274,7 +282,7 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& x_proj, const at::Tensor&
       const scalar_t* cp = cs[in].data_ptr<scalar_t>();
       scalar_t* cn = cs[outi].data_ptr<scalar_t>();
       scalar_t* rp = proj ? r.data_ptr<scalar_t>() : h_new.data_ptr<scalar_t>();
-      at::parallel_for(0, N, grain(H), [&](int64_t n0, int64_t n1) {
+      at::parallel_for(0, N, grain(N, H), [&](int64_t n0, int64_t n1) {
         std::vector<scalar_t> scratch(H);
         forward_pointwise<scalar_t>(gp, cp, cn, rp, np, t, N, n0, n1, H, plan, scratch.data());
       });
@@ -358,7 +366,7 @@ std::vector<at::Tensor> lstm_backward(const at::Tensor& grad_out, const at::Tens
       scalar_t* dcp = dc.data_ptr<scalar_t>();
       scalar_t* dap = da[t].data_ptr<scalar_t>();
       scalar_t* rp = R[proj ? t : 0].data_ptr<scalar_t>();
-      at::parallel_for(0, N, grain(H), [&](int64_t n0, int64_t n1) {
+      at::parallel_for(0, N, grain(N, H), [&](int64_t n0, int64_t n1) {
         if (!len) {
           backward_pointwise<scalar_t>(v, cp, cn, drp, dcp, dap, rp, n0, n1, H, plan);
           return;

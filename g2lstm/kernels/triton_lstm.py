@@ -19,7 +19,6 @@ import torch
 import triton
 import triton.language as tl
 
-from .. import reference
 from ..noise import NOISE_MODES, stream_key
 from .bptt import run_bptt
 from .common import HARD, NOISY, PLAIN, SCALED, GatePlan, check_direction_args, gate_plan
@@ -202,14 +201,15 @@ def lstm_direction(x_proj, h0, c0, w_hh, w_hr, spec, training, noise=None, lengt
                    reverse=False, record=False, block: int = BLOCK):
     """:func:`g2lstm.reference.lstm_direction` with the fused Triton step kernels.
 
-    CUDA tensors (or CPU tensors under ``TRITON_INTERPRET=1``); ``record`` and dtypes
-    other than float32/float16/bfloat16 go to the reference.
+    CUDA tensors (or CPU tensors under ``TRITON_INTERPRET=1``) in float32/float16/bfloat16;
+    anything else raises ``ValueError`` (:func:`g2lstm.kernels.select_impl` sends such inputs to
+    another implementation).
     """
-    interpreted = x_proj.device.type == "cpu" and triton_interpreted()
-    if (record or x_proj.dtype not in (torch.float32, torch.float16, torch.bfloat16)
-            or not (x_proj.device.type == "cuda" or interpreted)):
-        return reference.lstm_direction(x_proj, h0, c0, w_hh, w_hr, spec, training, noise,
-                                        lengths, reverse, record)
+    from . import unsupported  # the package imports this module lazily
+
+    reason = unsupported("triton", x_proj.device, x_proj.dtype, record)
+    if reason is not None:
+        raise ValueError(f"the Triton kernels cannot run {reason}")
     check_direction_args(x_proj, h0, c0, w_hh, w_hr, lengths)
     plan = gate_plan(spec, training, noise is not None and bool(spec.stochastic))
     pointwise = TritonPointwise(plan, noise, len(spec.stochastic), block)
@@ -219,10 +219,4 @@ def lstm_direction(x_proj, h0, c0, w_hh, w_hr, spec, training, noise=None, lengt
     # inside, so that out= GEMMs keep the buffers' dtypes.
     with torch.autocast(x_proj.device.type, enabled=False):
         return run_bptt(x_proj.contiguous(), h0, c0, w_hh, w_hr, lengths, reverse, pointwise,
-                        torch.float32)
-
-
-def triton_interpreted() -> bool:
-    import os
-
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+                        torch.float32, spec, training, noise)
