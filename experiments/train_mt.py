@@ -2,20 +2,11 @@
 
 One output folder per run (runs/mt/<time>_<cell>/ with last.pt, best.pt, metrics.jsonl,
 test.hyp, results.json); rerunning with the same hydra.run.dir resumes from last.pt.
+
+A thin wrapper of g2lstm.cli.train_mt (installed as g2lstm-train-mt).
 """
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
-
-from g2lstm.mt.train import train
-
-
-@hydra.main(version_base="1.3", config_path="../conf/mt", config_name="config")
-def main(cfg: DictConfig) -> float | None:
-    hydra_cfg = HydraConfig.get()
-    return train(cfg, hydra_cfg.runtime.output_dir, overrides=list(hydra_cfg.overrides.task)).get("bleu")
-
+from g2lstm.cli import train_mt
 
 if __name__ == "__main__":
-    main()
+    train_mt()

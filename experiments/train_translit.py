@@ -8,10 +8,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from g2lstm.config import CONF_ROOT
 from g2lstm.translit.train import train
 
 
-@hydra.main(version_base="1.3", config_path="../conf/translit", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONF_ROOT / "translit"), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     return train(cfg, hydra_cfg.runtime.output_dir, overrides=list(hydra_cfg.overrides.task)).get("word_accuracy")

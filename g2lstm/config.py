@@ -21,7 +21,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-CONF_ROOT = Path(__file__).resolve().parents[1] / "conf"
+CONF_ROOT = Path(__file__).resolve().parent / "conf"  # shipped inside the package (pyproject package-data)
 
 # config root -> the module whose import registers the root's schemas in the ConfigStore
 SCHEMA_MODULES = {
@@ -180,13 +180,13 @@ def config_dir(root: str) -> Path:
 
 
 def register_schemas(root: str) -> None:
-    """Import the module that registers ``conf/<root>``'s schemas (needed before composing)."""
+    """Import the module that registers ``g2lstm/conf/<root>``'s schemas (needed before composing)."""
     if root in SCHEMA_MODULES:
         importlib.import_module(SCHEMA_MODULES[root])
 
 
 def compose_config(root: str, overrides: list[str] | None = None) -> DictConfig:
-    """The composed and validated ``conf/<root>/config.yaml`` with Hydra-style ``overrides``.
+    """The composed and validated ``g2lstm/conf/<root>/config.yaml`` with Hydra-style ``overrides``.
 
     A wrong type or an unknown key raises :class:`ConfigError`, a value out of range
     :class:`ConfigValueError`; both name the full key and the value.

@@ -13,7 +13,7 @@ gate statistics. :func:`run_task` writes, under ``out_dir/<task folder>``:
 
 and :func:`g2lstm.report.write_table` the table over every task. With ``merge=True`` the models of
 an existing ``results.json`` that are not run again are kept. The entry point is
-``experiments/paper_table.py`` (config ``conf/paper``).
+``experiments/paper_table.py`` (config ``g2lstm/conf/paper``).
 """
 
 from __future__ import annotations
@@ -41,12 +41,12 @@ TABLE_TASKS = ("lm", "mt", "classify", "translit")  # the config groups of conf/
 
 @dataclass
 class PaperTaskConfig:
-    """The schema of ``conf/paper/<task>``: one task of the table (see conf/paper/lm/brown_cpu.yaml)."""
+    """The schema of ``g2lstm/conf/paper/<task>``: one task of the table (see g2lstm/conf/paper/lm/brown_cpu.yaml)."""
 
     name: str = MISSING
     folder: Optional[str] = None  # <out_dir>/<folder>/; null: the task's key
     metric: str = MISSING
-    train_overrides: list[str] = field(default_factory=list)  # for conf/<task> when a model is trained
+    train_overrides: list[str] = field(default_factory=list)  # for g2lstm/conf/<task> when a model is trained
     model_overrides: dict[str, list[str]] = field(default_factory=dict)  # per model kind
     checkpoints: dict[str, Optional[str]] = field(default_factory=dict)  # per model kind; null: train it
     evaluate: dict[str, Any] = field(default_factory=dict)  # options of the task's evaluate()
@@ -62,7 +62,7 @@ class PaperTaskConfig:
 
 @dataclass
 class PaperConfig:
-    """The schema of ``conf/paper/config.yaml``."""
+    """The schema of ``g2lstm/conf/paper/config.yaml``."""
 
     tasks: list[str] = field(default_factory=lambda: list(TABLE_TASKS))
     models: list[str] = field(default_factory=lambda: list(CELLS))

@@ -414,7 +414,7 @@ class Schedules:
 @dataclass
 class RunConfig:
     """The keys of ``train`` that :class:`Run` and the guards read, shared by every trainer's
-    train schema (their meaning: ``conf/lm/train/nt_asgd.yaml``)."""
+    train schema (their meaning: ``g2lstm/conf/lm/train/nt_asgd.yaml``)."""
 
     max_steps: Optional[int] = None
     max_minutes: Optional[float] = None

@@ -92,7 +92,7 @@ def task_class(task: str) -> type[TaskModel]:
 
 
 def trainer(task: str):
-    """The trainer of ``task``: ``train(cfg, run_dir) -> result`` (``cfg`` from ``conf/<task>``)."""
+    """The trainer of ``task``: ``train(cfg, run_dir) -> result`` (``cfg`` from ``g2lstm/conf/<task>``)."""
     return _import(TRAINERS, task)
 
 

@@ -17,7 +17,8 @@ from hydra import compose, initialize_config_dir
 
 import g2lstm
 from g2lstm import runtime
-from g2lstm.config import ConfigError, ConfigValueError, compose_config, config_dir, register_schemas, validate
+from g2lstm.cli import translate_file as translate_main
+from g2lstm.config import CONF_ROOT, ConfigError, ConfigValueError, compose_config, config_dir, register_schemas, validate
 from g2lstm.data.lm import load_corpus, read_brown, read_text_file
 from g2lstm.data.mt import read_lines, read_parallel
 from g2lstm.lm.train import train as train_lm
@@ -29,8 +30,6 @@ from test_lm_train import tiny_config, tiny_corpus  # noqa: F401  (fixture)
 from test_mt_train import PAIRS, config as mt_config, corpus  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
-from translate import main as translate_main  # noqa: E402
 
 
 def snapshot(folder: Path) -> dict:
@@ -168,13 +167,13 @@ def test_every_documented_command_and_experiment_composes_and_validates():
     commands = _documented_commands()
     assert len(commands) > 10
     experiments = [(root, (f"experiment={p.stem}",)) for root in ("lm", "mt")
-                   for p in (ROOT / "conf" / root / "experiment").glob("*.yaml")]
+                   for p in (CONF_ROOT / root / "experiment").glob("*.yaml")]
     chosen = {(root, w) for root, words in commands + experiments for w in words}  # group options already met
     chosen |= {(root, f"{group}={option}") for root in ("lm", "mt", "paper")
-               for path in (ROOT / "conf" / root).glob("**/*.yaml")
+               for path in (CONF_ROOT / root).glob("**/*.yaml")
                for group, option in re.findall(r"^  - (?:override /)?(\w+): (\w+)", path.read_text(), re.M)}
     groups = [(root, (f"{p.parent.name}={p.stem}",) + (("data.path=/x",) if p.stem in ("text", "iwslt14_raw") else ()))
-              for root in ("lm", "mt", "paper") for p in (ROOT / "conf" / root).glob("*/*.yaml")
+              for root in ("lm", "mt", "paper") for p in (CONF_ROOT / root).glob("*/*.yaml")
               if p.parent.name != "experiment" and (root, f"{p.parent.name}={p.stem}") not in chosen]
     for root in ("lm", "mt", "paper"):  # one Hydra initialisation per root: compose_config's steps
         register_schemas(root)

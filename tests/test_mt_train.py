@@ -7,14 +7,14 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from g2lstm.cli import translate_file as translate_main
+from g2lstm.config import CONF_ROOT
 from g2lstm.mt.evaluate import bleu_of
 from g2lstm.mt.train import load_model, train
 from g2lstm.runtime import NonFiniteLossError, load_checkpoint
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-from translate import main as translate_main  # noqa: E402
 
-CONF = str(Path(__file__).resolve().parents[1] / "conf" / "mt")
+CONF = str(CONF_ROOT / "mt")
 PAIRS = [
     ("ein mann fährt fahrrad .", "a man rides a bike ."),
     ("zwei hunde spielen im schnee .", "two dogs play in the snow ."),

@@ -7,7 +7,7 @@ a resumed run sees the same batches), cross-entropy, Adam, gradient clipping, an
 epoch (or ``eval_every`` steps) a validation (accuracy, macro-F1) that saves ``best.pt`` on a
 better accuracy and stops early after ``early_stop_patience`` validations without one. At the end
 ``best.pt`` is scored on the test split and on each out-of-domain set. The run folder, resume and
-budgets are :class:`g2lstm.runtime.Run`'s; ``cfg`` is the Hydra config of ``conf/classify``.
+budgets are :class:`g2lstm.runtime.Run`'s; ``cfg`` is the Hydra config of ``g2lstm/conf/classify``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ TASK = "classify"
 
 
 def classify_config(overrides: list[str] | None = None):
-    """The composed ``conf/classify`` config with Hydra-style overrides, for use from Python."""
+    """The composed ``g2lstm/conf/classify`` config with Hydra-style overrides, for use from Python."""
     return compose_config(TASK, overrides)
 
 

@@ -225,7 +225,7 @@ SOURCES = ("bible", "brown", "ptb", "wikitext", "text")
 
 
 # ----------------------------------------------------------------------------- config schemas
-# One schema per kind of source (conf/lm/data/*.yaml), so a key a source does not read is refused.
+# One schema per kind of source (g2lstm/conf/lm/data/*.yaml), so a key a source does not read is refused.
 
 
 @dataclass

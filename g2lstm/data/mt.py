@@ -211,7 +211,7 @@ class PairFilter:
 
 @dataclass
 class MTDataConfig:
-    """The schema of ``conf/mt/data``: a parallel corpus (:func:`load_corpus`) and its tokenizer."""
+    """The schema of ``g2lstm/conf/mt/data``: a parallel corpus (:func:`load_corpus`) and its tokenizer."""
 
     name: str = MISSING  # multi30k | folder | iwslt_raw | bible
     path: Optional[str] = None

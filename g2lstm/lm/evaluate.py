@@ -35,7 +35,7 @@ class CacheConfig:
 
 @dataclass
 class LMEvalConfig:
-    """The schema of ``conf/lm/eval``: the final evaluation of ``best.pt``."""
+    """The schema of ``g2lstm/conf/lm/eval``: the final evaluation of ``best.pt``."""
 
     test_batch_size: int = 10
     cache: CacheConfig = field(default_factory=CacheConfig)

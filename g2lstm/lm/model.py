@@ -21,7 +21,7 @@ from g2lstm.protocol import CELLS, Batch, check_cell, lstm_layers, recurrent_lay
 
 @dataclass
 class LMModelConfig:
-    """The schema of ``conf/lm/model``: the keyword arguments of :class:`AWDLSTM` (defaults: the
+    """The schema of ``g2lstm/conf/lm/model``: the keyword arguments of :class:`AWDLSTM` (defaults: the
     paper's PTB sizes)."""
 
     cell: str = "g2lstm"

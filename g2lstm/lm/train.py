@@ -44,7 +44,7 @@ TASK = "lm"
 
 @dataclass
 class LMTrainConfig(runtime.RunConfig):
-    """The schema of ``conf/lm/train`` (the meaning of each key: ``conf/lm/train/nt_asgd.yaml``)."""
+    """The schema of ``g2lstm/conf/lm/train`` (the meaning of each key: ``g2lstm/conf/lm/train/nt_asgd.yaml``)."""
 
     batch_size: int = 80
     eval_batch_size: int = 10
@@ -69,7 +69,7 @@ class LMTrainConfig(runtime.RunConfig):
 
 @dataclass
 class LMConfig:
-    """The schema of ``conf/lm/config.yaml``."""
+    """The schema of ``g2lstm/conf/lm/config.yaml``."""
 
     seed: int = 1
     device: str = "cpu"
@@ -89,7 +89,7 @@ checks.store(LMConfig, "lm_schema")
 
 
 def lm_config(overrides: list[str] | None = None) -> DictConfig:
-    """The composed ``conf/lm`` config with Hydra-style overrides, for use from Python."""
+    """The composed ``g2lstm/conf/lm`` config with Hydra-style overrides, for use from Python."""
     return compose_config(TASK, overrides)
 
 

@@ -31,7 +31,7 @@ G2_OPTIONS = ("stochastic_gates", "noise_mode", "eval_gates", "weight_drop", "im
 
 @dataclass
 class ModelConfig:
-    """The schema of ``conf/mt/model`` and the architecture of :class:`Seq2Seq` (the vocabulary
+    """The schema of ``g2lstm/conf/mt/model`` and the architecture of :class:`Seq2Seq` (the vocabulary
     sizes come from the tokenizers: ``Seq2Seq(config, src_vocab, tgt_vocab)``)."""
 
     cell: str = "lstm"  # lstm | sharpened | g2lstm, for every recurrent layer

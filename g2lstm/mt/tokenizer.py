@@ -20,7 +20,7 @@ MODEL_TYPES = ("bpe", "unigram", "char", "word")
 
 @dataclass
 class TokenizerConfig:
-    """``data.tokenizer`` in ``conf/mt``: the arguments of :func:`train_tokenizers`."""
+    """``data.tokenizer`` in ``g2lstm/conf/mt``: the arguments of :func:`train_tokenizers`."""
 
     joint: bool = True
     vocab_size: int = 8000

@@ -10,7 +10,7 @@ improving; ``last.pt`` is saved then and every ``checkpoint_every`` steps. The r
 and budgets are :class:`g2lstm.runtime.Run`'s. At the end ``best.pt`` is scored on the test split with beam
 search (sacreBLEU, chrF, tokenized BLEU) and everything lands in ``results.json``.
 
-``cfg`` is the Hydra config of ``conf/mt`` (a DictConfig or a plain dict with the same keys);
+``cfg`` is the Hydra config of ``g2lstm/conf/mt`` (a DictConfig or a plain dict with the same keys);
 :func:`mt_config` composes it from Python.
 """
 
@@ -45,7 +45,7 @@ TASK = "mt"
 
 @dataclass
 class MTTrainConfig(runtime.RunConfig):
-    """The schema of ``conf/mt/train`` (the meaning of each key: ``conf/mt/train/default.yaml``)."""
+    """The schema of ``g2lstm/conf/mt/train`` (the meaning of each key: ``g2lstm/conf/mt/train/default.yaml``)."""
 
     max_tokens: int = 4000
     lr: float = 0.001
@@ -78,7 +78,7 @@ class MTTrainConfig(runtime.RunConfig):
 
 @dataclass
 class MTEvalConfig:
-    """The final test decoding (``eval`` in ``conf/mt/config.yaml``)."""
+    """The final test decoding (``eval`` in ``g2lstm/conf/mt/config.yaml``)."""
 
     beam: int = 5
     length_penalty: float = 1.0
@@ -93,7 +93,7 @@ class MTEvalConfig:
 
 @dataclass
 class MTConfig:
-    """The schema of ``conf/mt/config.yaml``."""
+    """The schema of ``g2lstm/conf/mt/config.yaml``."""
 
     seed: int = 1
     device: str = "cpu"
@@ -113,7 +113,7 @@ checks.store(MTConfig, "mt_schema")
 
 
 def mt_config(overrides: list[str] | None = None):
-    """The composed ``conf/mt`` config with Hydra-style overrides, for use from Python."""
+    """The composed ``g2lstm/conf/mt`` config with Hydra-style overrides, for use from Python."""
     return compose_config(TASK, overrides)
 
 

@@ -14,7 +14,7 @@ from ..classify.model import ClassifierConfig, RNNClassifier
 
 def transliterator_config(input_symbols: int, output_symbols: int, **options) -> ClassifierConfig:
     """A :class:`ClassifierConfig` for transliteration (``options``: the ``model`` section of
-    ``conf/translit``); the pooling is ``none`` and the layer bidirectional, always."""
+    ``g2lstm/conf/translit``); the pooling is ``none`` and the layer bidirectional, always."""
     for fixed in ("pooling", "bidirectional", "vocab_size", "num_classes"):
         if fixed in options:
             raise ValueError(f"the transliteration model sets {fixed} itself; remove model.{fixed}")

@@ -8,7 +8,7 @@ input character, Adam, gradient clipping, and every ``eval_every`` steps (and af
 validation (character and word accuracy) that saves ``best.pt`` on a better word accuracy and stops
 early after ``early_stop_patience`` validations without one. At the end ``best.pt`` is scored on
 the test books. The run folder, resume and budgets are :class:`g2lstm.runtime.Run`'s; ``cfg`` is
-the Hydra config of ``conf/translit``.
+the Hydra config of ``g2lstm/conf/translit``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ IGNORE = -100  # target of padding positions
 
 
 def translit_config(overrides: list[str] | None = None):
-    """The composed ``conf/translit`` config with Hydra-style overrides, for use from Python."""
+    """The composed ``g2lstm/conf/translit`` config with Hydra-style overrides, for use from Python."""
     return compose_config(TASK, overrides)
 
 

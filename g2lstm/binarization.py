@@ -1,0 +1,137 @@
+"""The binarization study: how binary the gates of trained models are, at what quality, and what
+compressing their gate weights costs.
+
+    python -m g2lstm.binarization OUT_DIR RUN_DIR [RUN_DIR ...] [--evaluate key=value ...]
+
+For each finished run (its ``best.pt``, any task): the test metric as the task scores it, the
+per-layer share of input / forget / output gate values below 0.1 and above 0.9 on test data
+(evaluation mode), the gate-weight magnitudes, and the metric under the paper's round & clip grid,
+a scale-aware grid and low-rank SVD of the input- and forget-gate weights. Writes
+``OUT_DIR/summary.json`` (one entry per run, keyed ``<task>/<run folder name>``),
+``OUT_DIR/<task>.md`` (a table per task) and ``OUT_DIR/<task>_histograms.png``; a
+``saturation.png`` of each run (its curves during training) is copied next to them when present.
+
+A configuration reaches the target when at least ``TARGET`` of its input and of its forget gate
+values are below 0.1 or above 0.9 in every layer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from g2lstm import diagnostics, tasks
+from g2lstm.compress import evaluate_under_compression, gate_weight_stats
+
+TARGET = 0.5
+# Per task: the paper's absolute grid (PTB for language models, IWSLT14 otherwise), a grid in
+# units of each block's standard deviation, and a rank a fraction of the hidden size.
+COMPRESSIONS = {
+    "lm": {"round_clip": {"method": "round_clip", "precision": 0.2, "clip": 0.4}},
+    "default": {"round_clip": {"method": "round_clip", "precision": 0.5, "clip": 1.0}},
+}
+RELATIVE = {"round_relative": {"method": "round_relative", "precision": 1.0, "clip": 2.0}}
+
+
+def binary_shares(stats: diagnostics.GateStats) -> dict[str, dict[str, float]]:
+    """Per layer, per gate: the share of values below 0.1 or above 0.9."""
+    return {key: {gate: v["share_below_0.1"] + v["share_above_0.9"] for gate, v in per_gate.items()}
+            for key, per_gate in stats.summary().items()}
+
+
+def meets_target(shares: dict[str, dict[str, float]]) -> bool:
+    return all(layer[g] >= TARGET for layer in shares.values() for g in ("input", "forget"))
+
+
+def study_run(run_dir: Path, evaluate_options: dict, gate_options: dict) -> dict:
+    """Everything the summary holds about one finished run."""
+    loaded = tasks.load(run_dir / "best.pt")
+    config = loaded.config
+    hidden = min(layer.hidden_size for layer in loaded.model.recurrent_layers().values())
+    methods = dict(COMPRESSIONS.get(loaded.task, COMPRESSIONS["default"]), **RELATIVE,
+                   svd=dict(method="svd", rank=max(1, hidden // 8)))
+    rows = evaluate_under_compression(loaded.model, lambda m: loaded.evaluate(m, **evaluate_options), methods)
+    batches, forward = loaded.gate_batches(**gate_options)
+    stats = diagnostics.collect_gate_stats(loaded.model, batches, forward)
+    shares = binary_shares(stats)
+    results_file = run_dir / "results.json"
+    return {
+        "task": loaded.task, "run_dir": str(run_dir), "checkpoint": str(run_dir / "best.pt"),
+        "cell": config["model"]["cell"], "tau": config["model"].get("tau"), "noise_p": config["model"].get("noise_p"),
+        "schedules": {k: v for k, v in (config["train"].get("schedules") or {}).items() if v},
+        "seed": config["seed"], "higher_is_better": loaded.higher_is_better,
+        "steps": json.loads(results_file.read_text())["steps"] if results_file.exists() else None,
+        "quality": rows[0]["value"],
+        "compression": {r["method"]: {"value": r["value"], "change": r["change"]} for r in rows[1:]},
+        "binary_share": shares, "saturation": diagnostics.pooled_saturation(stats.summary()),
+        "meets_target": meets_target(shares),
+        "gate_weights": gate_weight_stats(loaded.model, ["input", "forget"], methods["round_clip"]["precision"]),
+        "_stats": stats,
+    }
+
+
+def _label(entry: dict) -> str:
+    label = entry["cell"]
+    if entry["cell"] != "lstm":
+        label += f" tau={entry['tau']:g}"
+    if entry["cell"] == "g2lstm":
+        label += f" p={entry['noise_p']:g}"
+    for option, s in entry["schedules"].items():
+        label += f", {option}->{s['end']:g} ({s['shape']})"
+    return label
+
+
+def markdown(entries: list[dict]) -> str:
+    """One row per run: quality, the smallest per-layer input / forget binary share, the target,
+    and the change of the metric under each compression."""
+    methods = list(entries[0]["compression"])
+    lines = ["| configuration | seed | steps | metric | input binary (min over layers) | forget binary "
+             "(min over layers) | target | " + " | ".join(f"{m} change" for m in methods) + " |",
+             "|---" * (7 + len(methods)) + "|"]
+    for e in entries:
+        low_i = min(layer["input"] for layer in e["binary_share"].values())
+        low_f = min(layer["forget"] for layer in e["binary_share"].values())
+        lines.append(f"| {_label(e)} | {e['seed']} | {e['steps']} | {e['quality']:.2f} | {low_i:.3f} | {low_f:.3f} | "
+                     f"{'yes' if e['meets_target'] else 'no'} | "
+                     + " | ".join(f"{e['compression'][m]['change']:+.2f}" for m in methods) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("runs", type=Path, nargs="+", help="finished run folders (with best.pt)")
+    parser.add_argument("--evaluate", nargs="*", default=[], help="options of the task's evaluate(), key=value")
+    parser.add_argument("--gates", nargs="*", default=[], help="options of the task's gate_batches(), key=value")
+    args = parser.parse_args(argv)
+    parse = lambda pairs: {k: json.loads(v) for k, v in (p.split("=", 1) for p in pairs)}  # noqa: E731
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    summary_path = args.out_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    by_task: dict[str, list[dict]] = {}
+    for run_dir in args.runs:
+        entry = study_run(run_dir, parse(args.evaluate), parse(args.gates))
+        stats = entry.pop("_stats")
+        key = f"{entry['task']}/{run_dir.name}"
+        summary[key] = entry
+        stats.to_json(args.out_dir / f"gates_{entry['task']}_{run_dir.name}.json")
+        if (run_dir / "saturation.png").exists():
+            shutil.copy(run_dir / "saturation.png", args.out_dir / f"saturation_{entry['task']}_{run_dir.name}.png")
+        print(f"{key}: {entry['quality']:.2f}, target {'met' if entry['meets_target'] else 'not met'}", flush=True)
+        summary_path.write_text(json.dumps(summary, indent=1) + "\n")
+    for entry in summary.values():
+        by_task.setdefault(entry["task"], []).append(entry)
+    for task, entries in by_task.items():
+        entries.sort(key=lambda e: (_label(e), e["seed"]))
+        (args.out_dir / f"{task}.md").write_text(markdown(entries))
+        stats = {f"{_label(e)} s{e['seed']}": diagnostics.GateStats.from_json(
+            args.out_dir / f"gates_{task}_{Path(e['run_dir']).name}.json") for e in entries}
+        diagnostics.plot_histograms(stats, args.out_dir / f"{task}_histograms.png",
+                                    title=f"{task}: input / forget gate histograms")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

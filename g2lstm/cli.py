@@ -1,0 +1,136 @@
+"""The package's command-line entry points: console scripts after ``pip install`` (pyproject.toml
+``[project.scripts]``) and the bodies of the thin ``experiments/*.py`` wrappers in a checkout.
+
+    g2lstm-train-lm [key=value ...]        # = python experiments/train_lm.py (config g2lstm/conf/lm)
+    g2lstm-train-mt [key=value ...]        # = python experiments/train_mt.py (config g2lstm/conf/mt)
+    g2lstm-translate CKPT --input F        # = python experiments/translate.py
+    g2lstm-paper-table [key=value ...]     # = python experiments/paper_table.py (config g2lstm/conf/paper)
+
+The Hydra configs ship inside the package (``g2lstm/conf``), so the commands work outside a
+checkout; run folders, data and result paths are relative to the current directory.
+"""
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+# imported here, not in the functions: importing a trainer registers its config schemas, which
+# Hydra needs before it composes the config
+from g2lstm.config import CONF_ROOT, compose_config
+from g2lstm.data.mt import read_lines
+from g2lstm.lm.train import train as train_lm_run
+from g2lstm.mt.decode import translate as translate_lines
+from g2lstm.mt.evaluate import score
+from g2lstm.mt.train import load_model, train as train_mt_run
+from g2lstm.paper import PaperTask, run_task
+from g2lstm.report import write_table
+from g2lstm.runtime import CheckpointError
+
+
+# an absolute folder: Hydra would read a relative one as a module path (pkg://g2lstm.conf.lm)
+@hydra.main(config_path=str(CONF_ROOT / "lm"), config_name="config", version_base="1.3")
+def train_lm(cfg: DictConfig) -> dict:
+    """Train and evaluate a word-level language model (see docs/lm.md)."""
+    hydra_cfg = HydraConfig.get()
+    result = train_lm_run(cfg, hydra_cfg.runtime.output_dir, overrides=list(hydra_cfg.overrides.task))
+    if result["stopped"] == "max_steps":
+        print(f"stopped at step {result['steps']} (train.max_steps); resume with hydra.run.dir={result['run_dir']}")
+        return result
+    print(f"valid perplexity {result['valid_ppl']:.2f}")
+    print(f"test perplexity {result['test_ppl']:.2f}")
+    if result["cache"]:
+        c = result["cache"]
+        print(f"with cache pointer (window {c['window']}, theta {c['theta']}, lambda {c['lambdah']}): "
+              f"valid {c['valid_ppl']:.2f}, test {c['test_ppl']:.2f}")
+    print(f"run folder: {result['run_dir']} (config.yaml, metrics.jsonl, last.pt, best.pt, results.json)")
+    return result
+
+
+@hydra.main(config_path=str(CONF_ROOT / "mt"), config_name="config", version_base="1.3")
+def train_mt(cfg: DictConfig) -> float | None:
+    """Train a translation model; returns its test BLEU (see docs/mt.md)."""
+    hydra_cfg = HydraConfig.get()
+    return train_mt_run(cfg, hydra_cfg.runtime.output_dir, overrides=list(hydra_cfg.overrides.task)).get("bleu")
+
+
+TRANSLATE_HELP = """Translate a file with a trained checkpoint, one sentence a line (plain or .gz), in order.
+
+    g2lstm-translate runs/mt/<run>/best.pt --input test.de --output test.hyp
+    g2lstm-translate runs/mt/<run>/best.pt --input test.de.gz --reference test.en.gz
+    g2lstm-translate CKPT --greedy < in.de > out.en
+
+Empty lines translate to empty lines; lines longer than --max-src-tokens subwords are cut (with a
+warning). With --reference, prints sacreBLEU and chrF (with their signatures) and tokenized BLEU.
+"""
+
+
+def translate(argv: list[str] | None = None) -> None:
+    """Translate a file with a trained checkpoint (g2lstm-translate --help)."""
+    try:
+        translate_file(argv)
+    except (ValueError, FileNotFoundError, CheckpointError) as error:  # bad input: the message, no traceback
+        sys.exit(f"{Path(sys.argv[0]).name}: error: {error}")
+
+
+def translate_file(argv: list[str] | None = None) -> None:
+    """:func:`translate` raising its errors (for use from Python)."""
+    p = argparse.ArgumentParser(description=TRANSLATE_HELP,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", help="best.pt or last.pt of a training run")
+    p.add_argument("--input", help="source file (plain or .gz); default stdin")
+    p.add_argument("--output", help="where to write translations; default stdout")
+    p.add_argument("--reference", help="reference file: print BLEU, chrF and tokenized BLEU")
+    p.add_argument("--beam", type=int, default=5)
+    p.add_argument("--greedy", action="store_true", help="greedy decoding (same as --beam 1)")
+    p.add_argument("--length-penalty", type=float, default=1.0, help="score / length**this")
+    p.add_argument("--max-len-a", type=float, default=2.0, help="output <= a * source length + b")
+    p.add_argument("--max-len-b", type=int, default=10)
+    p.add_argument("--max-src-tokens", type=int, default=250, help="longer source lines are cut")
+    p.add_argument("--max-tokens", type=int, default=4000, help="source tokens per batch, shared by the beams")
+    p.add_argument("--tokenized-bleu", default="13a", choices=["13a", "none"],
+                   help="tokenization before tokenized BLEU ('none' for pre-tokenized data)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    model, tokenizers, _ = load_model(args.checkpoint, args.device)
+    sources = read_lines(args.input) if args.input else [line.rstrip("\n") for line in sys.stdin]
+    hyps = translate_lines(model, tokenizers, sources, beam=1 if args.greedy else args.beam,
+                           length_penalty=args.length_penalty, max_len_a=args.max_len_a, max_len_b=args.max_len_b,
+                           max_src_tokens=args.max_src_tokens, max_tokens=args.max_tokens)
+    text = "".join(h + "\n" for h in hyps)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+    if args.reference:
+        references = read_lines(args.reference)
+        if not references or len(references) != len(hyps):
+            raise ValueError(f"--reference {args.reference} has {len(references)} lines; expected one reference "
+                             f"for each of the {len(hyps)} input lines (and at least one)")
+        s = score(hyps, references, tokenized=args.tokenized_bleu)
+        print(f"BLEU {s['bleu']:.2f}  chrF {s['chrf']:.2f}  tokenized BLEU {s['tok_bleu']:.2f}", file=sys.stderr)
+        print(f"{s['bleu_signature']}\n{s['chrf_signature']}", file=sys.stderr)
+
+
+def paper_table(argv: list[str] | None = None) -> None:
+    """The paper's compression table (see g2lstm/paper.py and docs/compression.md); ``out_dir``,
+    ``runs_dir`` and checkpoints are relative to the current directory."""
+    argv = sys.argv[1:] if argv is None else argv
+    cfg = compose_config("paper", argv)
+    torch.set_num_threads(int(cfg.threads))
+    root = Path.cwd()
+    out_dir = root / cfg.out_dir
+    command = ("python experiments/paper_table.py " + " ".join(map(shlex.quote, argv))).strip()
+    for key in cfg.tasks:
+        task = PaperTask(key, cfg[key], root / cfg.runs_dir, cfg.seed, root=root)
+        run_task(task, cfg, list(cfg.models), out_dir / (cfg[key].folder or key), command, merge=cfg.merge)
+        print(write_table(out_dir), flush=True)
