@@ -1,22 +1,12 @@
 """Train a sentence-polarity classifier: python experiments/train_classifier.py model.cell=g2lstm
 
-One output folder per run (runs/classify/<time>_<cell>_s<seed>/ with config.yaml, last.pt,
-best.pt, metrics.jsonl, results.json); rerunning with the same hydra.run.dir resumes from last.pt.
+One output folder per run (runs/classify/<time>_<cell>_s<seed>/ with config.yaml, last.pt, best.pt,
+metrics.jsonl, results.json); rerunning with the same hydra.run.dir resumes from last.pt.
+
+A thin wrapper of g2lstm.cli.train_classifier (installed as g2lstm-train-classifier).
 """
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
-
-from g2lstm.config import CONF_ROOT
-from g2lstm.classify.train import train
-
-
-@hydra.main(version_base="1.3", config_path=str(CONF_ROOT / "classify"), config_name="config")
-def main(cfg: DictConfig) -> float | None:
-    hydra_cfg = HydraConfig.get()
-    return train(cfg, hydra_cfg.runtime.output_dir, overrides=list(hydra_cfg.overrides.task)).get("accuracy")
-
+from g2lstm.cli import train_classifier
 
 if __name__ == "__main__":
-    main()
+    train_classifier()
