@@ -29,6 +29,8 @@ from g2lstm.lm.train import train as train_lm_run
 from g2lstm.mt.decode import translate as translate_lines
 from g2lstm.mt.evaluate import score
 from g2lstm.mt.train import load_model, train as train_mt_run
+from g2lstm.classify.train import train as train_classifier_run
+from g2lstm.translit.train import train as train_translit_run
 from g2lstm.paper import PaperTask, run_task
 from g2lstm.report import write_table
 from g2lstm.runtime import CheckpointError
@@ -58,6 +60,20 @@ def train_mt(cfg: DictConfig) -> float | None:
     """Train a translation model; returns its test BLEU (see docs/mt.md)."""
     hydra_cfg = HydraConfig.get()
     return train_mt_run(cfg, hydra_cfg.runtime.output_dir, overrides=list(hydra_cfg.overrides.task)).get("bleu")
+
+
+@hydra.main(config_path=str(CONF_ROOT / "classify"), config_name="config", version_base="1.3")
+def train_classifier(cfg: DictConfig) -> float | None:
+    """Train a sentence-polarity classifier; returns its test accuracy (see docs/tasks.md)."""
+    hydra_cfg = HydraConfig.get()
+    return train_classifier_run(cfg, hydra_cfg.runtime.output_dir, overrides=list(hydra_cfg.overrides.task)).get("accuracy")
+
+
+@hydra.main(config_path=str(CONF_ROOT / "translit"), config_name="config", version_base="1.3")
+def train_translit(cfg: DictConfig) -> float | None:
+    """Train a Latin -> Cyrillic transliterator; returns its test word accuracy (see docs/tasks.md)."""
+    hydra_cfg = HydraConfig.get()
+    return train_translit_run(cfg, hydra_cfg.runtime.output_dir, overrides=list(hydra_cfg.overrides.task)).get("word_accuracy")
 
 
 TRANSLATE_HELP = """Translate a file with a trained checkpoint, one sentence a line (plain or .gz), in order.

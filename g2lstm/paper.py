@@ -36,6 +36,9 @@ from g2lstm.report import MODEL_NAMES, model_order
 GATES = ("input", "forget", "output")
 
 
+TABLE_TASKS = ("lm", "mt", "classify", "translit")  # the config groups of conf/paper
+
+
 @dataclass
 class PaperTaskConfig:
     """The schema of ``g2lstm/conf/paper/<task>``: one task of the table (see g2lstm/conf/paper/lm/brown_cpu.yaml)."""
@@ -61,7 +64,7 @@ class PaperTaskConfig:
 class PaperConfig:
     """The schema of ``g2lstm/conf/paper/config.yaml``."""
 
-    tasks: list[str] = field(default_factory=lambda: ["lm", "mt"])
+    tasks: list[str] = field(default_factory=lambda: list(TABLE_TASKS))
     models: list[str] = field(default_factory=lambda: list(CELLS))
     out_dir: str = "results/paper"
     runs_dir: str = "runs/paper"
@@ -71,16 +74,18 @@ class PaperConfig:
     merge: bool = False
     lm: Optional[PaperTaskConfig] = None
     mt: Optional[PaperTaskConfig] = None
+    classify: Optional[PaperTaskConfig] = None
+    translit: Optional[PaperTaskConfig] = None
 
     def __post_init__(self):
-        configured = [key for key in ("lm", "mt") if getattr(self, key) is not None]
+        configured = [key for key in TABLE_TASKS if getattr(self, key) is not None]
         checks.all_of(self, "tasks", lambda t: t in configured, f"tasks with a config group among {configured}")
         checks.all_of(self, "models", lambda m: m in CELLS, f"model kinds among {list(CELLS)}")
         checks.positive(self, "threads")
 
 
 checks.store(PaperConfig, "paper_schema")
-for _task in ("lm", "mt"):
+for _task in TABLE_TASKS:
     checks.store(PaperTaskConfig, "paper_task_schema", group=_task)
 
 

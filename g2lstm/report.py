@@ -181,15 +181,20 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_rows(rows: list[dict], prefix: str | Path, render) -> str:
+    """``prefix.json`` (the rows) and ``prefix.md`` (``render(rows)``); returns the markdown."""
+    out = Path(prefix)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
+    text = render(rows)
+    out.with_suffix(".md").write_text(text)
+    return text
+
+
 def main(argv: list[str]) -> None:
     if len(argv) != 2:
         raise SystemExit("usage: python -m g2lstm.report RUNS_FOLDER OUTPUT_PREFIX")
-    rows = collect(argv[0])
-    out = Path(argv[1])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
-    out.with_suffix(".md").write_text(markdown(rows))
-    print(markdown(rows))
+    print(write_rows(collect(argv[0]), argv[1], markdown))
 
 
 if __name__ == "__main__":

@@ -29,10 +29,14 @@ from .protocol import Batch
 TASKS = {
     "lm": "g2lstm.lm.task:LanguageModelTask",
     "mt": "g2lstm.mt.task:TranslationTask",
+    "classify": "g2lstm.classify.task:ClassificationTask",
+    "translit": "g2lstm.translit.task:TransliterationTask",
 }
 TRAINERS = {
     "lm": "g2lstm.lm.train:train",
     "mt": "g2lstm.mt.train:train",
+    "classify": "g2lstm.classify.train:train",
+    "translit": "g2lstm.translit.train:train",
 }
 
 

@@ -124,7 +124,7 @@ OUT_OF_RANGE = [  # (root, overrides, message start, what is expected)
     ("mt", ["train.schedules.tau={end: 0.1, steps: 0, shape: exponential}"],
      "train.schedules.tau={'end': 0.1, 'steps': 0, 'shape': 'exponential'}", "{end, steps > 0, shape in"),
     ("lm", ["train.divergence_factor=0.5"], "train.divergence_factor=0.5", "a factor > 1"),
-    ("paper", ["tasks=[xx]"], "tasks=['xx']", "['lm', 'mt']"),
+    ("paper", ["tasks=[xx]"], "tasks=['xx']", "['lm', 'mt', 'classify', 'translit']"),
     ("paper", ["models=[gru]"], "models=['gru']", "model kinds"),
     ("paper", ["lm.gates=[in]"], "lm.gates=['in']", "['input', 'forget', 'output']"),
 ]

@@ -87,6 +87,6 @@ def _check_code(translation_code: str) -> None:
     known = translations()
     if translation_code not in known:
         raise ValueError(
-            f"unknown Bible translation code {translation_code!r}; expected one of {known} "
+            f"unknown Bible translation code {translation_code!r} in {bible_db_path()}; expected one of {known} "
             f"(e.g. {WORLD_ENGLISH_BIBLE!r} World English Bible, {ELBERFELDER_1932!r} Elberfelder 1932)"
         )

@@ -1,0 +1,192 @@
+"""Train a sentence-polarity classifier: ``train(cfg, run_dir) -> {'accuracy', 'macro_f1', ...}``.
+
+The loop, top to bottom: read the Rotten Tomatoes sentences and their fixed split
+(:mod:`g2lstm.data.sentiment`), build the word table from the training split, build the model;
+then for each epoch, batches of ``batch_size`` sentences in an order drawn from (seed, epoch) (so
+a resumed run sees the same batches), cross-entropy, Adam, gradient clipping, and after every
+epoch (or ``eval_every`` steps) a validation (accuracy, macro-F1) that saves ``best.pt`` on a
+better accuracy and stops early after ``early_stop_patience`` validations without one. At the end
+``best.pt`` is scored on the test split and on each out-of-domain set. The run folder, resume and
+budgets are :class:`g2lstm.runtime.Run`'s; ``cfg`` is the Hydra config of ``g2lstm/conf/classify``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..config import compose_config
+from ..data.sentiment import Example, load_sentiment, tokenize
+from ..data.symbols import SymbolTable
+from ..runtime import Run, load_checkpoint
+from .model import ClassifierConfig, RNNClassifier
+
+TASK = "classify"
+
+
+def classify_config(overrides: list[str] | None = None):
+    """The composed ``g2lstm/conf/classify`` config with Hydra-style overrides, for use from Python."""
+    return compose_config(TASK, overrides)
+
+
+def build_data(cfg: dict) -> dict[str, list[Example]]:
+    d = cfg["data"]
+    return load_sentiment(d.get("root"), d["split_seed"], d.get("out_of_domain") or ())
+
+
+def batches(count: int, batch_size: int, seed: int | None = None) -> list[list[int]]:
+    """Index batches over ``count`` examples, in file order or shuffled by ``seed``."""
+    order = torch.arange(count) if seed is None else torch.randperm(count, generator=torch.Generator().manual_seed(seed))
+    return [order[i:i + batch_size].tolist() for i in range(0, count, batch_size)]
+
+
+def scores(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, float]:
+    """Accuracy and macro-F1 (the mean over classes of F1; a class never predicted nor present
+    counts 0)."""
+    f1 = []
+    for c in range(num_classes):
+        true_pos = ((predicted == c) & (labels == c)).sum().item()
+        denominator = (predicted == c).sum().item() + (labels == c).sum().item()
+        f1.append(2 * true_pos / denominator if denominator else 0.0)
+    return {"accuracy": (predicted == labels).float().mean().item(), "macro_f1": sum(f1) / num_classes}
+
+
+@torch.no_grad()
+def evaluate(model: RNNClassifier, table: SymbolTable, examples: Sequence[Example], batch_size: int = 256) -> dict[str, float]:
+    """Accuracy and macro-F1 of ``model`` (in eval mode) on ``examples``."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    predicted = []
+    for index in batches(len(examples), batch_size):
+        tokens, lengths = table.batch([tokenize(examples[i].text) for i in index])
+        predicted.append(model(tokens.to(device), lengths.to(device)).argmax(-1).cpu())
+    model.train(was_training)
+    labels = torch.tensor([e.label for e in examples])
+    return {**scores(torch.cat(predicted), labels, model.cfg.num_classes), "sentences": len(examples)}
+
+
+# --- the bookkeeping the classification and transliteration loops share (each keeps its own loop)
+
+
+def optimizer_step(run: Run, model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
+                   clip_norm: float) -> float:
+    """One guarded update: refuse a diverged loss or gradient (Run's guard), clip, step; returns the
+    gradient norm and counts the step."""
+    run.check_loss(loss.detach())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+    run.check_grad_norm(grad_norm)
+    optimizer.step()
+    run.step += 1
+    return float(grad_norm)
+
+
+def keep_best(run: Run, ts: dict, record: dict, key: str, patience: int, save_best) -> None:
+    """Log a validation ``record``; on a better ``record[key]`` call ``save_best()``, and after
+    ``patience`` validations without one set ``ts['stopped']``."""
+    improved = ts["best"] is None or record[key] > ts["best"]
+    ts["best"], ts["bad_evals"] = (record[key], 0) if improved else (ts["best"], ts["bad_evals"] + 1)
+    if improved:
+        save_best()
+    if ts["bad_evals"] >= patience:
+        ts["stopped"] = f"no better validation {key} in {ts['bad_evals']} validations"
+    run.metrics.write(**record, improved=improved)
+    tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+
+
+def after_step(run: Run, ts: dict, t: dict, epoch_size: int, validate, save) -> tuple[bool, str | None]:
+    """Count the batch, validate and save when due (``eval_every`` steps, epoch end, minute budget;
+    ``checkpoint_every`` steps); returns (leave the epoch loop now, the budget reached or None)."""
+    ts["batch_in_epoch"] += 1
+    if ts["batch_in_epoch"] == epoch_size:
+        ts["epoch"], ts["batch_in_epoch"] = ts["epoch"] + 1, 0
+    budget = run.budget_reached()
+    periodic = t["eval_every"] and run.step % t["eval_every"] == 0
+    if periodic or ts["batch_in_epoch"] == 0 or budget == "max_minutes":
+        validate()
+    if periodic or ts["batch_in_epoch"] == 0 or budget or run.step % t["checkpoint_every"] == 0:
+        save()
+    return bool(ts["stopped"] or budget or ts["batch_in_epoch"] == 0), budget
+
+
+def end_training(run: Run, ts: dict, t: dict, budget: str | None, save) -> dict | None:
+    """After the loop: the partial result of a ``max_steps`` stop (no test; the folder goes on when
+    run again), or None once why training ended is recorded and ``last.pt`` saved."""
+    if budget == "max_steps" and ts["stopped"] is None:
+        print(f"stopped at step {run.step} (train.max_steps); run the folder again to go on")
+        return {"run_dir": str(run.dir), "steps": run.step, "epochs": ts["epoch"], "stopped": "max_steps"}
+    if ts["stopped"] is None:
+        ts["stopped"] = f"budget reached ({run.elapsed / 60:.1f} min)" if budget else f"max_epochs={t['max_epochs']} reached"
+    save()
+    print(f"stopped: {ts['stopped']}")
+    return None
+
+
+def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Train (or resume, if ``run_dir`` has a ``last.pt``) and test one run; with the command line's
+    ``overrides`` a resumed run takes its saved config with only those applied. With
+    ``stopped='max_steps'`` the result has no test scores: run the folder again to go on."""
+    run = Run(cfg, TASK, run_dir if run_dir is not None else Path("runs/classify") / time.strftime("%Y%m%d-%H%M%S"), overrides)
+    if run.finished:
+        return run.result()
+    cfg, t = run.cfg, run.cfg["train"]
+    device = torch.device(cfg.get("device", "cpu"))
+
+    data = build_data(cfg)
+    train_tokens = [tokenize(e.text) for e in data["train"]]
+    train_labels = torch.tensor([e.label for e in data["train"]])
+    table = SymbolTable(run.saved["symbols"]) if run.resumed else SymbolTable.build(train_tokens, cfg["data"]["min_count"])
+    model = RNNClassifier(ClassifierConfig(vocab_size=len(table), num_classes=2, **cfg["model"])).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
+    ts = run.restore(model, optimizer) or {"epoch": 0, "batch_in_epoch": 0, "best": None, "bad_evals": 0}
+    ts["stopped"] = None  # a resumed run continues; its limits (maybe raised) are checked again
+    payload = {"model_config": model.config_dict(), "symbols": table.symbols}
+    print(f"{cfg['model']['cell']}: {sum(p.numel() for p in model.parameters()):,} parameters, "
+          f"{len(data['train'])} training sentences, {len(table)} words, run_dir {run.dir}")
+
+    def validate() -> None:
+        record = {"split": "valid", "step": run.step, "epoch": ts["epoch"],
+                  **evaluate(model, table, data["valid"], t["eval_batch_size"])}
+        keep_best(run, ts, record, "accuracy", t["early_stop_patience"], lambda: run.save_best(model, **payload))
+
+    def save() -> None:
+        run.save(model, optimizer, ts, **payload)
+
+    budget = None
+    model.train()
+    while ts["stopped"] is None and ts["epoch"] < t["max_epochs"] and budget is None:
+        epoch_batches = batches(len(train_tokens), t["batch_size"], seed=cfg["seed"] * 100_003 + ts["epoch"])
+        bar = run.progress(len(epoch_batches), ts["batch_in_epoch"], f"epoch {ts['epoch'] + 1}")
+        leave = False
+        while not leave:
+            index = epoch_batches[ts["batch_in_epoch"]]
+            tokens, lengths = table.batch([train_tokens[i] for i in index])
+            loss = F.cross_entropy(model(tokens.to(device), lengths.to(device)), train_labels[index].to(device))
+            grad_norm = optimizer_step(run, model, optimizer, loss, t["clip_norm"])
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            if run.step % t["log_every"] == 0:
+                run.metrics.write(split="train", step=run.step, epoch=ts["epoch"], loss=loss.item(),
+                                  grad_norm=grad_norm, elapsed=run.elapsed)
+            leave, budget = after_step(run, ts, t, len(epoch_batches), validate, save)
+        bar.close()
+    partial = end_training(run, ts, t, budget, save)
+    if partial is not None:
+        return partial
+
+    model.load_state_dict(load_checkpoint(run.best_path)["model"])
+    test = {name: evaluate(model, table, examples, t["eval_batch_size"])
+            for name, examples in data.items() if name not in ("train", "valid")}
+    result = run.finish({"checkpoint": str(run.best_path), "cell": cfg["model"]["cell"], "epochs": ts["epoch"],
+                         "stopped": ts["stopped"], "best_valid_accuracy": ts["best"], **test["test"],
+                         "out_of_domain": {k: v for k, v in test.items() if k != "test"}})
+    for name, s in test.items():
+        print(f"{name}: accuracy {s['accuracy']:.4f} macro-F1 {s['macro_f1']:.4f} ({s['sentences']} sentences)")
+    return result

