@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import g2lstm
-from g2lstm import diagnostics, trace
+from g2lstm import diagnostics, runtime, trace
 from g2lstm.classify.model import POOLINGS, ClassifierConfig, RNNClassifier
 from g2lstm.classify.train import classify_config, scores, train
 from g2lstm.data.sentiment import MOVIES, load_sentiment, sentiment_path, tokenize
@@ -123,6 +123,10 @@ def test_a_run_finishes_with_test_and_out_of_domain_scores(tmp_path):
     assert result["sentences"] == 1057 and 0.0 <= result["accuracy"] <= 1.0
     assert set(result["out_of_domain"]) == {"tweets"} and result["out_of_domain"]["tweets"]["sentences"] == 4196
     assert (tmp_path / "best.pt").is_file() and (tmp_path / "config.yaml").is_file()
+    watched = [r for r in runtime.MetricsLog(tmp_path / "metrics.jsonl").read() if r.get("event") == "gates"]
+    assert [r["step"] for r in watched] == [0]  # train.saturation_every=50: the initial gates only
+    assert set(watched[0]["layers"]) == {"rnn/l0", "rnn/l0_reverse"}
+    assert (tmp_path / "saturation.png").stat().st_size > 0
 
     loaded = g2lstm.load(tmp_path / "best.pt")
     assert loaded.task == "classify" and not loaded.model.training and isinstance(loaded.model, InspectableModel)

@@ -159,6 +159,9 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
     def save() -> None:
         run.save(model, optimizer, ts, **payload)
 
+    # the gates watched in training: the first valid sentences
+    probe = [tuple(x.to(device) for x in table.batch([tokenize(e.text) for e in data["valid"][:t["saturation_examples"]]]))]
+    gates = None if run.resumed else run.watch_gates(model, probe)
     budget = None
     model.train()
     while ts["stopped"] is None and ts["epoch"] < t["max_epochs"] and budget is None:
@@ -168,10 +171,12 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
         while not leave:
             index = epoch_batches[ts["batch_in_epoch"]]
             tokens, lengths = table.batch([train_tokens[i] for i in index])
+            run.apply_schedules(model)
             loss = F.cross_entropy(model(tokens.to(device), lengths.to(device)), train_labels[index].to(device))
             grad_norm = optimizer_step(run, model, optimizer, loss, t["clip_norm"])
+            gates = run.watch_gates(model, probe) or gates
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}", **(gates or {}))
             if run.step % t["log_every"] == 0:
                 run.metrics.write(split="train", step=run.step, epoch=ts["epoch"], loss=loss.item(),
                                   grad_norm=grad_norm, elapsed=run.elapsed)

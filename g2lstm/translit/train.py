@@ -107,6 +107,9 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
     def save() -> None:
         run.save(model, optimizer, ts, **payload)
 
+    probe = [encode(valid[:t["saturation_examples"]], inputs, outputs)[:2]]  # the gates watched in training
+    probe = [tuple(x.to(device) for x in probe[0])]
+    gates = None if run.resumed else run.watch_gates(model, probe)
     budget = None
     model.train()
     while ts["stopped"] is None and ts["epoch"] < t["max_epochs"] and budget is None:
@@ -115,11 +118,13 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
         leave = False
         while not leave:
             tokens, lengths, targets = encode([data["train"][i] for i in epoch_batches[ts["batch_in_epoch"]]], inputs, outputs)
+            run.apply_schedules(model)
             logits = model(tokens.to(device), lengths.to(device))
             loss = F.cross_entropy(logits.flatten(0, 1), targets.to(device).flatten(), ignore_index=IGNORE)
             grad_norm = optimizer_step(run, model, optimizer, loss, t["clip_norm"])
+            gates = run.watch_gates(model, probe) or gates
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}", **(gates or {}))
             if run.step % t["log_every"] == 0:
                 run.metrics.write(split="train", step=run.step, epoch=ts["epoch"], loss=loss.item(),
                                   grad_norm=grad_norm, elapsed=run.elapsed)
