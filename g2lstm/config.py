@@ -27,6 +27,8 @@ CONF_ROOT = Path(__file__).resolve().parent / "conf"  # shipped inside the packa
 SCHEMA_MODULES = {
     "lm": "g2lstm.lm.train",
     "mt": "g2lstm.mt.train",
+    "classify": "g2lstm.classify.train",
+    "translit": "g2lstm.translit.train",
     "paper": "g2lstm.paper",
 }
 
