@@ -29,6 +29,7 @@ SCHEMA_MODULES = {
     "mt": "g2lstm.mt.train",
     "classify": "g2lstm.classify.train",
     "translit": "g2lstm.translit.train",
+    "interpret": "g2lstm.interpret.report",
     "paper": "g2lstm.paper",
 }
 
