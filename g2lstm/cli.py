@@ -172,6 +172,8 @@ def read_texts(loaded, path: str | None, count: int) -> list:
         return [" ".join(tokens[:-1]) for tokens, *_ in loaded.labelled_sentences(count)]
     if loaded.task == "mt":
         return list(loaded.data["test"][:count])
+    if hasattr(loaded, "test_texts"):  # classify, translit
+        return loaded.test_texts()[:count]
     raise ValueError(f"task {loaded.task!r} has no default texts here: pass texts=<file>")
 
 

@@ -268,6 +268,49 @@ class Run:
             return "max_minutes"
         return None
 
+    def optimizer_step(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
+                       clip_norm: float | None) -> float:
+        """One guarded update: refuse a diverged loss or gradient, clip, step; counts the step and
+        returns the gradient norm."""
+        self.check_loss(loss.detach())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm or math.inf)
+        self.check_grad_norm(grad_norm)
+        optimizer.step()
+        self.step += 1
+        return float(grad_norm)
+
+    def after_epoch_step(self, ts: dict, epoch_size: int, validate, save) -> tuple[bool, str | None]:
+        """The bookkeeping of an epoch-based trainer after a step (``ts`` holds ``epoch``,
+        ``batch_in_epoch``, ``stopped``): count the batch, ``validate()`` and ``save()`` when due
+        (``train.eval_every`` steps, epoch end, minute budget; ``train.checkpoint_every`` steps).
+        Returns (leave the epoch loop now, the budget reached or None)."""
+        t = self.cfg["train"]
+        ts["batch_in_epoch"] += 1
+        if ts["batch_in_epoch"] == epoch_size:
+            ts["epoch"], ts["batch_in_epoch"] = ts["epoch"] + 1, 0
+        budget = self.budget_reached()
+        periodic = t["eval_every"] and self.step % t["eval_every"] == 0
+        if periodic or ts["batch_in_epoch"] == 0 or budget == "max_minutes":
+            validate()
+        if periodic or ts["batch_in_epoch"] == 0 or budget or self.step % t["checkpoint_every"] == 0:
+            save()
+        return bool(ts["stopped"] or budget or ts["batch_in_epoch"] == 0), budget
+
+    def end_epochs(self, ts: dict, budget: str | None, save) -> dict | None:
+        """After an epoch-based trainer's loop: the partial result of a ``max_steps`` stop (no test;
+        the folder goes on when run again), or None once why training ended is recorded and saved."""
+        if budget == "max_steps" and ts["stopped"] is None:
+            print(f"stopped at step {self.step} (train.max_steps); run the folder again to go on")
+            return {"run_dir": str(self.dir), "steps": self.step, "epochs": ts["epoch"], "stopped": "max_steps"}
+        if ts["stopped"] is None:
+            ts["stopped"] = (f"budget reached ({self.elapsed / 60:.1f} min)" if budget
+                             else f"max_epochs={self.cfg['train']['max_epochs']} reached")
+        save()
+        print(f"stopped: {ts['stopped']}")
+        return None
+
     def check_loss(self, loss: float | torch.Tensor) -> None:
         """Stop (:class:`DivergedError`) before a step whose loss is non-finite or above
         ``train.divergence_factor`` times the running average of the steps before it."""

@@ -132,20 +132,6 @@ def evaluate(model: RNNClassifier, table: SymbolTable, examples: Sequence[Exampl
 # --- the bookkeeping the classification and transliteration loops share (each keeps its own loop)
 
 
-def optimizer_step(run: Run, model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
-                   clip_norm: float) -> float:
-    """One guarded update: refuse a diverged loss or gradient (Run's guard), clip, step; returns the
-    gradient norm and counts the step."""
-    run.check_loss(loss.detach())
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
-    run.check_grad_norm(grad_norm)
-    optimizer.step()
-    run.step += 1
-    return float(grad_norm)
-
-
 def keep_best(run: Run, ts: dict, record: dict, key: str, patience: int, save_best) -> None:
     """Log a validation ``record``; on a better ``record[key]`` call ``save_best()``, and after
     ``patience`` validations without one set ``ts['stopped']``."""
@@ -157,34 +143,6 @@ def keep_best(run: Run, ts: dict, record: dict, key: str, patience: int, save_be
         ts["stopped"] = f"no better validation {key} in {ts['bad_evals']} validations"
     run.metrics.write(**record, improved=improved)
     tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
-
-
-def after_step(run: Run, ts: dict, t: dict, epoch_size: int, validate, save) -> tuple[bool, str | None]:
-    """Count the batch, validate and save when due (``eval_every`` steps, epoch end, minute budget;
-    ``checkpoint_every`` steps); returns (leave the epoch loop now, the budget reached or None)."""
-    ts["batch_in_epoch"] += 1
-    if ts["batch_in_epoch"] == epoch_size:
-        ts["epoch"], ts["batch_in_epoch"] = ts["epoch"] + 1, 0
-    budget = run.budget_reached()
-    periodic = t["eval_every"] and run.step % t["eval_every"] == 0
-    if periodic or ts["batch_in_epoch"] == 0 or budget == "max_minutes":
-        validate()
-    if periodic or ts["batch_in_epoch"] == 0 or budget or run.step % t["checkpoint_every"] == 0:
-        save()
-    return bool(ts["stopped"] or budget or ts["batch_in_epoch"] == 0), budget
-
-
-def end_training(run: Run, ts: dict, t: dict, budget: str | None, save) -> dict | None:
-    """After the loop: the partial result of a ``max_steps`` stop (no test; the folder goes on when
-    run again), or None once why training ended is recorded and ``last.pt`` saved."""
-    if budget == "max_steps" and ts["stopped"] is None:
-        print(f"stopped at step {run.step} (train.max_steps); run the folder again to go on")
-        return {"run_dir": str(run.dir), "steps": run.step, "epochs": ts["epoch"], "stopped": "max_steps"}
-    if ts["stopped"] is None:
-        ts["stopped"] = f"budget reached ({run.elapsed / 60:.1f} min)" if budget else f"max_epochs={t['max_epochs']} reached"
-    save()
-    print(f"stopped: {ts['stopped']}")
-    return None
 
 
 def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -232,16 +190,16 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
             tokens, lengths = table.batch([train_tokens[i] for i in index])
             run.apply_schedules(model)
             loss = F.cross_entropy(model(tokens.to(device), lengths.to(device)), train_labels[index].to(device))
-            grad_norm = optimizer_step(run, model, optimizer, loss, t["clip_norm"])
+            grad_norm = run.optimizer_step(model, optimizer, loss, t["clip_norm"])
             gates = run.watch_gates(model, probe) or gates
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}", **(gates or {}))
             if run.step % t["log_every"] == 0:
                 run.metrics.write(split="train", step=run.step, epoch=ts["epoch"], loss=loss.item(),
                                   grad_norm=grad_norm, elapsed=run.elapsed)
-            leave, budget = after_step(run, ts, t, len(epoch_batches), validate, save)
+            leave, budget = run.after_epoch_step(ts, len(epoch_batches), validate, save)
         bar.close()
-    partial = end_training(run, ts, t, budget, save)
+    partial = run.end_epochs(ts, budget, save)
     if partial is not None:
         return partial
 

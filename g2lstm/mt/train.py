@@ -234,6 +234,9 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
              for b in (training_batch(val_src[i:min(i + 50, watched)], val_tgt[i:min(i + 50, watched)])
                        for i in range(0, watched, 50))]
     gates = None if run.resumed else run.watch_gates(model, probe)  # step 0: the initial gates
+    def save() -> None:
+        run.save(model, optimizer, ts, **payload)
+
     budget = None
     model.train()
     while ts["stopped"] is None and ts["epoch"] < t["max_epochs"] and budget is None:
@@ -251,39 +254,20 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
             n_tokens = int((b["tgt_out"] != PAD).sum())
             loss = F.cross_entropy(logits.flatten(0, 1).float(), b["tgt_out"].flatten(), ignore_index=PAD,
                                    label_smoothing=t["label_smoothing"], reduction="sum") / n_tokens
-            run.check_loss(loss.detach())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t["clip_norm"])
-            run.check_grad_norm(grad_norm)
-            optimizer.step()
-            run.step += 1
-            ts["batch_in_epoch"] += 1
+            grad_norm = run.optimizer_step(model, optimizer, loss, t["clip_norm"])
             bar.update(1)
             gates = run.watch_gates(model, probe) or gates
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}", **(gates or {}))
             if run.step % t["log_every"] == 0:
                 run.metrics.write(split="train", step=run.step, epoch=ts["epoch"], loss=loss.item(), lr=lr,
-                                  grad_norm=float(grad_norm), tokens=n_tokens, elapsed=run.elapsed)
-            if ts["batch_in_epoch"] == len(batches):
-                ts["epoch"], ts["batch_in_epoch"] = ts["epoch"] + 1, 0
-            budget = run.budget_reached()
-            periodic = t["eval_every"] and run.step % t["eval_every"] == 0
-            if periodic or ts["batch_in_epoch"] == 0 or budget == "max_minutes":
-                validate()
-            if periodic or ts["batch_in_epoch"] == 0 or budget or run.step % t["checkpoint_every"] == 0:
-                run.save(model, optimizer, ts, **payload)
-            if ts["stopped"] or budget or ts["batch_in_epoch"] == 0:
+                                  grad_norm=grad_norm, tokens=n_tokens, elapsed=run.elapsed)
+            leave, budget = run.after_epoch_step(ts, len(batches), validate, save)
+            if leave:
                 break
         bar.close()
-    if budget == "max_steps" and ts["stopped"] is None:
-        print(f"stopped at step {run.step} (train.max_steps); run the folder again to go on")
-        return {"run_dir": str(run.dir), "steps": run.step, "epochs": ts["epoch"], "stopped": "max_steps"}
-    if ts["stopped"] is None:
-        ts["stopped"] = (f"budget reached ({run.elapsed / 60:.1f} min)" if budget
-                         else f"max_epochs={t['max_epochs']} reached")
-    run.save(model, optimizer, ts, **payload)
-    print(f"stopped: {ts['stopped']}")
+    partial = run.end_epochs(ts, budget, save)
+    if partial is not None:
+        return partial
 
     # final test score of the best validation checkpoint
     model.load_state_dict(load_checkpoint(run.best_path)["model"])

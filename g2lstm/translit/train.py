@@ -24,7 +24,7 @@ from omegaconf import MISSING
 
 from .. import config as checks
 from ..classify.model import RecurrentModelConfig
-from ..classify.train import EpochTrainConfig, after_step, batches, end_training, keep_best, optimizer_step
+from ..classify.train import EpochTrainConfig, batches, keep_best
 from ..config import compose_config
 from ..data.symbols import SymbolTable
 from ..data.translit import Aligned, TranslitDataConfig, load_translit, words
@@ -161,16 +161,16 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
             run.apply_schedules(model)
             logits = model(tokens.to(device), lengths.to(device))
             loss = F.cross_entropy(logits.flatten(0, 1), targets.to(device).flatten(), ignore_index=IGNORE)
-            grad_norm = optimizer_step(run, model, optimizer, loss, t["clip_norm"])
+            grad_norm = run.optimizer_step(model, optimizer, loss, t["clip_norm"])
             gates = run.watch_gates(model, probe) or gates
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}", **(gates or {}))
             if run.step % t["log_every"] == 0:
                 run.metrics.write(split="train", step=run.step, epoch=ts["epoch"], loss=loss.item(),
                                   grad_norm=grad_norm, elapsed=run.elapsed)
-            leave, budget = after_step(run, ts, t, len(epoch_batches), validate, save)
+            leave, budget = run.after_epoch_step(ts, len(epoch_batches), validate, save)
         bar.close()
-    partial = end_training(run, ts, t, budget, save)
+    partial = run.end_epochs(ts, budget, save)
     if partial is not None:
         return partial
 
