@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +26,7 @@ from .. import config as checks
 from ..config import compose_config
 from ..data.sentiment import Example, SentimentDataConfig, load_sentiment, tokenize
 from ..data.symbols import SymbolTable
-from ..runtime import Run, RunConfig, load_checkpoint
+from ..runtime import Run, RunConfig, TaskConfig, load_checkpoint
 from .model import ClassifierConfig, ClassifierModelConfig, RNNClassifier
 
 TASK = "classify"
@@ -68,19 +68,12 @@ class ClassifyTrainConfig(EpochTrainConfig):
 
 
 @dataclass
-class ClassifyConfig:
+class ClassifyConfig(TaskConfig):
     """The schema of ``g2lstm/conf/classify/config.yaml``."""
 
-    seed: int = 1
-    device: str = "cpu"
-    threads: Optional[int] = 1  # torch.set_num_threads; null keeps torch's default
     data: SentimentDataConfig = MISSING
     model: ClassifierModelConfig = MISSING
     train: ClassifyTrainConfig = MISSING
-
-    def __post_init__(self):
-        checks.check_device(self, "device")
-        checks.positive(self, "threads", optional=True)
 
 
 checks.store(ClassifyTrainConfig, "classify_train_schema", group="train")

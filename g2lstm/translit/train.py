@@ -28,7 +28,7 @@ from ..classify.train import EpochTrainConfig, batches, keep_best
 from ..config import compose_config
 from ..data.symbols import SymbolTable
 from ..data.translit import Aligned, TranslitDataConfig, load_translit, words
-from ..runtime import Run, load_checkpoint
+from ..runtime import Run, TaskConfig, load_checkpoint
 from .model import Transliterator, transliterator_config
 
 TASK = "translit"
@@ -51,19 +51,12 @@ class TranslitTrainConfig(EpochTrainConfig):
 
 
 @dataclass
-class TranslitConfig:
+class TranslitConfig(TaskConfig):
     """The schema of ``g2lstm/conf/translit/config.yaml``."""
 
-    seed: int = 1
-    device: str = "cpu"
-    threads: Optional[int] = 1  # torch.set_num_threads; null keeps torch's default
     data: TranslitDataConfig = MISSING
     model: RecurrentModelConfig = MISSING
     train: TranslitTrainConfig = MISSING
-
-    def __post_init__(self):
-        checks.check_device(self, "device")
-        checks.positive(self, "threads", optional=True)
 
 
 checks.store(TranslitTrainConfig, "translit_train_schema", group="train")
