@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 
 # imported here, not in the functions: importing a trainer registers its config schemas, which
 # Hydra needs before it composes the config
-from g2lstm.config import CONF_ROOT, compose_config
+from g2lstm.config import CONF_ROOT, ConfigError, ConfigValueError, compose_config
 from g2lstm.data.mt import read_lines
 from g2lstm.lm.train import train as train_lm_run
 from g2lstm.mt.decode import translate as translate_lines
@@ -138,11 +138,20 @@ def translate_file(argv: list[str] | None = None) -> None:
         print(f"{s['bleu_signature']}\n{s['chrf_signature']}", file=sys.stderr)
 
 
+def compose_or_exit(root: str, argv: list[str]) -> DictConfig:
+    """``compose_config(root, argv)`` for a command without Hydra's main: a bad config ends the
+    program with its message (exit code 1), as the Hydra entry points' ``ValidateConfig`` does."""
+    try:
+        return compose_config(root, argv)
+    except (ConfigError, ConfigValueError) as error:
+        sys.exit(f"Error in the config: {error}")
+
+
 def paper_table(argv: list[str] | None = None) -> None:
     """The paper's compression table (see g2lstm/paper.py and docs/compression.md); ``out_dir``,
     ``runs_dir`` and checkpoints are relative to the current directory."""
     argv = sys.argv[1:] if argv is None else argv
-    cfg = compose_config("paper", argv)
+    cfg = compose_or_exit("paper", argv)
     torch.set_num_threads(int(cfg.threads))
     root = Path.cwd()
     out_dir = root / cfg.out_dir
@@ -175,7 +184,7 @@ def interpret(argv: list[str] | None = None) -> None:
     from g2lstm.tasks import load
 
     argv = sys.argv[1:] if argv is None else argv
-    cfg = compose_config("interpret", argv)
+    cfg = compose_or_exit("interpret", argv)
     if not cfg.checkpoints:
         raise ValueError("checkpoints is empty: pass checkpoints=[path/best.pt,...]")
     torch.set_num_threads(int(cfg.threads))

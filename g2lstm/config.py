@@ -27,6 +27,9 @@ CONF_ROOT = Path(__file__).resolve().parent / "conf"  # shipped inside the packa
 SCHEMA_MODULES = {
     "lm": "g2lstm.lm.train",
     "mt": "g2lstm.mt.train",
+    "classify": "g2lstm.classify.train",
+    "translit": "g2lstm.translit.train",
+    "interpret": "g2lstm.interpret.report",
     "paper": "g2lstm.paper",
 }
 

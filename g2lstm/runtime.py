@@ -476,6 +476,20 @@ class RunConfig:
                        optional=True)
 
 
+@dataclass
+class TaskConfig:
+    """The top-level keys of a trainer's config that :class:`Run` reads, the base of every
+    trainer's root schema (``LMConfig``, ``MTConfig``, ``ClassifyConfig``, ``TranslitConfig``)."""
+
+    seed: int = 1
+    device: str = "cpu"
+    threads: Optional[int] = 1  # torch.set_num_threads; null keeps torch's default
+
+    def __post_init__(self):
+        checks.check_device(self, "device")
+        checks.positive(self, "threads", optional=True)
+
+
 def check_schedules(schedules: dict, model_cfg: dict) -> dict:
     """``train.schedules``: ``{option: {end, steps, shape}}`` (an option set to null is fixed),
     from the model config's value at step 0 to ``end`` at ``steps`` (held after); a clear error

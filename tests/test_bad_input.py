@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 import g2lstm
 from g2lstm import runtime
-from g2lstm.cli import translate_file as translate_main
+from g2lstm.classify.train import train as train_classifier
+from g2lstm.cli import interpret, translate_file as translate_main
 from g2lstm.config import CONF_ROOT, ConfigError, ConfigValueError, compose_config, config_dir, register_schemas, validate
 from g2lstm.data.lm import load_corpus, read_brown, read_text_file
 from g2lstm.data.mt import read_lines, read_parallel
@@ -26,6 +28,7 @@ from g2lstm.mt.model import ModelConfig, Seq2Seq
 from g2lstm.mt.tokenizer import train_tokenizers
 from g2lstm.mt.train import build_data, train as train_mt
 from g2lstm.runtime import CheckpointError
+from g2lstm.translit.train import train as train_translit
 from test_lm_train import tiny_config, tiny_corpus  # noqa: F401  (fixture)
 from test_mt_train import PAIRS, config as mt_config, corpus  # noqa: F401  (fixture)
 
@@ -56,6 +59,12 @@ WRONG_TYPES = [  # (root, override, full key): refused when the config is compos
     ("mt", "model.hidden_dim=abc", "model.hidden_dim"),
     ("mt", "data.tokenizer.joint=maybe", "data.tokenizer.joint"),
     ("paper", "threads=abc", "threads"),
+    ("classify", "model.bidirectional=maybe", "model.bidirectional"),
+    ("classify", "train.lr=abc", "train.lr"),
+    ("translit", "data.max_chars=x", "data.max_chars"),
+    ("translit", "train.valid_pieces=all", "train.valid_pieces"),
+    ("interpret", "max_texts=abc", "max_texts"),
+    ("interpret", "gates.enabled=maybe", "gates.enabled"),
 ]
 
 
@@ -72,6 +81,11 @@ UNKNOWN_KEYS = [  # (root, overrides, full key): the schemas are closed
     ("lm", ["data=brown", "data.translation=5"], "data.translation"),  # a key of another source
     ("mt", ["model.hiden_dim=8"], "model.hiden_dim"),
     ("paper", ["lm.folderr=x"], "lm.folderr"),
+    ("classify", ["train.lrr=1"], "train.lrr"),
+    ("translit", ["model.pooling=max"], "model.pooling"),  # fixed by the transliterator
+    ("translit", ["data.split_seed=1"], "data.split_seed"),  # a key of the classify data
+    ("interpret", ["rnnvis.top=3"], "rnnvis.top"),
+    ("interpret", ["checkpoint=[a.pt]"], "checkpoint"),
 ]
 
 
@@ -127,6 +141,25 @@ OUT_OF_RANGE = [  # (root, overrides, message start, what is expected)
     ("paper", ["tasks=[xx]"], "tasks=['xx']", "['lm', 'mt', 'classify', 'translit']"),
     ("paper", ["models=[gru]"], "models=['gru']", "model kinds"),
     ("paper", ["lm.gates=[in]"], "lm.gates=['in']", "['input', 'forget', 'output']"),
+    ("classify", ["train.batch_size=0"], "train.batch_size=0", "> 0"),
+    ("classify", ["model.pooling=attention"], "model.pooling='attention'", "['last', 'mean', 'max', 'none']"),
+    ("classify", ["model.dropout=1"], "model.dropout=1.0", "[0, 1)"),
+    ("classify", ["data.out_of_domain=[imdb]"], "data.out_of_domain=['imdb']", "out-of-domain sets among"),
+    ("classify", ["train.saturation_examples=0"], "train.saturation_examples=0", "> 0"),
+    ("classify", ["train.saturation_every=0"], "train.saturation_every=0", "> 0, or null"),
+    ("translit", ["data.train_books=[43]"], "data.train_books=[43]", "not also in data.valid_books or data.test_books"),
+    ("translit", ["data.schemas=[latin]"], "data.schemas=['latin']", "romanisation schemas among"),
+    ("translit", ["data.max_chars=0"], "data.max_chars=0", "> 0"),
+    ("translit", ["model.cell=gru"], "model.cell='gru'", "['lstm', 'sharpened', 'g2lstm']"),
+    ("translit", ["train.valid_pieces=0"], "train.valid_pieces=0", "> 0, or null"),
+    ("translit", ["train.schedules.noise_p={end: 0, steps: 10, shape: cosine}"],
+     "train.schedules.noise_p={'end': 0, 'steps': 10, 'shape': 'cosine'}", "{end, steps > 0, shape in"),
+    ("interpret", ["rnnvis.mode=both"], "rnnvis.mode='both'", "['positive', 'negative', 'absolute']"),
+    ("interpret", ["rnnvis.view_states=[c]", "rnnvis.states=[h]"], "rnnvis.view_states=['c']", "states also in rnnvis.states"),
+    ("interpret", ["neurons.internals=[x]"], "neurons.internals=['x']", "recorded internals among"),
+    ("interpret", ["neurons.alpha=0"], "neurons.alpha=0.0", "(0, 1]"),
+    ("interpret", ["attribution.n_steps=0"], "attribution.n_steps=0", "> 0"),
+    ("interpret", ["max_texts=0"], "max_texts=0", "> 0"),
 ]
 
 
@@ -139,15 +172,18 @@ def test_an_impossible_value_names_the_key_the_value_and_the_range(root, overrid
 
 
 def _documented_commands():
-    """Every train_lm / train_mt / paper_table command of the guides and result READMEs, as
-    ``(root, overrides)``: placeholders filled, sweeps at their first value, hydra.* dropped."""
-    roots = {"train_lm": "lm", "train_mt": "mt", "paper_table": "paper"}
+    """Every train_lm / train_mt / train_classifier / train_translit / paper_table / interpret
+    command of the guides and result READMEs, as ``(root, overrides)``: placeholders filled, sweeps
+    at their first value, hydra.* dropped."""
+    roots = {"train_lm": "lm", "train_mt": "mt", "train_classifier": "classify", "train_translit": "translit",
+             "paper_table": "paper", "interpret": "interpret"}
     docs = [ROOT / "README.md", *ROOT.glob("docs/*.md"), *ROOT.glob("results/*/README.md"), ROOT / "results/paper/table.md"]
     commands = set()
     for doc in docs:
         text = doc.read_text(encoding="utf-8").replace("\\\n", " ")
-        for script, args in re.findall(r"python3? experiments/(train_lm|train_mt|paper_table)\.py([^`\n|#&;]*)", text):
-            for placeholder, value in (("${rnn}", "lstm"), ("$rnn", "lstm"), ("$s", "1"), ("$k", "lstm"), ("$L", "runs")):
+        for script, args in re.findall(r"python3? experiments/(" + "|".join(roots) + r")\.py([^`\n|#&;]*)", text):
+            for placeholder, value in (("${rnn}", "lstm"), ("$rnn", "lstm"), ("${cell}", "lstm"), ("$cell", "lstm"),
+                                       ("${seed}", "1"), ("$seed", "1"), ("$s", "1"), ("$k", "lstm"), ("$L", "runs")):
                 args = args.replace(placeholder, value)
             words = [w for w in shlex.split(args) if w != "-m" and not w.startswith("hydra.")]
             if any(w.startswith(("<", "[")) or "..." in w or "=" not in w for w in words):
@@ -155,7 +191,7 @@ def _documented_commands():
             words = [w if "[" in w or " " in w else w.split(",")[0] for w in words]  # a sweep: its first value
             commands.add((roots[script], tuple(words)))
     # one command per set of keys and group choices (composing takes 0.2 s each)
-    groups = {"experiment", "data", "model", "train", "eval", "lm", "mt"}
+    groups = {"experiment", "data", "model", "train", "eval", "lm", "mt", "classify", "translit"}
     distinct = {}
     for root, words in sorted(commands):
         keys = frozenset(w if w.split("=")[0] in groups else w.split("=")[0] for w in words)
@@ -163,19 +199,23 @@ def _documented_commands():
     return sorted(distinct.values())
 
 
+ROOTS = ("lm", "mt", "classify", "translit", "paper", "interpret")
+
+
 def test_every_documented_command_and_experiment_composes_and_validates():
     commands = _documented_commands()
     assert len(commands) > 10
-    experiments = [(root, (f"experiment={p.stem}",)) for root in ("lm", "mt")
+    assert {root for root, _ in commands} == set(ROOTS)  # the commands of every root's guide are read
+    experiments = [(root, (f"experiment={p.stem}",)) for root in ROOTS
                    for p in (CONF_ROOT / root / "experiment").glob("*.yaml")]
     chosen = {(root, w) for root, words in commands + experiments for w in words}  # group options already met
-    chosen |= {(root, f"{group}={option}") for root in ("lm", "mt", "paper")
+    chosen |= {(root, f"{group}={option}") for root in ROOTS
                for path in (CONF_ROOT / root).glob("**/*.yaml")
                for group, option in re.findall(r"^  - (?:override /)?(\w+): (\w+)", path.read_text(), re.M)}
     groups = [(root, (f"{p.parent.name}={p.stem}",) + (("data.path=/x",) if p.stem in ("text", "iwslt14_raw") else ()))
-              for root in ("lm", "mt", "paper") for p in (CONF_ROOT / root).glob("*/*.yaml")
+              for root in ROOTS for p in (CONF_ROOT / root).glob("*/*.yaml")
               if p.parent.name != "experiment" and (root, f"{p.parent.name}={p.stem}") not in chosen]
-    for root in ("lm", "mt", "paper"):  # one Hydra initialisation per root: compose_config's steps
+    for root in ROOTS:  # one Hydra initialisation per root: compose_config's steps
         register_schemas(root)
         with initialize_config_dir(config_dir=str(config_dir(root)), version_base="1.3"):
             for _, overrides in [c for c in commands + experiments + groups if c[0] == root]:
@@ -190,6 +230,14 @@ def test_accepted_configs_compose_to_the_values_they_had():
     cfg = compose_config("mt", ["experiment=multi30k_cpu"])
     assert (cfg.train.max_epochs, cfg.train.max_minutes, cfg.model.hidden_dim, cfg.data.tokenizer.vocab_size) == (10, 90, 256, 4000)
     assert dict(cfg.data.splits) == {"train": "train", "valid": "val", "test": "test_2016_flickr"}
+    cfg = compose_config("classify", ["experiment=rt_small"])
+    assert (cfg.train.lr, cfg.train.max_epochs, cfg.train.saturation_every, cfg.model.hidden_dim) == (0.003, 1, 50, 64)
+    assert list(cfg.data.out_of_domain) == ["tweets", "amazonReviewSnippets", "nytEditorialSnippets"]
+    cfg = compose_config("translit", ["experiment=nt_small"])
+    assert (cfg.train.valid_pieces, cfg.train.eval_every, cfg.model.embed_dim, cfg.data.train_books[0]) == (300, 40, 16, 45)
+    cfg = compose_config("interpret")
+    assert (cfg.attribution.position, cfg.rnnvis.mode, list(cfg.neurons.internals), cfg.information.lam) == (
+        -2, "positive", ["i", "f", "o", "g", "c", "h"], 0.1)
 
 
 # ----------------------------------------------------------------------------- trainers and entry points
@@ -209,13 +257,35 @@ def test_a_trainer_given_a_plain_dict_checks_it_before_touching_the_run_folder(c
     assert snapshot(run_folder) == before
 
 
-def test_the_hydra_entry_point_refuses_a_bad_value_without_a_traceback_or_writing(run_folder):
+def test_the_classify_and_translit_trainers_check_a_plain_dict_before_reading_data(run_folder):
     before = snapshot(run_folder)
-    done = subprocess.run([sys.executable, str(ROOT / "experiments" / "train_lm.py"), "train.batch_size=0",
+    for root, trainer in (("classify", train_classifier), ("translit", train_translit)):
+        cfg = OmegaConf.to_container(compose_config(root), resolve=True)
+        cfg["model"]["dropout"] = 1.0
+        with pytest.raises(ConfigValueError, match=r"^model\.dropout=1\.0: expected a dropout probability"):
+            trainer(cfg, run_folder)
+        cfg["model"]["dropout"], cfg["train"]["saturation_example"] = 0.5, 10  # a misspelt key
+        with pytest.raises(ConfigError, match="saturation_example"):
+            trainer(cfg, run_folder)
+    assert snapshot(run_folder) == before
+
+
+@pytest.mark.parametrize("script, override", [("train_lm", "train.batch_size=0"), ("train_classifier", "train.batch_size=0")])
+def test_the_hydra_entry_point_refuses_a_bad_value_without_a_traceback_or_writing(run_folder, script, override):
+    before = snapshot(run_folder)
+    done = subprocess.run([sys.executable, str(ROOT / "experiments" / f"{script}.py"), override,
                            f"hydra.run.dir={run_folder}"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 1
-    assert "train.batch_size=0: expected a value > 0" in done.stderr and "Traceback" not in done.stderr
+    assert f"{override}: expected a value > 0" in done.stderr and "Traceback" not in done.stderr
     assert snapshot(run_folder) == before
+
+
+def test_interpret_refuses_a_bad_value_before_loading_a_checkpoint(tmp_path, capsys):
+    out = tmp_path / "report"
+    with pytest.raises(SystemExit) as exit_:  # the checkpoint does not exist: the config is checked first
+        interpret([f"checkpoints=[{tmp_path}/missing.pt]", f"out_dir={out}", "rnnvis.mode=both"])
+    assert str(exit_.value).startswith("Error in the config: rnnvis.mode='both': expected one of")
+    assert not out.exists()
 
 
 def test_lm_resume_with_another_batch_size_is_refused_naming_the_key(tiny_corpus, tmp_path):  # noqa: F811

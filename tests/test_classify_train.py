@@ -56,9 +56,9 @@ def test_trace_records_both_directions_of_the_packed_layer_in_training():
 
 
 def test_bad_model_config():
-    with pytest.raises(ValueError, match="pooling must be one of"):
+    with pytest.raises(ValueError, match="pooling='attention': expected one of"):
         ClassifierConfig(10, 2, pooling="attention")
-    with pytest.raises(ValueError, match="model.cell must be one of"):
+    with pytest.raises(ValueError, match="cell='gru': expected one of"):
         ClassifierConfig(10, 2, cell="gru")
     with pytest.raises(ValueError, match="sequences must not be empty"):
         SymbolTable.build([["a"]]).batch([["a"], []])

@@ -20,39 +20,66 @@ the ``nn.Embedding`` module (hooks fire; dropout follows in ``extract_features``
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from ..protocol import Batch, check_cell, recurrent_layer
+from .. import config as checks
+from ..protocol import CELLS, Batch, recurrent_layer
 
 POOLINGS = ("last", "mean", "max", "none")
 PAD_ID = 0  # padding id of the inputs (g2lstm.data.symbols.SymbolTable's <pad>)
 
 
-@dataclass
-class ClassifierConfig:
-    vocab_size: int
-    num_classes: int
+@dataclass(kw_only=True)
+class RecurrentModelConfig:
+    """The recurrent part of the model: the schema of ``g2lstm/conf/translit/model`` (the
+    transliterator fixes the rest) and the base of :class:`ClassifierModelConfig`."""
+
     cell: str = "lstm"  # lstm | sharpened | g2lstm
     embed_dim: int = 128
     hidden_dim: int = 128  # per direction
     num_layers: int = 1
-    bidirectional: bool = True
-    pooling: str = "max"  # last | mean | max | none (one output per token)
     dropout: float = 0.5  # on embeddings, between layers and on the features
     tau: float = 0.9  # G2 / sharpened temperature (paper: 0.9)
     noise_p: float = 0.2  # probability that a gate gets Gumbel noise (paper: 0.2)
-    g2_options: dict = field(default_factory=dict)  # further G2LSTM keywords (noise_mode, ...)
+    g2_options: dict[str, Any] = field(default_factory=dict)  # further G2LSTM keywords (noise_mode, ...)
 
     def __post_init__(self):
-        check_cell(self.cell)
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
-        for name in ("vocab_size", "num_classes", "embed_dim", "hidden_dim", "num_layers"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        checks.one_of(self, "cell", CELLS)
+        checks.positive(self, "embed_dim", "hidden_dim", "num_layers", "tau")
+        checks.dropout(self, "dropout")
+        checks.probability(self, "noise_p")
+
+
+@dataclass(kw_only=True)
+class ClassifierModelConfig(RecurrentModelConfig):
+    """The schema of ``g2lstm/conf/classify/model``: the architecture (sizes come from the data)."""
+
+    bidirectional: bool = True
+    pooling: str = "max"  # last | mean | max | none (one output per token)
+
+    def __post_init__(self):
+        super().__post_init__()
+        checks.one_of(self, "pooling", POOLINGS)
+
+
+@dataclass
+class ClassifierConfig(ClassifierModelConfig):
+    """The architecture with the sizes the data give: ``ClassifierConfig(vocab_size, num_classes,
+    **model_config)`` (stored in checkpoints as ``model_config``)."""
+
+    vocab_size: int
+    num_classes: int
+
+    def __post_init__(self):
+        super().__post_init__()
+        checks.positive(self, "vocab_size", "num_classes")
+
+
+checks.store(ClassifierModelConfig, "classifier_schema", group="model")
 
 
 class RNNClassifier(nn.Module):

@@ -13,20 +13,71 @@ budgets are :class:`g2lstm.runtime.Run`'s; ``cfg`` is the Hydra config of ``g2ls
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
+from omegaconf import MISSING
 from tqdm import tqdm
 
+from .. import config as checks
 from ..config import compose_config
-from ..data.sentiment import Example, load_sentiment, tokenize
+from ..data.sentiment import Example, SentimentDataConfig, load_sentiment, tokenize
 from ..data.symbols import SymbolTable
-from ..runtime import Run, load_checkpoint
-from .model import ClassifierConfig, RNNClassifier
+from ..runtime import Run, RunConfig, TaskConfig, load_checkpoint
+from .model import ClassifierConfig, ClassifierModelConfig, RNNClassifier
 
 TASK = "classify"
+
+
+# ----------------------------------------------------------------------------- config schemas
+
+
+@dataclass
+class EpochTrainConfig(RunConfig):
+    """The keys of ``train`` that the classification and transliteration loops share (their
+    meaning: ``g2lstm/conf/classify/train/default.yaml``)."""
+
+    batch_size: int = 32
+    eval_batch_size: int = 256
+    lr: float = 0.001  # Adam
+    clip_norm: float = 5.0
+    max_epochs: int = 10
+    early_stop_patience: int = 3  # validations without a better score
+    eval_every: int = 0  # steps between validations; 0: once per epoch
+    saturation_examples: int = 200  # the first valid examples the gate-saturation probe runs over
+
+    def __post_init__(self):
+        super().__post_init__()
+        checks.positive(self, "batch_size", "eval_batch_size", "lr", "clip_norm", "max_epochs",
+                        "early_stop_patience", "saturation_examples")
+        checks.at_least(self, 0, "eval_every")
+
+
+@dataclass
+class ClassifyTrainConfig(EpochTrainConfig):
+    """The schema of ``g2lstm/conf/classify/train``."""
+
+    weight_decay: float = 0.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        checks.at_least(self, 0, "weight_decay")
+
+
+@dataclass
+class ClassifyConfig(TaskConfig):
+    """The schema of ``g2lstm/conf/classify/config.yaml``."""
+
+    data: SentimentDataConfig = MISSING
+    model: ClassifierModelConfig = MISSING
+    train: ClassifyTrainConfig = MISSING
+
+
+checks.store(ClassifyTrainConfig, "classify_train_schema", group="train")
+checks.store(ClassifyConfig, "classify_schema")
 
 
 def classify_config(overrides: list[str] | None = None):
@@ -91,6 +142,7 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
     """Train (or resume, if ``run_dir`` has a ``last.pt``) and test one run; with the command line's
     ``overrides`` a resumed run takes its saved config with only those applied. With
     ``stopped='max_steps'`` the result has no test scores: run the folder again to go on."""
+    checks.validate(cfg, ClassifyConfig)  # before anything is read or written
     run = Run(cfg, TASK, run_dir if run_dir is not None else Path("runs/classify") / time.strftime("%Y%m%d-%H%M%S"), overrides)
     if run.finished:
         return run.result()

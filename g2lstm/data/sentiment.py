@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
+from .. import config as checks
 from . import data_root
 
 MOVIES = "movieReviewSnippets"
@@ -108,6 +110,24 @@ def split_examples(examples: list[Example], seed: int = SPLIT_SEED,
     n_valid = round(fractions[1] * len(order))
     cuts = {"train": order[:n_train], "valid": order[n_train:n_train + n_valid], "test": order[n_train + n_valid:]}
     return {split: [examples[i] for i in sorted(idx)] for split, idx in cuts.items()}
+
+
+@dataclass
+class SentimentDataConfig:
+    """The schema of ``g2lstm/conf/classify/data`` (the arguments of :func:`load_sentiment`)."""
+
+    root: Optional[str] = None  # null: $G2LSTM_DATA/sentiment or ../shared/data/sentiment
+    split_seed: int = SPLIT_SEED
+    out_of_domain: list[str] = field(default_factory=lambda: list(OUT_OF_DOMAIN))
+    min_count: int = 2  # training words seen fewer times become <unk>
+
+    def __post_init__(self):
+        checks.require(self, "out_of_domain", lambda names: set(names) <= set(OUT_OF_DOMAIN),
+                       f"out-of-domain sets among {list(OUT_OF_DOMAIN)}")
+        checks.positive(self, "min_count")
+
+
+checks.store(SentimentDataConfig, "rotten_tomatoes_schema", group="data")
 
 
 def load_sentiment(root: str | Path | None = None, seed: int = SPLIT_SEED,

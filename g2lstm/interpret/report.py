@@ -9,11 +9,40 @@ numbers of every model on the same texts, writes the views (PNG, HTML) and retur
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
-from .sections import attribution_section, gate_token_section, information_section, neuron_section, rnnvis_section
+from .. import config as checks
+from .sections import (AttributionConfig, InformationConfig, NeuronsConfig, RNNVisConfig, SectionConfig,
+                       attribution_section, gate_token_section, information_section, neuron_section, rnnvis_section)
 from .states import collect_states
+
+
+@dataclass
+class InterpretConfig:
+    """The schema of ``g2lstm/conf/interpret/config.yaml`` (the meaning of each key: the comments
+    there); the sections' schemas are in :mod:`g2lstm.interpret.sections`."""
+
+    checkpoints: list[str] = field(default_factory=list)
+    names: Optional[list[str]] = None
+    texts: Optional[str] = None
+    max_texts: int = 200
+    out_dir: str = "results/interpret/report"
+    threads: int = 1
+    seed: int = 0
+    batch_size: int = 16  # texts per forward when recording states
+    attribution: AttributionConfig = field(default_factory=AttributionConfig)
+    gates: SectionConfig = field(default_factory=SectionConfig)
+    rnnvis: RNNVisConfig = field(default_factory=RNNVisConfig)
+    neurons: NeuronsConfig = field(default_factory=NeuronsConfig)
+    information: InformationConfig = field(default_factory=InformationConfig)
+
+    def __post_init__(self):
+        checks.positive(self, "max_texts", "threads", "batch_size")
+
+
+checks.store(InterpretConfig, "interpret_schema")
 
 
 def write_report(models: dict, texts: Sequence, out: Path, cfg, command: str) -> Path:

@@ -56,6 +56,7 @@ def expected_response(
 
 
 _MODES = {"positive": lambda m: np.clip(m, 0, None), "negative": lambda m: np.clip(-m, 0, None), "absolute": np.abs}
+CO_CLUSTER_MODES = tuple(_MODES)  # which part of the response matrix co_cluster partitions
 
 
 def co_cluster(

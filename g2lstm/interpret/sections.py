@@ -6,20 +6,20 @@ its views into ``out`` and returns ``(markdown lines, numbers)``."""
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
-from .. import trace
+from .. import config as checks, trace
 from ..diagnostics import RECORDED_GATES, plot_heatmap
 from .attribution import TokenAttribution, repeat_batch, target_string, time_major, token_attributions
 from .neurons import rank_neurons
-from .rnnvis import co_cluster, expected_response
-from .states import LayerStates
+from .rnnvis import CO_CLUSTER_MODES, co_cluster, expected_response
+from .states import FIELDS, LayerStates
 from .views import ColoredText, activation_html, activation_png, plot_memory_chips, plot_word_clouds
 from .word_information import word_information
 
@@ -30,6 +30,83 @@ FUNCTION_WORDS = frozenset(
     "it its he she they we you i me him her them us my his their our your who whom which what there "
     "will would shall should can could may might must".split()
 )
+
+
+# ----------------------------------------------------------------------------- config schemas
+# The sections of g2lstm/conf/interpret/config.yaml (the meaning of each key: the comments there).
+
+
+@dataclass
+class SectionConfig:
+    """A section of the report; ``enabled: false`` leaves it out (the schema of ``gates``)."""
+
+    enabled: bool = True
+
+
+@dataclass
+class AttributionConfig(SectionConfig):
+    position: int = -2  # output step whose gold-target logit is attributed
+    n_steps: int = 50
+    batch_size: int = 16
+    internal_batch_size: Optional[int] = None
+    views: int = 4
+
+    def __post_init__(self):
+        checks.positive(self, "n_steps", "batch_size")
+        checks.positive(self, "internal_batch_size", optional=True)
+        checks.at_least(self, 0, "views")
+
+
+@dataclass
+class RNNVisConfig(SectionConfig):
+    states: list[str] = field(default_factory=lambda: ["h", "c"])
+    view_states: list[str] = field(default_factory=lambda: ["h"])
+    top_k: int = 300
+    n_clusters: int = 6
+    mode: str = "positive"
+    sparse_below: float = 0.01
+    seed: int = 0
+
+    def __post_init__(self):
+        checks.all_of(self, "states", lambda s: s in FIELDS, f"recorded states among {list(FIELDS)}")
+        checks.require(self, "view_states", lambda names: set(names) <= set(self.states),
+                       "states also in rnnvis.states")
+        checks.positive(self, "top_k", "n_clusters")
+        checks.one_of(self, "mode", CO_CLUSTER_MODES)
+        checks.at_least(self, 0, "sparse_below")
+
+
+@dataclass
+class NeuronsConfig(SectionConfig):
+    pairs: int = 10
+    min_group: int = 20
+    internals: list[str] = field(default_factory=lambda: ["i", "f", "o", "g", "c", "h"])
+    top: int = 10
+    permutations: int = 200
+    alpha: float = 0.01
+    views: int = 3
+    seed: int = 0
+
+    def __post_init__(self):
+        checks.positive(self, "pairs", "min_group", "top", "permutations")
+        checks.all_of(self, "internals", lambda s: s in FIELDS, f"recorded internals among {list(FIELDS)}")
+        checks.require(self, "alpha", lambda v: 0 < v <= 1, "a significance level in (0, 1]")
+        checks.at_least(self, 0, "views")
+
+
+@dataclass
+class InformationConfig(SectionConfig):
+    max_texts: int = 16
+    lam: float = 0.1
+    scale: float = 0.5
+    steps: int = 200
+    draws: int = 4
+    views: int = 3
+    seed: int = 0
+
+    def __post_init__(self):
+        checks.positive(self, "max_texts", "lam", "scale", "steps", "draws")
+        checks.at_least(self, 0, "views")
 
 
 GATE_FIELDS = {"input": "i", "forget": "f", "cell": "g", "output": "o"}

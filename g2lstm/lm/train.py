@@ -68,20 +68,14 @@ class LMTrainConfig(runtime.RunConfig):
 
 
 @dataclass
-class LMConfig:
+class LMConfig(runtime.TaskConfig):
     """The schema of ``g2lstm/conf/lm/config.yaml``."""
 
-    seed: int = 1
-    device: str = "cpu"
-    threads: Optional[int] = None  # torch.set_num_threads; null keeps torch's default
+    threads: Optional[int] = None  # null keeps torch's default
     data: LMDataConfig = MISSING
     model: LMModelConfig = MISSING
     train: LMTrainConfig = MISSING
     eval: LMEvalConfig = MISSING
-
-    def __post_init__(self):
-        checks.check_device(self, "device")
-        checks.positive(self, "threads", optional=True)
 
 
 checks.store(LMTrainConfig, "nt_asgd_schema", group="train")

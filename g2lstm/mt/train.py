@@ -20,7 +20,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -92,20 +92,13 @@ class MTEvalConfig:
 
 
 @dataclass
-class MTConfig:
+class MTConfig(runtime.TaskConfig):
     """The schema of ``g2lstm/conf/mt/config.yaml``."""
 
-    seed: int = 1
-    device: str = "cpu"
-    threads: Optional[int] = 1
     data: MTDataConfig = MISSING
     model: ModelConfig = MISSING
     train: MTTrainConfig = MISSING
     eval: MTEvalConfig = field(default_factory=MTEvalConfig)
-
-    def __post_init__(self):
-        checks.check_device(self, "device")
-        checks.positive(self, "threads", optional=True)
 
 
 checks.store(MTTrainConfig, "mt_train_schema", group="train")

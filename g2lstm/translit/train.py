@@ -14,21 +14,53 @@ the Hydra config of ``g2lstm/conf/translit``.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+from omegaconf import MISSING
 
-from ..classify.train import batches, keep_best
+from .. import config as checks
+from ..classify.model import RecurrentModelConfig
+from ..classify.train import EpochTrainConfig, batches, keep_best
 from ..config import compose_config
 from ..data.symbols import SymbolTable
-from ..data.translit import Aligned, load_translit, words
-from ..runtime import Run, load_checkpoint
+from ..data.translit import Aligned, TranslitDataConfig, load_translit, words
+from ..runtime import Run, TaskConfig, load_checkpoint
 from .model import Transliterator, transliterator_config
 
 TASK = "translit"
 IGNORE = -100  # target of padding positions
+
+
+# ----------------------------------------------------------------------------- config schemas
+
+
+@dataclass
+class TranslitTrainConfig(EpochTrainConfig):
+    """The schema of ``g2lstm/conf/translit/train`` (the meaning of each key:
+    ``g2lstm/conf/translit/train/default.yaml``)."""
+
+    valid_pieces: Optional[int] = 500  # validate on the first pieces of the valid books (null: all)
+
+    def __post_init__(self):
+        super().__post_init__()
+        checks.positive(self, "valid_pieces", optional=True)
+
+
+@dataclass
+class TranslitConfig(TaskConfig):
+    """The schema of ``g2lstm/conf/translit/config.yaml``."""
+
+    data: TranslitDataConfig = MISSING
+    model: RecurrentModelConfig = MISSING
+    train: TranslitTrainConfig = MISSING
+
+
+checks.store(TranslitTrainConfig, "translit_train_schema", group="train")
+checks.store(TranslitConfig, "translit_schema")
 
 
 def translit_config(overrides: list[str] | None = None):
@@ -78,6 +110,7 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
     """Train (or resume, if ``run_dir`` has a ``last.pt``) and test one run; with the command line's
     ``overrides`` a resumed run takes its saved config with only those applied. With
     ``stopped='max_steps'`` the result has no test scores: run the folder again to go on."""
+    checks.validate(cfg, TranslitConfig)  # before anything is read or written
     run = Run(cfg, TASK, run_dir if run_dir is not None else Path("runs/translit") / time.strftime("%Y%m%d-%H%M%S"), overrides)
     if run.finished:
         return run.result()
