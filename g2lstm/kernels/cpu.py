@@ -178,6 +178,9 @@ def _setup_context(ctx, inputs, output):
     x_proj, h0, c0, w_hh, w_hr, lengths, reverse, gates, tau, stochastic, eval_gates, training, \
         seed, stream, noise_p, noise_mode, _ = inputs
     ctx.save_for_backward(x_proj, h0, c0, w_hh, w_hr, lengths, *output[3:])
+    # gates, cs and hs are saved state, never used downstream: without this autograd would fill a
+    # zero gradient for each (three full passes over (T, N, 4H) and (T + 1, N, H) per backward)
+    ctx.set_materialize_grads(False)
     ctx.reverse, ctx.training = reverse, training
     ctx.spec, ctx.noise = _spec_and_noise(gates, tau, stochastic, eval_gates, seed, stream, noise_p,
                                           noise_mode)
