@@ -201,6 +201,8 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None, overrides: 
         optimizer = make_optimizer(state["optimizer_kind"], model.parameters(), tc)
         run.restore(model, optimizer)
         hidden = [(h.to(device), c.to(device)) for h, c in run.saved["hidden"]]
+    else:
+        run.restore(model)  # a fresh run: the weights of train.init_from, when given
 
     def save_checkpoint():
         run.save(model, optimizer, state, vocab=corpus.vocab.tokens, hidden=[[h, c] for h, c in hidden])
