@@ -144,6 +144,7 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
     ``stopped='max_steps'`` the result has no test scores: run the folder again to go on."""
     checks.validate(cfg, ClassifyConfig)  # before anything is read or written
     run = Run(cfg, TASK, run_dir if run_dir is not None else Path("runs/classify") / time.strftime("%Y%m%d-%H%M%S"), overrides)
+    run.world.require_single("classifier trainer")
     if run.finished:
         return run.result()
     cfg, t = run.cfg, run.cfg["train"]
@@ -183,7 +184,7 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
             tokens, lengths = table.batch([train_tokens[i] for i in index])
             run.apply_schedules(model)
             loss = F.cross_entropy(model(tokens.to(device), lengths.to(device)), train_labels[index].to(device))
-            grad_norm = run.optimizer_step(model, optimizer, loss, t["clip_norm"])
+            _, grad_norm = run.optimizer_step(model, optimizer, loss, t["clip_norm"])
             gates = run.watch_gates(model, probe) or gates
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}", **(gates or {}))

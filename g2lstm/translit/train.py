@@ -112,6 +112,7 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
     ``stopped='max_steps'`` the result has no test scores: run the folder again to go on."""
     checks.validate(cfg, TranslitConfig)  # before anything is read or written
     run = Run(cfg, TASK, run_dir if run_dir is not None else Path("runs/translit") / time.strftime("%Y%m%d-%H%M%S"), overrides)
+    run.world.require_single("transliteration trainer")
     if run.finished:
         return run.result()
     cfg, t = run.cfg, run.cfg["train"]
@@ -154,7 +155,7 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
             run.apply_schedules(model)
             logits = model(tokens.to(device), lengths.to(device))
             loss = F.cross_entropy(logits.flatten(0, 1), targets.to(device).flatten(), ignore_index=IGNORE)
-            grad_norm = run.optimizer_step(model, optimizer, loss, t["clip_norm"])
+            _, grad_norm = run.optimizer_step(model, optimizer, loss, t["clip_norm"])
             gates = run.watch_gates(model, probe) or gates
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}", **(gates or {}))
