@@ -337,6 +337,9 @@ class Run:
         """Load the saved weights, optimizer and RNG state (call it after building both, where the
         checkpoint was taken); returns the trainer's own saved state, or None for a fresh run."""
         if self.saved is None:
+            init_from = self.cfg.get("train", {}).get("init_from")
+            if init_from:
+                self._initialise(model, Path(init_from))
             return None
         model.load_state_dict(self.saved["model"])
         if optimizer is not None:
@@ -344,6 +347,25 @@ class Run:
         set_rng_state(self.saved["rng"])
         print(f"resumed from {self.last_path} at step {self.step}", flush=True)
         return self.saved["trainer"]
+
+    def _initialise(self, model: torch.nn.Module, path: Path) -> None:
+        """``train.init_from``: start from another run's weights (same task and data; the cell,
+        ``tau`` and ``noise_p`` may differ, since they change no parameter), with a fresh optimizer
+        and this run's seed: e.g. a ``noise_p=1`` finetune of a ``noise_p=0.2`` model."""
+        state = load_checkpoint(path)
+        task = checkpoint_task(state, path)
+        if task != self.task:
+            raise ValueError(f"train.init_from={path}: a checkpoint of task {task!r}, this trainer is {self.task!r}")
+        differences = _differences(state["config"].get("data"), self.cfg.get("data"), "data")
+        if differences:
+            raise ValueError(f"train.init_from={path}: trained on other data (its vocabulary would not fit):\n  "
+                             + "\n  ".join(differences))
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as error:
+            raise ValueError(f"train.init_from={path}: its weights do not fit this model ({error})") from None
+        print(f"initialised from {path} (step {state.get('step', state.get('run', {}).get('step', '?'))} of its run)",
+              flush=True)
 
     def budget_reached(self) -> str | None:
         """Why training must stop now (``'max_steps'``, ``'max_minutes'``), or None; rank 0's
@@ -629,6 +651,7 @@ class RunConfig:
     schedules: Schedules = field(default_factory=Schedules)
     divergence_factor: Optional[float] = 10.0
     resume: bool = True
+    init_from: Optional[str] = None  # a checkpoint whose weights start a fresh run (a finetune)
 
     def __post_init__(self):
         checks.positive(self, "log_every", "checkpoint_every")

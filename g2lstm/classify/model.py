@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .. import config as checks
-from ..protocol import CELLS, Batch, recurrent_layer
+from ..protocol import CELLS, Batch, check_g2_options, recurrent_layer
 
 POOLINGS = ("last", "mean", "max", "none")
 PAD_ID = 0  # padding id of the inputs (g2lstm.data.symbols.SymbolTable's <pad>)
@@ -52,6 +52,7 @@ class RecurrentModelConfig:
         checks.positive(self, "embed_dim", "hidden_dim", "num_layers", "tau")
         checks.dropout(self, "dropout")
         checks.probability(self, "noise_p")
+        check_g2_options(self)
 
 
 @dataclass(kw_only=True)

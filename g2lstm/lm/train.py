@@ -206,6 +206,8 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None, overrides: 
         run.restore(model, optimizer)
         # the checkpoint holds the global batch's hidden state: resumes at any world size
         hidden = [(h[:, columns].to(device), c[:, columns].to(device)) for h, c in run.saved["hidden"]]
+    else:
+        run.restore(model)  # a fresh run: the weights of train.init_from, when given
 
     def save_checkpoint():
         run.save(model, optimizer, state, vocab=corpus.vocab.tokens,

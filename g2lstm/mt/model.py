@@ -21,12 +21,10 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .. import config as checks, shard
-from ..protocol import CELLS, Batch, lstm_layers, recurrent_layer as g2_layer
+from ..protocol import CELLS, Batch, check_g2_options, lstm_layers, recurrent_layer as g2_layer
 from .tokenizer import PAD
 
 ATTENTIONS = ("dot", "general", "bahdanau")
-# G2LSTM keywords that model.g2_options may set (the others come from the model's own fields)
-G2_OPTIONS = ("stochastic_gates", "noise_mode", "eval_gates", "weight_drop", "impl")
 
 
 @dataclass
@@ -55,8 +53,7 @@ class ModelConfig:
         checks.one_of(self, "attention", ATTENTIONS)
         checks.dropout(self, "dropout")
         checks.probability(self, "noise_p")
-        checks.require(self, "g2_options", lambda o: set(o) <= set(G2_OPTIONS),
-                       f"G2LSTM keywords among {list(G2_OPTIONS)}")
+        check_g2_options(self)
 
 
 checks.store(ModelConfig, "seq2seq_schema", group="model")
