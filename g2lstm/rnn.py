@@ -213,8 +213,8 @@ class G2LSTM(_G2Options, nn.LSTM):
 
     # -------------------------------------------------------------------------------- forward
     def forward(self, input, hx=None):
-        self._check_shardable(input)
-        if self.impl == "auto" and self.gate_spec.is_plain_lstm(self.training):
+        if (self.impl == "auto" and self.gate_spec.is_plain_lstm(self.training)
+                and not self._sharded_dropout()):
             # torch's fused LSTM computes exactly this (and checks the inputs itself).
             if self.training and self.weight_drop > 0:
                 return self._fused_forward_with_weight_drop(input, hx)
@@ -222,20 +222,13 @@ class G2LSTM(_G2Options, nn.LSTM):
         self._check_g2_inputs(input, hx)
         return self._forward_g2(input, hx)
 
-    def _check_shardable(self, input) -> None:
-        """Inter-layer dropout of a data-parallel shard is drawn for the global batch on padded
-        input only: torch's fused LSTM draws it inside its kernel, and the packed layout of the
-        global batch is not known to a shard. Refuse rather than draw other masks than one process."""
+    def _sharded_dropout(self) -> bool:
+        """Whether inter-layer dropout must be drawn for the global batch of a data-parallel shard
+        (:mod:`g2lstm.shard`): then the layer loop runs, not torch's fused LSTM, which draws it
+        inside its kernel (the loop draws what torch draws on the CPU)."""
         current = shard.current()
-        if (current is None or current.rows == current.global_rows or not self.training
-                or self.dropout == 0 or self.num_layers == 1):
-            return
-        if isinstance(input, PackedSequence) or (self.impl == "auto" and self.gate_spec.is_plain_lstm(True)):
-            raise NotImplementedError(
-                f"G2LSTM(num_layers={self.num_layers}, dropout={self.dropout}) inside a data-parallel batch_shard: "
-                "inter-layer dropout on packed input or on torch's fused LSTM (a plain LSTM with impl='auto') "
-                "cannot be drawn for the global batch; use padded input with impl='reference', 'bptt' or "
-                "'cpu', or stack one-layer G2LSTMs with g2lstm.shard.dropout between them")
+        return (current is not None and current.rows != current.global_rows and self.training
+                and self.dropout > 0 and self.num_layers > 1)
 
     def _check_g2_inputs(self, input, hx) -> None:
         """What ``nn.LSTM`` checks, in its order, with its exception types and messages.
@@ -491,7 +484,11 @@ def run_layers(lstm: nn.LSTM, batch: SequenceBatch, run_direction):
             c_n.append(c)
         layer_input = outputs[0] if num_directions == 1 else torch.cat(outputs, dim=-1)
         if lstm.dropout > 0 and training and layer < lstm.num_layers - 1:
-            if batch.packed is not None:
+            current = shard.current()
+            if batch.packed is not None and current is not None and current.rows != current.global_rows:
+                layer_input = shard.packed_dropout(layer_input, batch.lengths, lstm.dropout,
+                                                   enforce_sorted=batch.packed.sorted_indices is None)
+            elif batch.packed is not None:
                 layer_input = batch.padded(F.dropout(batch.packed_data(layer_input), lstm.dropout, training=True))
             else:  # time-major (T, N, F): the batch rows are dimension 1
                 layer_input = shard.dropout(layer_input, lstm.dropout, training=True, batch_dim=1)

@@ -26,20 +26,26 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 
 @dataclass(frozen=True)
 class BatchShard:
-    """Rows ``[offset, offset + rows)`` of a global batch of ``global_rows`` rows."""
+    """Rows ``[offset, offset + rows)`` of a global batch of ``global_rows`` rows; ``lengths``: the
+    global batch's sequence lengths, needed by a layer with inter-layer dropout over packed input."""
 
     offset: int
     rows: int
     global_rows: int
+    lengths: tuple[int, ...] | None = None
 
     def __post_init__(self):
         if not (0 <= self.offset and 0 < self.rows and self.offset + self.rows <= self.global_rows):
             raise ValueError(f"a batch shard needs 0 <= offset and 0 < rows with offset + rows <= global_rows; "
                              f"got offset={self.offset}, rows={self.rows}, global_rows={self.global_rows}")
+        if self.lengths is not None and len(self.lengths) != self.global_rows:
+            raise ValueError(f"batch_shard lengths must give the {self.global_rows} global rows' lengths, "
+                             f"got {len(self.lengths)}")
 
     def check(self, batch: int, what: str) -> None:
         """A clear error when ``what`` runs a batch of another size than this shard's rows."""
@@ -57,10 +63,13 @@ def current() -> BatchShard | None:
 
 
 @contextlib.contextmanager
-def batch_shard(offset: int, rows: int, global_rows: int):
+def batch_shard(offset: int, rows: int, global_rows: int, lengths=None):
     """Inside, models compute rows ``[offset, offset + rows)`` of a batch of ``global_rows`` rows:
-    gate noise and per-row dropout masks are those of these rows in the global batch."""
-    token = _CURRENT.set(BatchShard(int(offset), int(rows), int(global_rows)))
+    gate noise and per-row dropout masks are those of these rows in the global batch. ``lengths``
+    (the global batch's sequence lengths) lets a multi-layer ``G2LSTM`` over packed input draw
+    its inter-layer dropout in the packed layout of the global batch, as one process does."""
+    lengths = None if lengths is None else tuple(int(n) for n in lengths)
+    token = _CURRENT.set(BatchShard(int(offset), int(rows), int(global_rows), lengths))
     try:
         yield
     finally:
@@ -90,6 +99,27 @@ def dropout(x: torch.Tensor, p: float, training: bool = True, batch_dim: int = 0
     if p == 1:
         return x * 0
     return x * dropout_mask(x, tuple(x.shape), batch_dim, p)
+
+
+def packed_dropout(padded: torch.Tensor, lengths: torch.Tensor, p: float, enforce_sorted: bool) -> torch.Tensor:
+    """Dropout of a time-major ``(T, N, F)`` tensor whose real steps are a packed sequence's
+    (``lengths``, packed with ``enforce_sorted``), inside a shard: the mask ``F.dropout`` draws on
+    the packed data of the GLOBAL batch (from the shard's ``lengths``), cut to this shard's rows."""
+    shard = current()
+    if shard.lengths is None:
+        raise ValueError("inter-layer dropout over packed input inside batch_shard needs the global batch's "
+                         "lengths: batch_shard(offset, rows, global_rows, lengths=...)")
+    global_lengths = torch.tensor(shard.lengths, dtype=torch.int64)
+    if not torch.equal(global_lengths[shard.offset:shard.offset + shard.rows], lengths.cpu()):
+        raise ValueError(f"the packed input's lengths {lengths.tolist()} are not rows [{shard.offset}, "
+                         f"{shard.offset + shard.rows}) of the shard's lengths {list(shard.lengths)}")
+    steps = int(global_lengths.max())
+    layout = pack_padded_sequence(torch.zeros(steps, shard.global_rows, 1), global_lengths,
+                                  enforce_sorted=enforce_sorted)
+    mask = padded.new_empty(layout.data.shape[0], padded.shape[-1]).bernoulli_(1 - p).div_(1 - p)
+    mask = PackedSequence(mask, layout.batch_sizes, layout.sorted_indices, layout.unsorted_indices)
+    mask = pad_packed_sequence(mask, total_length=steps)[0]
+    return padded * mask[:padded.shape[0], shard.offset:shard.offset + shard.rows]
 
 
 class Dropout(nn.Dropout):

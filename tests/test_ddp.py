@@ -45,6 +45,7 @@ def _lm_overrides(corpus: Path, p: float, steps: int) -> list[str]:
 def _mt_overrides(corpus: Path, p: float, steps: int) -> list[str]:
     return ["data=iwslt14", f"data.path={corpus}", "data.tokenizer.vocab_size=60", "model.cell=g2lstm",
             f"model.noise_p={p}", "model.embed_dim=16", "model.hidden_dim=16", "model.dropout=0.3",
+            "model.encoder_layers=2", "model.decoder_layers=2",  # inter-layer dropout, packed and padded
             "+model.g2_options.weight_drop=0.3", "train.max_tokens=60", "train.warmup_steps=3", "train.log_every=1",
             f"train.max_steps={steps}", "train.eval_every=2", "train.saturation_every=2", "eval.beam=2", "threads=1"]
 

@@ -70,8 +70,34 @@ def test_a_shard_that_does_not_describe_the_batch_is_refused():
         shard.BatchShard(3, 2, 4)
 
 
-def test_inter_layer_dropout_on_packed_input_in_a_shard_is_refused():
-    layer = G2LSTM(3, 4, num_layers=2, dropout=0.3)
-    packed = torch.nn.utils.rnn.pack_padded_sequence(torch.randn(5, 2, 3), [5, 3])
-    with shard.batch_shard(0, 2, 4), pytest.raises(NotImplementedError, match="packed input"):
-        layer(packed)
+@pytest.mark.parametrize("gates", ["gumbel", "sigmoid"])
+def test_inter_layer_dropout_over_packed_input_in_a_shard_is_the_global_packed_mask(gates):
+    # the MT encoder: bidirectional, 2 layers, packed unsorted input; rows [3, 6) of 6
+    torch.manual_seed(1)
+    layer = G2LSTM(3, 4, num_layers=2, dropout=0.5, bidirectional=True, gates=gates, noise_p=0.5)
+    x, lengths = torch.randn(5, 6, 3), torch.tensor([2, 5, 3, 4, 1, 3])
+    pack = torch.nn.utils.rnn.pack_padded_sequence
+    torch.manual_seed(7)
+    whole, (h, _) = layer(pack(x, lengths, enforce_sorted=False))
+    whole = torch.nn.utils.rnn.pad_packed_sequence(whole)[0]
+    torch.manual_seed(7)
+    with shard.batch_shard(3, 3, 6, lengths=lengths.tolist()):
+        part, (h_part, _) = layer(pack(x[:, 3:], lengths[3:], enforce_sorted=False))
+    part = torch.nn.utils.rnn.pad_packed_sequence(part)[0]
+    torch.testing.assert_close(part, whole[:part.shape[0], 3:], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(h_part, h[:, 3:], atol=1e-6, rtol=1e-6)
+    with shard.batch_shard(3, 3, 6), pytest.raises(ValueError, match="needs the global batch's lengths"):
+        layer(pack(x[:, 3:], lengths[3:], enforce_sorted=False))
+
+
+def test_a_plain_multilayer_lstm_in_a_shard_draws_the_fused_lstms_dropout_rows():
+    # one process runs torch's fused LSTM; a shard runs the layer loop, which draws the same masks
+    torch.manual_seed(1)
+    layer = G2LSTM(3, 4, num_layers=2, dropout=0.5, gates="sigmoid")
+    x = torch.randn(5, 6, 3)
+    torch.manual_seed(7)
+    whole, _ = layer(x)
+    torch.manual_seed(7)
+    with shard.batch_shard(2, 2, 6):
+        part, _ = layer(x[:, 2:4])
+    torch.testing.assert_close(part, whole[:, 2:4], atol=1e-6, rtol=1e-6)

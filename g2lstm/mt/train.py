@@ -165,15 +165,16 @@ def validation_record(model, tokenizers, pairs, val_src, val_tgt, t, ev, device)
     return record
 
 
-def shard_batch(run: Run, pairs: list[int], src_ids, tgt_ids) -> tuple[dict[str, torch.Tensor], int, tuple[int, int]]:
-    """This rank's rows of a global batch (the example indices ``pairs``), its target token count
-    and ``(offset, rows)``. The tensors are those of the global batch, cut: padded to the global
-    lengths, so every rank runs the decoder for as many steps (and draws as many random numbers)
-    as one process with the whole batch."""
+def shard_batch(run: Run, pairs: list[int], src_ids, tgt_ids) -> tuple[dict[str, torch.Tensor], int, tuple]:
+    """This rank's rows of a global batch (the example indices ``pairs``), the global batch's
+    target token count and the arguments of :func:`g2lstm.shard.batch_shard` for these rows. The
+    tensors are those of the global batch, cut: padded to the global lengths, so every rank runs
+    the decoder for as many steps (and draws as many random numbers) as one process."""
     whole = training_batch([src_ids[i] for i in pairs], [tgt_ids[i] for i in pairs])
     offset, rows = run.world.split_rows(len(pairs))
     tokens = int((whole["tgt_out"] != PAD).sum())
-    return {k: v[offset:offset + rows] for k, v in whole.items()}, tokens, (offset, rows)
+    where = (offset, rows, len(pairs), whole["src_lengths"].tolist())  # lengths: the packed encoder's
+    return {k: v[offset:offset + rows] for k, v in whole.items()}, tokens, where
 
 
 def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -257,13 +258,13 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
         bar = run.progress(len(batches), ts["batch_in_epoch"], f"epoch {ts['epoch'] + 1}")
         while ts["batch_in_epoch"] < len(batches):
             batch = batches[ts["batch_in_epoch"]]
-            b, n_tokens, (offset, rows) = shard_batch(run, batch, src_ids, tgt_ids)
+            b, n_tokens, where = shard_batch(run, batch, src_ids, tgt_ids)
             b = {k: v.to(device) for k, v in b.items()}
             run.apply_schedules(model)
             lr = t["lr"] * ts["lr_scale"] * min(1.0, (run.step + 1) / max(t["warmup_steps"], 1))
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            with shard.batch_shard(offset, rows, len(batch)):  # gate noise and masks of these rows
+            with shard.batch_shard(*where):  # gate noise and dropout masks of these rows
                 logits = model(b["src"], b["src_lengths"], b["tgt_in"])
             # sum over this rank's tokens / the global batch's tokens: the shares add up to the
             # per-token mean of the whole batch whatever each rank's token count
