@@ -2,7 +2,7 @@
 
     python -m torch.distributed.run --standalone --nproc_per_node=2 tests/ddp_worker.py JOBS.json
 
-JOBS.json: a list of ``[task, run_dir, overrides]`` with task ``lm`` or ``mt``.
+JOBS.json: a list of ``[task, run_dir, overrides]`` with task ``lm``, ``mt`` or ``classify``.
 """
 
 import json
@@ -10,10 +10,11 @@ import sys
 
 import torch.distributed as dist
 
+from g2lstm.classify.train import classify_config, train as train_classify
 from g2lstm.lm.train import lm_config, train as train_lm
 from g2lstm.mt.train import mt_config, train as train_mt
 
-TRAINERS = {"lm": (lm_config, train_lm), "mt": (mt_config, train_mt)}
+TRAINERS = {"lm": (lm_config, train_lm), "mt": (mt_config, train_mt), "classify": (classify_config, train_classify)}
 
 if __name__ == "__main__":
     for task, run_dir, overrides in json.loads(open(sys.argv[1], encoding="utf-8").read()):

@@ -1,6 +1,6 @@
 """Data-parallel training is invariant to the world size: 2 processes (torchrun, gloo on the CPU)
 with half the batch each compute the losses and updates of 1 process with the whole batch, step
-for step, for the LM and MT trainers with G2 gate noise, dropout and weight drop on; a run resumes
+for step, for the LM, MT and classifier trainers with G2 gate noise, dropout and weight drop on; a run resumes
 at another world size as if it had never stopped; only rank 0 writes.
 
 One torchrun launch (tests/ddp_worker.py) runs every 2-process job; the 1-process runs are made
@@ -18,7 +18,9 @@ import pytest
 import torch
 
 from g2lstm import runtime
+from g2lstm.classify.train import classify_config, train as train_classify
 from g2lstm.data import bible
+from g2lstm.data.sentiment import MOVIES, sentiment_path
 from g2lstm.lm.train import lm_config, train as train_lm
 from g2lstm.mt.train import mt_config, train as train_mt
 
@@ -50,11 +52,20 @@ def _mt_overrides(corpus: Path, p: float, steps: int) -> list[str]:
             f"train.max_steps={steps}", "train.eval_every=2", "train.saturation_every=2", "eval.beam=2", "threads=1"]
 
 
+def _classify_overrides(p: float, steps: int) -> list[str]:
+    # the shared Rotten Tomatoes data; a 2-layer bidirectional layer over packed input
+    return ["model.cell=g2lstm", f"model.noise_p={p}", "model.embed_dim=8", "model.hidden_dim=8", "model.num_layers=2",
+            "model.dropout=0.3", "train.batch_size=15", "train.log_every=1", f"train.max_steps={steps}",
+            "train.eval_every=2", "data.out_of_domain=[]", "threads=1"]
+
+
+HAS_SENTIMENT = sentiment_path(MOVIES).is_file()
 JOBS = {  # name -> (task, noise p, steps)
     "lm_p0.2": ("lm", 0.2, LM_STEPS), "lm_p1": ("lm", 1.0, LM_STEPS),
     "mt_p0.2": ("mt", 0.2, MT_STEPS), "mt_p1": ("mt", 1.0, MT_STEPS),
+    **({"classify_p0.2": ("classify", 0.2, 4)} if HAS_SENTIMENT else {}),
 }
-TRAIN = {"lm": (lm_config, train_lm), "mt": (mt_config, train_mt)}
+TRAIN = {"lm": (lm_config, train_lm), "mt": (mt_config, train_mt), "classify": (classify_config, train_classify)}
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +83,8 @@ def runs(tmp_path_factory):
         (corpora["mt"] / f"{split}.en").write_text("".join(t + "\n" for _, t in pairs), encoding="utf-8")
 
     def overrides(task, p, steps):
+        if task == "classify":
+            return _classify_overrides(p, steps)
         return (_lm_overrides if task == "lm" else _mt_overrides)(corpora[task], p, steps)
 
     def train_here(task, p, steps, run_dir):
@@ -117,7 +130,8 @@ def _assert_same_run(one: Path, two: Path, steps: int) -> None:
         torch.testing.assert_close(saved[1], c, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", sorted(JOBS))
+@pytest.mark.parametrize("name", sorted(JOBS) + ([] if HAS_SENTIMENT else [
+    pytest.param("classify_p0.2", marks=pytest.mark.skip(reason="shared sentiment data not present"))]))
 def test_two_processes_match_one_process_step_for_step(runs, name):
     _assert_same_run(runs / "one" / name, runs / "two" / name, JOBS[name][2])
     written = sorted(p.name for p in (runs / "two" / name).iterdir())
@@ -142,5 +156,5 @@ def test_world_splits_batches_into_contiguous_parts():
         runtime.World(0, 4).even_rows(6, "train.batch_size")
     with pytest.raises(ValueError, match="a batch of 2 examples cannot be shared by 3 processes"):
         runtime.World(0, 3).split_rows(2)
-    with pytest.raises(ValueError, match="classifier trainer trains in one process only"):
-        runtime.World(0, 2).require_single("classifier trainer")
+    with pytest.raises(ValueError, match="transliteration trainer trains in one process only"):
+        runtime.World(0, 2).require_single("transliteration trainer")

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from omegaconf import MISSING
 from tqdm import tqdm
 
-from .. import config as checks
+from .. import config as checks, shard
 from ..config import compose_config
 from ..data.sentiment import Example, SentimentDataConfig, load_sentiment, tokenize
 from ..data.symbols import SymbolTable
@@ -144,7 +144,6 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
     ``stopped='max_steps'`` the result has no test scores: run the folder again to go on."""
     checks.validate(cfg, ClassifyConfig)  # before anything is read or written
     run = Run(cfg, TASK, run_dir if run_dir is not None else Path("runs/classify") / time.strftime("%Y%m%d-%H%M%S"), overrides)
-    run.world.require_single("classifier trainer")
     if run.finished:
         return run.result()
     cfg, t = run.cfg, run.cfg["train"]
@@ -164,7 +163,7 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
 
     def validate() -> None:
         record = {"split": "valid", "step": run.step, "epoch": ts["epoch"],
-                  **evaluate(model, table, data["valid"], t["eval_batch_size"])}
+                  **run.on_main(lambda: evaluate(model, table, data["valid"], t["eval_batch_size"]))}
         keep_best(run, ts, record, "accuracy", t["early_stop_patience"], lambda: run.save_best(model, **payload))
 
     def save() -> None:
@@ -181,15 +180,20 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
         leave = False
         while not leave:
             index = epoch_batches[ts["batch_in_epoch"]]
-            tokens, lengths = table.batch([train_tokens[i] for i in index])
+            tokens, lengths = table.batch([train_tokens[i] for i in index])  # the global batch
+            offset, rows = run.world.split_rows(len(index))
+            mine = slice(offset, offset + rows)
             run.apply_schedules(model)
-            loss = F.cross_entropy(model(tokens.to(device), lengths.to(device)), train_labels[index].to(device))
-            _, grad_norm = run.optimizer_step(model, optimizer, loss, t["clip_norm"])
+            with shard.batch_shard(offset, rows, len(index), lengths=lengths.tolist()):  # noise, masks of these rows
+                logits = model(tokens[mine].to(device), lengths[mine].to(device))
+            # this rank's summed loss over the global batch size: the shares add up to the mean
+            loss = F.cross_entropy(logits, train_labels[index][mine].to(device), reduction="sum") / len(index)
+            loss, grad_norm = run.optimizer_step(model, optimizer, loss, t["clip_norm"])
             gates = run.watch_gates(model, probe) or gates
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", **(gates or {}))
+            bar.set_postfix(loss=f"{loss:.3f}", **(gates or {}))
             if run.step % t["log_every"] == 0:
-                run.metrics.write(split="train", step=run.step, epoch=ts["epoch"], loss=loss.item(),
+                run.metrics.write(split="train", step=run.step, epoch=ts["epoch"], loss=loss,
                                   grad_norm=grad_norm, elapsed=run.elapsed)
             leave, budget = run.after_epoch_step(ts, len(epoch_batches), validate, save)
         bar.close()
@@ -198,8 +202,8 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
         return partial
 
     model.load_state_dict(load_checkpoint(run.best_path)["model"])
-    test = {name: evaluate(model, table, examples, t["eval_batch_size"])
-            for name, examples in data.items() if name not in ("train", "valid")}
+    test = run.on_main(lambda: {name: evaluate(model, table, examples, t["eval_batch_size"])
+                                for name, examples in data.items() if name not in ("train", "valid")})
     result = run.finish({"checkpoint": str(run.best_path), "cell": cfg["model"]["cell"], "epochs": ts["epoch"],
                          "stopped": ts["stopped"], "best_valid_accuracy": ts["best"], **test["test"],
                          "out_of_domain": {k: v for k, v in test.items() if k != "test"}})
