@@ -164,12 +164,6 @@ class World:
         rows = global_rows // self.size
         return self.rank * rows, rows
 
-    def require_single(self, trainer: str) -> None:
-        """A clear error for a trainer that does not split its batches across processes."""
-        if self.size > 1:
-            raise ValueError(f"the {trainer} trains in one process only (it does not split its batches); "
-                             f"started with WORLD_SIZE={self.size}. Run it without torchrun, or use the LM or MT trainer")
-
     def split_rows(self, global_rows: int) -> tuple[int, int]:
         """``(offset, rows)`` of this rank's contiguous part of a batch of ``global_rows`` rows (parts
         differ by at most one row); an error if a rank would get none."""

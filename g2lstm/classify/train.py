@@ -125,6 +125,15 @@ def evaluate(model: RNNClassifier, table: SymbolTable, examples: Sequence[Exampl
 # --- the bookkeeping the classification and transliteration loops share (each keeps its own loop)
 
 
+def shard_logits(run: Run, model: RNNClassifier, tokens: torch.Tensor, lengths: torch.Tensor, device):
+    """The logits of this rank's rows of a global batch (``tokens`` (N, T), ``lengths`` (N,)), with
+    the gate noise and dropout masks those rows get in the whole batch, and the slice of the rows."""
+    offset, rows = run.world.split_rows(len(lengths))
+    mine = slice(offset, offset + rows)
+    with shard.batch_shard(offset, rows, len(lengths), lengths=lengths.tolist()):
+        return model(tokens[mine].to(device), lengths[mine].to(device)), mine
+
+
 def keep_best(run: Run, ts: dict, record: dict, key: str, patience: int, save_best) -> None:
     """Log a validation ``record``; on a better ``record[key]`` call ``save_best()``, and after
     ``patience`` validations without one set ``ts['stopped']``."""
@@ -181,11 +190,8 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
         while not leave:
             index = epoch_batches[ts["batch_in_epoch"]]
             tokens, lengths = table.batch([train_tokens[i] for i in index])  # the global batch
-            offset, rows = run.world.split_rows(len(index))
-            mine = slice(offset, offset + rows)
             run.apply_schedules(model)
-            with shard.batch_shard(offset, rows, len(index), lengths=lengths.tolist()):  # noise, masks of these rows
-                logits = model(tokens[mine].to(device), lengths[mine].to(device))
+            logits, mine = shard_logits(run, model, tokens, lengths, device)
             # this rank's summed loss over the global batch size: the shares add up to the mean
             loss = F.cross_entropy(logits, train_labels[index][mine].to(device), reduction="sum") / len(index)
             loss, grad_norm = run.optimizer_step(model, optimizer, loss, t["clip_norm"])
