@@ -25,17 +25,10 @@ from g2lstm.data.sentiment import MOVIES, sentiment_path
 from g2lstm.lm.train import lm_config, train as train_lm
 from g2lstm.mt.train import mt_config, train as train_mt
 from g2lstm.translit.train import translit_config, train as train_translit
+from test_mt_train import PAIRS  # the MT trainer tests' German-English pairs
 
 REPO = Path(__file__).resolve().parents[1]
 LM_STEPS, MT_STEPS = 4, 4
-PAIRS = [
-    ("ein mann fährt fahrrad .", "a man rides a bike ."),
-    ("zwei hunde spielen im schnee .", "two dogs play in the snow ."),
-    ("eine frau liest ein buch .", "a woman reads a book ."),
-    ("kinder spielen im park .", "children play in the park ."),
-    ("ein hund läuft .", "a dog runs ."),
-    ("zwei frauen lesen .", "two women read ."),
-]
 
 
 def _lm_overrides(corpus: Path, p: float, steps: int) -> list[str]:
