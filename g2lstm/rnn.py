@@ -226,9 +226,7 @@ class G2LSTM(_G2Options, nn.LSTM):
         """Whether inter-layer dropout must be drawn for the global batch of a data-parallel shard
         (:mod:`g2lstm.shard`): then the layer loop runs, not torch's fused LSTM, which draws it
         inside its kernel (the loop draws what torch draws on the CPU)."""
-        current = shard.current()
-        return (current is not None and current.rows != current.global_rows and self.training
-                and self.dropout > 0 and self.num_layers > 1)
+        return shard.splitting() is not None and self.training and self.dropout > 0 and self.num_layers > 1
 
     def _check_g2_inputs(self, input, hx) -> None:
         """What ``nn.LSTM`` checks, in its order, with its exception types and messages.
@@ -484,8 +482,7 @@ def run_layers(lstm: nn.LSTM, batch: SequenceBatch, run_direction):
             c_n.append(c)
         layer_input = outputs[0] if num_directions == 1 else torch.cat(outputs, dim=-1)
         if lstm.dropout > 0 and training and layer < lstm.num_layers - 1:
-            current = shard.current()
-            if batch.packed is not None and current is not None and current.rows != current.global_rows:
+            if batch.packed is not None and shard.splitting() is not None:
                 layer_input = shard.packed_dropout(layer_input, batch.lengths, lstm.dropout,
                                                    enforce_sorted=batch.packed.sorted_indices is None)
             elif batch.packed is not None:

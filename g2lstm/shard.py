@@ -62,6 +62,13 @@ def current() -> BatchShard | None:
     return _CURRENT.get()
 
 
+def splitting() -> BatchShard | None:
+    """The current shard when it is a strict part of its global batch, else None: a shard that is
+    the whole batch (one process) draws what torch draws, through torch's own functions."""
+    shard = _CURRENT.get()
+    return shard if shard is not None and shard.rows != shard.global_rows else None
+
+
 @contextlib.contextmanager
 def batch_shard(offset: int, rows: int, global_rows: int, lengths=None):
     """Inside, models compute rows ``[offset, offset + rows)`` of a batch of ``global_rows`` rows:
@@ -80,9 +87,10 @@ def dropout_mask(like: torch.Tensor, shape: tuple[int, ...], batch_dim: int, p: 
     """A dropout mask of ``shape`` (values 0 and ``1 / (1 - p)``) with ``like``'s dtype and device,
     whose rows along ``batch_dim`` are the current shard's rows of the global batch's mask."""
     shard = current()
-    if shard is None:
+    if shard is not None:
+        shard.check(shape[batch_dim], "a dropout mask")
+    if splitting() is None:
         return like.new_empty(shape).bernoulli_(1 - p).div_(1 - p)
-    shard.check(shape[batch_dim], "a dropout mask")
     global_shape = list(shape)
     global_shape[batch_dim] = shard.global_rows
     mask = like.new_empty(global_shape).bernoulli_(1 - p).div_(1 - p)
@@ -92,7 +100,7 @@ def dropout_mask(like: torch.Tensor, shape: tuple[int, ...], batch_dim: int, p: 
 def dropout(x: torch.Tensor, p: float, training: bool = True, batch_dim: int = 0) -> torch.Tensor:
     """``F.dropout(x, p, training)`` (the same numbers outside a shard), with the mask drawn for the
     global batch inside :func:`batch_shard` (``batch_dim``: the dimension of the batch rows)."""
-    if current() is None or not training or p == 0:
+    if splitting() is None or not training or p == 0:
         return F.dropout(x, p, training)
     if not 0 <= p <= 1:
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
@@ -103,9 +111,10 @@ def dropout(x: torch.Tensor, p: float, training: bool = True, batch_dim: int = 0
 
 def packed_dropout(padded: torch.Tensor, lengths: torch.Tensor, p: float, enforce_sorted: bool) -> torch.Tensor:
     """Dropout of a time-major ``(T, N, F)`` tensor whose real steps are a packed sequence's
-    (``lengths``, packed with ``enforce_sorted``), inside a shard: the mask ``F.dropout`` draws on
-    the packed data of the GLOBAL batch (from the shard's ``lengths``), cut to this shard's rows."""
-    shard = current()
+    (``lengths``, packed with ``enforce_sorted``), inside a shard that splits its batch: the mask
+    ``F.dropout`` draws on the CPU on the packed data of the GLOBAL batch (from the shard's
+    ``lengths``), cut to this shard's rows."""
+    shard = splitting()
     if shard.lengths is None:
         raise ValueError("inter-layer dropout over packed input inside batch_shard needs the global batch's "
                          "lengths: batch_shard(offset, rows, global_rows, lengths=...)")
@@ -114,7 +123,7 @@ def packed_dropout(padded: torch.Tensor, lengths: torch.Tensor, p: float, enforc
         raise ValueError(f"the packed input's lengths {lengths.tolist()} are not rows [{shard.offset}, "
                          f"{shard.offset + shard.rows}) of the shard's lengths {list(shard.lengths)}")
     steps = int(global_lengths.max())
-    layout = pack_padded_sequence(torch.zeros(steps, shard.global_rows, 1), global_lengths,
+    layout = pack_padded_sequence(torch.zeros(steps, shard.global_rows, 1, device=padded.device), global_lengths,
                                   enforce_sorted=enforce_sorted)
     mask = padded.new_empty(layout.data.shape[0], padded.shape[-1]).bernoulli_(1 - p).div_(1 - p)
     mask = PackedSequence(mask, layout.batch_sizes, layout.sorted_indices, layout.unsorted_indices)
