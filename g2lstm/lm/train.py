@@ -236,9 +236,12 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None, overrides: 
                 state["optimizer_kind"] = "asgd"
                 optimizer = make_optimizer("asgd", model.parameters(), tc)
             if state["epoch"] > tc.epochs:
-                start_finetune() if tc.finetune_epochs > 0 else state.update(stage="done")
+                start_finetune() if tc.finetune_epochs > 0 else end_stage()
         elif state["stage"] == "finetune" and (triggered or state["epoch"] > tc.finetune_epochs):
-            state["stage"] = "done"
+            end_stage()
+
+    def end_stage():
+        state.update(done_stage=state["stage"], stage="done")  # done_stage: where a raised budget goes on
 
     def start_finetune():
         """AWD-LSTM's finetune: restart from the best weights with a fresh ASGD."""
@@ -246,6 +249,21 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None, overrides: 
         model.load_state_dict(runtime.load_checkpoint(run.best_path, map_location=device)["model"])
         state.update(stage="finetune", epoch=1, position=0, history=[state["best_val"]], optimizer_kind="asgd")
         optimizer = make_optimizer("asgd", model.parameters(), tc)
+
+    def go_on():
+        """A finished run resumed with a raised ``train.epochs`` or ``train.finetune_epochs`` (the only
+        finished runs Run lets through are those with another train config) goes on where it ended."""
+        ended = state.get("done_stage") or ("finetune" if run.saved["config"]["train"].get("finetune_epochs")
+                                            else "train")  # (checkpoints from before done_stage)
+        if ended == "train" and state["epoch"] <= tc.epochs:
+            state["stage"] = "train"
+        elif ended == "train" and tc.finetune_epochs > 0:
+            start_finetune()
+        elif ended == "finetune" and state["epoch"] <= tc.finetune_epochs:
+            state["stage"] = "finetune"
+
+    if state["stage"] == "done":
+        go_on()
 
     # ------------------------------------------------------------------ training loop
     probe = gate_data(corpus.valid, tc.saturation_tokens, tc.eval_batch_size, tc.bptt, device)
@@ -268,7 +286,7 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None, overrides: 
         if stopped == "max_minutes":
             # Out of wall-clock time: validate the partial epoch so best.pt reflects it, then stop.
             end_of_epoch()
-            state["stage"] = "done"
+            end_stage()
             break
 
         tick = time.time()
