@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .. import config as checks
+from .. import config as checks, shard
 from ..protocol import CELLS, Batch, check_g2_options, recurrent_layer
 
 POOLINGS = ("last", "mean", "max", "none")
@@ -88,7 +88,7 @@ class RNNClassifier(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embedding = nn.Embedding(cfg.vocab_size, cfg.embed_dim, padding_idx=PAD_ID)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = shard.Dropout(cfg.dropout)  # batch first: rows are dimension 0
         self.rnn = recurrent_layer(
             cfg.cell, cfg.embed_dim, cfg.hidden_dim, num_layers=cfg.num_layers, bidirectional=cfg.bidirectional,
             dropout=cfg.dropout if cfg.num_layers > 1 else 0.0, batch_first=True,
