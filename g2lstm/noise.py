@@ -12,12 +12,16 @@ Recipe, all in unsigned 32-bit arithmetic (wrap-around multiplication):
     u     = ((bits >> 9) + 0.5) / 2**23  # exact in float32, strictly inside (0, 1): |logit u| < 16.7
     U-noise  = log(u) - log(1 - u);   B = (u_B < p)
 
-``mix32`` is a bijective 32-bit integer finaliser (xor-shift / multiply rounds).
+``mix32`` is a bijective 32-bit integer finaliser (xor-shift / multiply rounds). ``N`` and ``n``
+are the GLOBAL batch size and row: a process that runs rows ``[offset, offset + rows)`` of a larger
+batch (data parallelism, :mod:`g2lstm.shard`) sets ``NoiseKey.row_offset`` and
+``NoiseKey.global_batch`` and draws exactly the noise those rows get in the whole batch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
@@ -36,12 +40,25 @@ class NoiseKey:
     stream: int  # layer * num_directions + direction
     p: float  # probability that an element is perturbed (the paper's 0.2)
     mode: str = "step"  # see NOISE_MODES
+    row_offset: int = 0  # the global row of the batch's row 0 (data-parallel shards)
+    global_batch: int | None = None  # rows of the global batch; None: the batch is the whole batch
 
     def __post_init__(self):
         if self.mode not in NOISE_MODES:
             raise ValueError(f"noise mode must be one of {NOISE_MODES}, got {self.mode!r}")
         if not 0.0 <= self.p <= 1.0:
             raise ValueError(f"noise probability p must be in [0, 1], got {self.p}")
+        if self.row_offset < 0 or (self.global_batch is None and self.row_offset):
+            raise ValueError(f"row_offset must be >= 0 and needs a global_batch; got row_offset={self.row_offset}, "
+                             f"global_batch={self.global_batch}")
+
+    def rows(self, batch: int) -> tuple[int, int]:
+        """``(row_offset, global batch size)`` for a batch of ``batch`` rows, checked."""
+        total = batch if self.global_batch is None else self.global_batch
+        if self.row_offset + batch > total:
+            raise ValueError(f"a batch of {batch} rows at row_offset={self.row_offset} does not fit in "
+                             f"global_batch={total}")
+        return self.row_offset, total
 
 
 def mix32_int(x: int) -> int:
@@ -104,8 +121,11 @@ def gate_noise(
     once per forward and ``U`` fresh every step, as the official code's ``new_U`` option.
     """
     shape = (1 if key.mode == "sequence" else steps, batch, num_gates, hidden)
-    index = torch.arange(shape[0] * batch * num_gates * hidden, device=device, dtype=torch.int64)
-    index = index.view(shape)
+    offset, total = key.rows(batch)
+    arange = partial(torch.arange, device=device, dtype=torch.int64)
+    # ((t * N + n) * G + g) * H + j with the global N and row n
+    row = arange(shape[0]).view(-1, 1, 1, 1) * total + offset + arange(batch).view(1, -1, 1, 1)
+    index = row * (num_gates * hidden) + arange(num_gates * hidden).view(1, 1, num_gates, hidden)
     noise = logistic(counter_uniform(stream_key(key.seed, key.stream, 0), index))
     if key.p < 1.0:
         # In 'sequence_mask' the mask of every step is the mask of step 0.

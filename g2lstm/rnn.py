@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
-from . import kernels
+from . import kernels, shard
 from .inputs import SequenceBatch, normalize
 from .noise import NOISE_MODES, NoiseKey, draw_seed, gate_noise
 from .reference import GATE_NAMES, GateSpec, cell_step
@@ -213,13 +213,20 @@ class G2LSTM(_G2Options, nn.LSTM):
 
     # -------------------------------------------------------------------------------- forward
     def forward(self, input, hx=None):
-        if self.impl == "auto" and self.gate_spec.is_plain_lstm(self.training):
+        if (self.impl == "auto" and self.gate_spec.is_plain_lstm(self.training)
+                and not self._sharded_dropout()):
             # torch's fused LSTM computes exactly this (and checks the inputs itself).
             if self.training and self.weight_drop > 0:
                 return self._fused_forward_with_weight_drop(input, hx)
             return super().forward(input, hx)
         self._check_g2_inputs(input, hx)
         return self._forward_g2(input, hx)
+
+    def _sharded_dropout(self) -> bool:
+        """Whether inter-layer dropout must be drawn for the global batch of a data-parallel shard
+        (:mod:`g2lstm.shard`): then the layer loop runs, not torch's fused LSTM, which draws it
+        inside its kernel (the loop draws what torch draws on the CPU)."""
+        return shard.splitting() is not None and self.training and self.dropout > 0 and self.num_layers > 1
 
     def _check_g2_inputs(self, input, hx) -> None:
         """What ``nn.LSTM`` checks, in its order, with its exception types and messages.
@@ -385,7 +392,7 @@ class G2LSTMCell(_G2Options, nn.LSTMCell):
         a = F.linear(x, self.weight_ih, self.bias_ih) + F.linear(h, self.weight_hh, self.bias_hh)
         noise = None
         if self._noise_active():
-            key = NoiseKey(draw_seed(), 0, self.noise_p, "step")
+            key = noise_key(draw_seed(), 0, self.noise_p, "step", x.shape[0])
             spec = self.gate_spec
             noise = gate_noise(key, 1, x.shape[0], len(spec.stochastic), self.hidden_size, x.device, a.dtype)[0]
         h, c, _ = cell_step(a, c, self.gate_spec, self.training, noise)
@@ -405,6 +412,16 @@ def _lstm_config(lstm: nn.LSTM) -> dict:
         bidirectional=lstm.bidirectional,
         proj_size=lstm.proj_size,
     )
+
+
+def noise_key(seed: int, stream: int, p: float, mode: str, batch: int) -> NoiseKey:
+    """The noise key of a batch of ``batch`` rows: inside :func:`g2lstm.shard.batch_shard`, keyed by
+    the rows' global index and the global batch size."""
+    current = shard.current()
+    if current is None:
+        return NoiseKey(seed, stream, p, mode)
+    current.check(batch, "a G2LSTM layer")
+    return NoiseKey(seed, stream, p, mode, current.offset, current.global_rows)
 
 
 def gate_spec_of(lstm: nn.LSTM) -> GateSpec:
@@ -455,7 +472,7 @@ def run_layers(lstm: nn.LSTM, batch: SequenceBatch, run_direction):
             index = layer * num_directions + direction
             w_ih, w_hh, bias, w_hr = weights[index]
             x_proj = F.linear(layer_input, w_ih, bias)
-            key = None if seed is None else NoiseKey(seed, index, lstm.noise_p, lstm.noise_mode)
+            key = None if seed is None else noise_key(seed, index, lstm.noise_p, lstm.noise_mode, batch.x.shape[1])
             out, h, c = run_direction(
                 x_proj, batch.hx[0][index], batch.hx[1][index], w_hh, w_hr, spec, training,
                 key, batch.lengths, direction == 1,
@@ -465,9 +482,12 @@ def run_layers(lstm: nn.LSTM, batch: SequenceBatch, run_direction):
             c_n.append(c)
         layer_input = outputs[0] if num_directions == 1 else torch.cat(outputs, dim=-1)
         if lstm.dropout > 0 and training and layer < lstm.num_layers - 1:
-            if batch.packed is not None:
+            if batch.packed is not None and shard.splitting() is not None:
+                layer_input = shard.packed_dropout(layer_input, batch.lengths, lstm.dropout,
+                                                   enforce_sorted=batch.packed.sorted_indices is None)
+            elif batch.packed is not None:
                 layer_input = batch.padded(F.dropout(batch.packed_data(layer_input), lstm.dropout, training=True))
-            else:
-                layer_input = F.dropout(layer_input, lstm.dropout, training=True)
+            else:  # time-major (T, N, F): the batch rows are dimension 1
+                layer_input = shard.dropout(layer_input, lstm.dropout, training=True, batch_dim=1)
     return layer_input, torch.stack(h_n), torch.stack(c_n)
 

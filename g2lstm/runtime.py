@@ -1,9 +1,10 @@
 """What every training run needs, shared by every trainer.
 
 :class:`Run` is the run lifecycle (folder, saved config, threads, seed, resume with a config check,
-``last.pt`` / ``best.pt``, step and minute budgets, progress bar, metrics log); below it, atomic
-checkpoints that load with ``torch.load(weights_only=True)``, exact resume of the random number
-generators, metrics as JSON lines and a clear stop on a non-finite loss.
+``last.pt`` / ``best.pt``, step and minute budgets, progress bar, metrics log, data parallelism
+across processes started by ``torchrun``); below it, atomic checkpoints that load with
+``torch.load(weights_only=True)``, exact resume of the random number generators, metrics as JSON
+lines and a clear stop on a non-finite loss.
 """
 
 from __future__ import annotations
@@ -132,6 +133,59 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+@dataclass(frozen=True)
+class World:
+    """This process's place among the data-parallel processes (``torchrun`` sets ``RANK``,
+    ``WORLD_SIZE`` and ``LOCAL_RANK``; without them, one process)."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> "World":
+        world = cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+                    int(os.environ.get("LOCAL_RANK", 0)))
+        if not 0 <= world.rank < world.size:
+            raise ValueError(f"RANK={world.rank} must be in [0, WORLD_SIZE={world.size})")
+        return world
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one process that writes files and prints the progress bar."""
+        return self.rank == 0
+
+    def even_rows(self, global_rows: int, what: str) -> tuple[int, int]:
+        """``(offset, rows)`` of this rank's equal part of ``global_rows`` rows; an error naming
+        ``what`` (the config key) unless the world size divides them."""
+        if global_rows % self.size:
+            raise ValueError(f"{what}={global_rows} is the global batch size and must be divisible by the "
+                             f"number of processes (WORLD_SIZE={self.size})")
+        rows = global_rows // self.size
+        return self.rank * rows, rows
+
+    def split_rows(self, global_rows: int) -> tuple[int, int]:
+        """``(offset, rows)`` of this rank's contiguous part of a batch of ``global_rows`` rows (parts
+        differ by at most one row); an error if a rank would get none."""
+        if global_rows < self.size:
+            raise ValueError(f"a batch of {global_rows} examples cannot be shared by {self.size} processes; "
+                             "raise the batch size (train.max_tokens) or use fewer processes")
+        start = self.rank * global_rows // self.size
+        return start, (self.rank + 1) * global_rows // self.size - start
+
+
+def init_distributed(world: World, device: str) -> None:
+    """Join the process group of a ``torchrun`` launch (gloo on the CPU, nccl on CUDA), once."""
+    import torch.distributed as dist
+
+    if world.size == 1 or dist.is_initialized():
+        return
+    on_cuda = torch.device(device).type == "cuda"
+    if on_cuda:
+        torch.cuda.set_device(world.local_rank)  # "cuda" means this process's GPU from here on
+    dist.init_process_group("nccl" if on_cuda else "gloo", rank=world.rank, world_size=world.size)
+
+
 class MetricsLog:
     """Append-only JSON-lines log: one dict per line, flushed at once so a kill loses nothing."""
 
@@ -168,6 +222,19 @@ GUARD_DECAY = 0.98  # of the exponential running average of the loss (from the f
 COMPARED_SECTIONS = ("data", "model")  # a resumed run must keep these exactly
 
 
+class _NoMetrics(MetricsLog):
+    """The metrics log of a rank other than 0: writes nothing, reads nothing."""
+
+    def write(self, **record: Any) -> None:
+        pass
+
+    def read(self) -> list[dict[str, Any]]:
+        return []
+
+    def truncate(self, step: int) -> None:
+        pass
+
+
 class Run:
     """One training run in one folder, shared by every trainer.
 
@@ -189,6 +256,15 @@ class Run:
             ... one step ...; run.step += 1
             run.save(model, optimizer, trainer_state, **task_payload)   # last.pt
         run.finish(result)                          # results.json, the 'final' metrics line
+
+    Data parallelism: started by ``torchrun --nproc_per_node=N``, every process builds a ``Run``,
+    which joins the process group (:attr:`world`); every rank resumes from the same ``last.pt``
+    and seeds its generators alike, and only rank 0 writes files (config, checkpoints, metrics,
+    results) and shows the progress bar. The trainer gives each rank its rows of the global batch
+    (:meth:`World.even_rows`, :meth:`World.split_rows`, under :func:`g2lstm.shard.batch_shard`)
+    and passes :meth:`gradients` the rank's share of the global loss (the shares add up to it);
+    gradients are summed over the ranks, so every rank applies the update one process with the
+    whole batch would. Decisions (budgets, evaluation results) come from rank 0 (:meth:`on_main`).
     """
 
     def __init__(self, cfg, task: str, run_dir: str | os.PathLike, overrides: list[str] | None = None,
@@ -198,6 +274,8 @@ class Run:
         ``train.batch_size``: its hidden state and position in the epoch)."""
         self.cfg = to_container(cfg)
         self.task = task
+        self.world = World.from_env()
+        init_distributed(self.world, self.cfg.get("device", "cpu"))
         self.dir = Path(run_dir)
         self.last_path, self.best_path = self.dir / LAST, self.dir / BEST
         self.previous_path = self.dir / PREVIOUS
@@ -217,14 +295,15 @@ class Run:
             self.finished = True
             return
         self.finished = False
-        self.dir.mkdir(parents=True, exist_ok=True)
-        for leftover in self.dir.glob("*.pt.*.tmp"):  # a kill during save_checkpoint leaves these
-            leftover.unlink()
-        (self.dir / "config.yaml").write_text(_yaml(self.cfg), encoding="utf-8")
+        if self.world.is_main:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            for leftover in self.dir.glob("*.pt.*.tmp"):  # a kill during save_checkpoint leaves these
+                leftover.unlink()
+            (self.dir / "config.yaml").write_text(_yaml(self.cfg), encoding="utf-8")
         if self.cfg.get("threads"):
             torch.set_num_threads(int(self.cfg["threads"]))
         seed_everything(int(self.cfg["seed"]))
-        self.metrics = MetricsLog(self.dir / "metrics.jsonl")
+        self.metrics = (MetricsLog if self.world.is_main else _NoMetrics)(self.dir / "metrics.jsonl")
         run_state = (self.saved or {}).get("run", {})
         self.step: int = run_state.get("step", 0)
         self._elapsed_before = run_state.get("elapsed", 0.0)
@@ -252,6 +331,9 @@ class Run:
         """Load the saved weights, optimizer and RNG state (call it after building both, where the
         checkpoint was taken); returns the trainer's own saved state, or None for a fresh run."""
         if self.saved is None:
+            init_from = self.cfg.get("train", {}).get("init_from")
+            if init_from:
+                self._initialise(model, Path(init_from))
             return None
         model.load_state_dict(self.saved["model"])
         if optimizer is not None:
@@ -260,26 +342,112 @@ class Run:
         print(f"resumed from {self.last_path} at step {self.step}", flush=True)
         return self.saved["trainer"]
 
+    def _initialise(self, model: torch.nn.Module, path: Path) -> None:
+        """``train.init_from``: start from another run's weights (same task and data; the cell,
+        ``tau`` and ``noise_p`` may differ, since they change no parameter), with a fresh optimizer
+        and this run's seed: e.g. a ``noise_p=1`` finetune of a ``noise_p=0.2`` model."""
+        state = load_checkpoint(path)
+        task = checkpoint_task(state, path)
+        if task != self.task:
+            raise ValueError(f"train.init_from={path}: a checkpoint of task {task!r}, this trainer is {self.task!r}")
+        differences = _differences(state["config"].get("data"), self.cfg.get("data"), "data")
+        if differences:
+            raise ValueError(f"train.init_from={path}: trained on other data (its vocabulary would not fit):\n  "
+                             + "\n  ".join(differences))
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as error:
+            raise ValueError(f"train.init_from={path}: its weights do not fit this model ({error})") from None
+        print(f"initialised from {path} (step {state.get('step', state.get('run', {}).get('step', '?'))} of its run)",
+              flush=True)
+
     def budget_reached(self) -> str | None:
-        """Why training must stop now (``'max_steps'``, ``'max_minutes'``), or None."""
+        """Why training must stop now (``'max_steps'``, ``'max_minutes'``), or None; rank 0's
+        clock decides for every rank, so all stop after the same step."""
         if self.max_steps is not None and self.step >= self.max_steps:
             return "max_steps"
-        if self.max_minutes is not None and self.elapsed >= 60 * self.max_minutes:
-            return "max_minutes"
+        if self.max_minutes is not None:
+            out_of_time = self.on_main(lambda: self.elapsed >= 60 * self.max_minutes)
+            if out_of_time:
+                return "max_minutes"
         return None
 
-    def optimizer_step(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
-                       clip_norm: float | None) -> float:
-        """One guarded update: refuse a diverged loss or gradient, clip, step; counts the step and
-        returns the gradient norm."""
-        self.check_loss(loss.detach())
+    # ------------------------------------------------------------------ data parallelism
+    def on_main(self, compute):
+        """``compute()`` on rank 0 only, its result (a picklable value) handed to every rank:
+        evaluations (which draw no random numbers) and the decisions taken from them."""
+        if self.world.size == 1:
+            return compute()
+        import torch.distributed as dist
+
+        box = [compute() if self.world.is_main else None]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def all_sum(self, value: torch.Tensor) -> torch.Tensor:
+        """The sum of ``value`` over the ranks (``value`` itself in one process)."""
+        if self.world.size == 1:
+            return value
+        import torch.distributed as dist
+
+        total = value.detach().clone()
+        dist.all_reduce(total)
+        return total
+
+    def gather_rows(self, value: torch.Tensor, dim: int) -> torch.Tensor:
+        """The ranks' equal parts of ``value`` joined along ``dim`` in rank order (e.g. the LM's
+        hidden state of the global batch, for a checkpoint that resumes at any world size)."""
+        if self.world.size == 1:
+            return value
+        import torch.distributed as dist
+
+        parts = [torch.empty_like(value) for _ in range(self.world.size)]
+        dist.all_gather(parts, value.contiguous())
+        return torch.cat(parts, dim)
+
+    def barrier(self) -> None:
+        if self.world.size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def gradients(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_share: torch.Tensor,
+                  clip_norm: float | None) -> tuple[float, float]:
+        """Guarded gradients of the global loss: ``loss_share`` is this rank's share of it (the
+        shares add up to the loss of the whole batch; in one process, the loss). Refuses a diverged
+        loss, back-propagates, sums the gradients over the ranks, clips and refuses a non-finite
+        norm. Returns ``(global loss, gradient norm)``; every rank gets the same of both."""
+        loss = float(self.all_sum(loss_share.detach()))
+        self.check_loss(loss)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss_share.backward()
+        self._sum_gradients(model)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm or math.inf)
         self.check_grad_norm(grad_norm)
+        return loss, float(grad_norm)
+
+    def _sum_gradients(self, model: torch.nn.Module) -> None:
+        # One all-reduce of all gradients flattened; every rank runs the same code on the same
+        # model, so the same parameters have gradients everywhere.
+        if self.world.size == 1:
+            return
+        import torch.distributed as dist
+        from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        flat = _flatten_dense_tensors(grads)
+        dist.all_reduce(flat)
+        for grad, summed in zip(grads, _unflatten_dense_tensors(flat, grads)):
+            grad.copy_(summed)
+
+    def optimizer_step(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_share: torch.Tensor,
+                       clip_norm: float | None) -> tuple[float, float]:
+        """One guarded update (:meth:`gradients`, then the optimizer's step); counts the step and
+        returns ``(global loss, gradient norm)``."""
+        loss, grad_norm = self.gradients(model, optimizer, loss_share, clip_norm)
         optimizer.step()
         self.step += 1
-        return float(grad_norm)
+        return loss, grad_norm
 
     def after_epoch_step(self, ts: dict, epoch_size: int, validate, save) -> tuple[bool, str | None]:
         """The bookkeeping of an epoch-based trainer after a step (``ts`` holds ``epoch``,
@@ -354,7 +522,7 @@ class Run:
         < 0.1 and > 0.9 per layer over ``batches`` (a fixed validation subset, in evaluation mode,
         drawing no random numbers), logged as an ``event: "gates"`` line of ``metrics.jsonl``.
         Returns the pooled input / forget shares outside (0.1, 0.9) for the progress bar, or None."""
-        if not self.saturation_every or self.step % self.saturation_every:
+        if not self.saturation_every or self.step % self.saturation_every or not self.world.is_main:
             return None
         from .diagnostics import collect_gate_stats, pooled_saturation, saturation_record
 
@@ -371,25 +539,36 @@ class Run:
     def save(self, model, optimizer, trainer: dict, **payload: Any) -> None:
         """Write ``last.pt`` (atomically): everything an exact resume needs. The one it replaces
         is kept as ``last.prev.pt``, so a state saved just before a divergence is not all that's left."""
-        state = self.checkpoint(
-            model, optimizer=optimizer.state_dict(), trainer=trainer, rng=rng_state(),
-            run={"step": self.step, "elapsed": self.elapsed, "loss_average": self.loss_average}, **payload)
-        save_checkpoint(state, self.last_path, keep_previous=self.previous_path)
+        if self.world.is_main:  # every rank holds the same state (the generators move alike)
+            state = self.checkpoint(
+                model, optimizer=optimizer.state_dict(), trainer=trainer, rng=rng_state(),
+                run={"step": self.step, "elapsed": self.elapsed, "loss_average": self.loss_average}, **payload)
+            save_checkpoint(state, self.last_path, keep_previous=self.previous_path)
+        self.barrier()  # no rank reads a checkpoint before it is written
 
     def save_best(self, model, **payload: Any) -> None:
         """Write ``best.pt``: the weights to evaluate, loadable by :func:`g2lstm.load`."""
-        save_checkpoint(self.checkpoint(model, step=self.step, **payload), self.best_path)
+        if self.world.is_main:
+            save_checkpoint(self.checkpoint(model, step=self.step, **payload), self.best_path)
+        self.barrier()
 
     def progress(self, total: int, initial: int = 0, desc: str = "", unit: str = "it") -> tqdm:
-        """The progress bar every trainer shows (refreshed at most every 2 s; off when not a tty)."""
+        """The progress bar every trainer shows (refreshed at most every 2 s; off when not a tty,
+        and on every rank but 0)."""
         return tqdm(total=total, initial=initial, desc=desc, unit=unit, unit_scale=unit != "it",
-                    leave=False, mininterval=2.0, dynamic_ncols=True, disable=None)
+                    leave=False, mininterval=2.0, dynamic_ncols=True, disable=None if self.world.is_main else True)
 
     def finish(self, result: dict[str, Any]) -> dict[str, Any]:
         """Record the final result (``results.json``, a ``final`` line in ``metrics.jsonl``) and mark
         ``last.pt`` finished, so that running the same command again changes nothing."""
         result = {"task": self.task, "run_dir": str(self.dir), "steps": self.step,
                   "train_minutes": self.elapsed / 60, **result}
+        if self.world.is_main:
+            self._write_final(result)
+        self.barrier()
+        return result
+
+    def _write_final(self, result: dict[str, Any]) -> None:
         (self.dir / "results.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         self.metrics.write(event="final", **result)
         gates = [r for r in self.metrics.read() if r.get("event") == "gates"]
@@ -400,7 +579,6 @@ class Run:
         state = load_checkpoint(self.last_path)
         state["run"]["finished"] = True
         save_checkpoint(state, self.last_path)
-        return result
 
     def result(self) -> dict[str, Any]:
         """The result of a finished run, as :meth:`finish` recorded it."""
@@ -467,6 +645,7 @@ class RunConfig:
     schedules: Schedules = field(default_factory=Schedules)
     divergence_factor: Optional[float] = 10.0
     resume: bool = True
+    init_from: Optional[str] = None  # a checkpoint whose weights start a fresh run (a finetune)
 
     def __post_init__(self):
         checks.positive(self, "log_every", "checkpoint_every")

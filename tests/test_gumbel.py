@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from g2lstm import G2LSTM, gumbel_sigmoid
-from g2lstm.noise import NoiseKey, counter_uniform, gate_noise, logistic
+from g2lstm.noise import NoiseKey, counter_uniform, gate_noise, logistic, stream_key
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 
@@ -68,6 +68,28 @@ def test_noise_modes_share_what_they_promise_across_steps():
     assert not torch.equal(mask[0][perturbed[0]], mask[1][perturbed[1]])  # U fresh every step
     step = gate_noise(NoiseKey(1, 0, 0.5, "step"), steps=6, batch=3, num_gates=2, hidden=40)
     assert not torch.equal(step[0] != 0, step[1] != 0)
+
+
+def test_noise_index_is_t_n_g_h_in_row_major_order():
+    # the layout every kernel reproduces: element (t, n, g, j) has index ((t N + n) G + g) H + j
+    key = NoiseKey(9, 2, 1.0)
+    want = logistic(counter_uniform(stream_key(9, 2, 0), torch.arange(3 * 4 * 2 * 5).view(3, 4, 2, 5)))
+    assert torch.equal(gate_noise(key, 3, 4, 2, 5), want)
+
+
+@pytest.mark.parametrize("mode", ["step", "sequence", "sequence_mask"])
+def test_a_shard_draws_its_rows_of_the_global_batch_noise(mode):
+    whole = gate_noise(NoiseKey(4, 1, 0.5, mode), 5, 6, 2, 8)
+    shard = gate_noise(NoiseKey(4, 1, 0.5, mode, row_offset=2, global_batch=6), 5, 3, 2, 8)
+    assert torch.equal(shard, whole[:, 2:5])
+    assert not torch.equal(gate_noise(NoiseKey(4, 1, 0.5, mode), 5, 3, 2, 8), whole[:, 2:5])  # keyed locally
+
+
+def test_a_shard_outside_its_global_batch_is_refused():
+    with pytest.raises(ValueError, match="does not fit in global_batch=4"):
+        gate_noise(NoiseKey(4, 1, 0.5, row_offset=2, global_batch=4), 5, 3, 2, 8)
+    with pytest.raises(ValueError, match="needs a global_batch"):
+        NoiseKey(4, 1, 0.5, row_offset=2)
 
 
 def test_streams_and_seeds_give_different_noise():

@@ -130,11 +130,11 @@ def _zero_step_gates(impl, key, spec, steps, batch, hidden):
         gates = torch.ops.g2lstm_cpu.forward(
             x, h0, c0, torch.zeros(4 * hidden, hidden), None, None, False, list(plan.kinds),
             list(plan.slots), plan.tau, keys, key.p, ["step", "sequence", "sequence_mask"].index(key.mode),
-            len(spec.stochastic), True)[3]
+            len(spec.stochastic), *key.rows(batch), True)[3]
     else:
         from g2lstm.kernels.triton_lstm import TritonPointwise
 
-        pointwise = TritonPointwise(plan, key, len(spec.stochastic))
+        pointwise = TritonPointwise(plan, key, len(spec.stochastic), batch)
         gates = x.clone()
         for t in range(steps):
             pointwise.forward_step(gates[t], c0, torch.empty_like(c0), torch.empty_like(c0), t)
@@ -183,6 +183,38 @@ def test_triton_uniforms_are_bit_identical_to_the_hash():
         out = torch.empty(64)
         uniforms[(1,)](out, key, start, 64, BLOCK=64)
         assert torch.equal(out, counter_uniform(key, torch.arange(start, start + 64)))
+
+
+@pytest.mark.parametrize("impl", [i for i in FUSED if i != "bptt"])
+def test_in_kernel_noise_of_a_shard_is_the_global_batch_noise(impl):
+    # rows [2, 4) of a batch of 5: the noise those rows get in the whole batch
+    key = NoiseKey(2**33 + 7, 1, 0.5, "sequence_mask", row_offset=2, global_batch=5)
+    gates = _zero_step_gates(impl, key, GateSpec(), 3, 2, 16)
+    noise = gate_noise(NoiseKey(2**33 + 7, 1, 0.5, "sequence_mask"), 3, 5, 2, 16)[:, 2:4]
+    for slot in (0, 1):
+        torch.testing.assert_close(gates[:, :, slot * 16:(slot + 1) * 16], torch.sigmoid(noise[:, :, slot]),
+                                   atol=3e-7, rtol=0)
+
+
+@pytest.mark.parametrize("impl", ["reference"] + FUSED)
+def test_a_shard_computes_the_global_batch_rows(impl):
+    # batch of 2B with offset 0 == its rows [B, 2B) run alone with row_offset=B, global_batch=2B
+    spec, half = GateSpec("gumbel", 0.8, (0, 1, 3)), 2
+    gen = torch.Generator().manual_seed(3)
+    dtype = _impl_dtype(impl)
+    x_proj = torch.randn(STEPS, 2 * half, 4 * HIDDEN, generator=gen).to(dtype)
+    h0, c0 = torch.randn(2 * half, HIDDEN, generator=gen).to(dtype), torch.randn(2 * half, HIDDEN, generator=gen).to(dtype)
+    w_hh = (torch.randn(4 * HIDDEN, HIDDEN, generator=gen) * 0.5).to(dtype)
+    run = kernels.IMPLEMENTATIONS[impl]
+    whole = run(x_proj, h0, c0, w_hh, None, spec, True, NoiseKey(5, 2, 0.2), None, True)
+    shard_key = NoiseKey(5, 2, 0.2, row_offset=half, global_batch=2 * half)
+    rows = slice(half, 2 * half)
+    part = run(x_proj[:, rows], h0[rows], c0[rows], w_hh, None, spec, True, shard_key, None, True)
+    torch.testing.assert_close(part[0], whole[0][:, rows], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(part[2], whole[2][rows], atol=1e-6, rtol=1e-6)
+    # negative control: keyed by the local rows, the shard draws other noise
+    local = run(x_proj[:, rows], h0[rows], c0[rows], w_hh, None, spec, True, NoiseKey(5, 2, 0.2), None, True)
+    assert (local[0] - whole[0][:, rows]).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("impl", [i for i in FUSED if i != "bptt"])
@@ -345,7 +377,8 @@ def build(fn, types, consts):
 for dt in ("fp32", "bf16", "fp16"):
     build(k._forward_step_kernel,
           dict(gates_ptr="*" + dt, c_prev_ptr="*fp32", c_new_ptr="*fp32", r_ptr="*" + dt, N="i32",
-               H="i32", G="i32", noise_t="i32", mask_t="i32", key_u_in="u32", key_b_in="i32",
+               H="i32", G="i32", noise_t="i32", mask_t="i32", row_offset="i32", noise_rows="i32",
+               key_u_in="u32", key_b_in="i32",
                p="fp32", tau="fp32"),
           dict(KIND_I=2, KIND_F=1, KIND_O=3, SLOT_I=0, SLOT_F=1, SLOT_O=0, BLOCK_SIZE=k.BLOCK))
     build(k._backward_step_kernel,

@@ -214,3 +214,17 @@ def test_time_budget_stops_validates_and_evaluates(tiny_corpus, tmp_path):
     assert math.isfinite(result["test_ppl"])
     again = train(tiny_config(tiny_corpus, "train.max_minutes=0.0", "eval.cache.enabled=false"), tmp_path)
     assert again["steps"] == 0 and again["test_ppl"] == result["test_ppl"]  # spent budget: only re-evaluates
+
+
+@pytest.mark.parametrize("more", ["train.epochs=2", "train.finetune_epochs=1"])
+def test_a_finished_run_resumed_with_a_raised_budget_goes_on_like_a_straight_run(tiny_corpus, tmp_path, more):
+    straight = train(tiny_config(tiny_corpus, "train.epochs=2" if more == "train.epochs=2" else "train.epochs=1",
+                                 more), tmp_path / "straight")
+    first = train(tiny_config(tiny_corpus, "train.epochs=1"), tmp_path / "raised")
+    assert first["steps"] < straight["steps"]
+    raised = train(tiny_config(tiny_corpus, "train.epochs=1", more), tmp_path / "raised")
+    assert raised["steps"] == straight["steps"]
+    a = runtime.load_checkpoint(tmp_path / "straight" / "last.pt")
+    b = runtime.load_checkpoint(tmp_path / "raised" / "last.pt")
+    _same_weights(a["model"], b["model"])
+    assert raised["test_ppl"] == straight["test_ppl"]

@@ -26,7 +26,7 @@ def test_opcheck():
 
     args = (rand(steps, batch, 4 * hidden), rand(batch, h_out), rand(batch, hidden), rand(4 * hidden, h_out),
             rand(h_out, hidden), torch.tensor([3, 1]), True, "gumbel", 0.7, [0, 1], "soft", True, 12345, 1,
-            0.5, "step", True)
+            0.5, "step", 1, 4, True)  # noise of rows [1, 3) of a global batch of 4
     # AOT dispatch is left to the torch.compile tests below (opcheck's costs 7 s more here)
     checks = ("test_schema", "test_autograd_registration", "test_faketensor")
     torch.library.opcheck(cpu.cpu_direction, args, test_utils=checks)

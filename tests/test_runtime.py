@@ -145,3 +145,28 @@ def test_resuming_a_run_folder_takes_its_saved_config(corpus, tmp_path):  # noqa
     assert saved["eval"]["beam"] == 1  # kept from the first command
     with pytest.raises(ValueError, match=r"model.tau: 0.5 in the checkpoint, 0.9 now"):
         train_mt(mt_config(corpus, "model.tau=0.9"), run_dir, overrides=["model.tau=0.9"])
+
+
+def test_init_from_starts_a_fresh_run_from_another_runs_weights_and_checks_task_and_data(tmp_path):
+    first = runtime.Run(CFG, "toy", tmp_path / "first")
+    model = nn.Linear(4, 4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    first.restore(model, optimizer)
+    _run_steps(first, model, optimizer, until=2)
+    first.save_best(model)
+    trained = {k: v.clone() for k, v in model.state_dict().items()}
+
+    finetune_cfg = dict(CFG, train=dict(CFG["train"], init_from=str(tmp_path / "first" / "best.pt")))
+    finetune = runtime.Run(finetune_cfg, "toy", tmp_path / "finetune")
+    fresh = nn.Linear(4, 4)
+    assert not torch.equal(fresh.weight, trained["weight"])
+    assert finetune.restore(fresh, torch.optim.SGD(fresh.parameters(), lr=0.1)) is None and finetune.step == 0
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in trained.items())
+
+    with pytest.raises(ValueError, match=r"train.init_from=.*task 'toy', this trainer is 'lm'"):
+        runtime.Run(finetune_cfg, "lm", tmp_path / "other_task").restore(nn.Linear(4, 4))
+    other_data = dict(finetune_cfg, data={"name": "other"})
+    with pytest.raises(ValueError, match=r"other data.*\n  data.name: 'toy' in the checkpoint, 'other' now"):
+        runtime.Run(other_data, "toy", tmp_path / "other_data").restore(nn.Linear(4, 4))
+    with pytest.raises(ValueError, match=r"do not fit this model"):
+        runtime.Run(finetune_cfg, "toy", tmp_path / "other_model").restore(nn.Linear(4, 5))

@@ -26,8 +26,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .. import config as checks
-from ..protocol import CELLS, Batch, recurrent_layer
+from .. import config as checks, shard
+from ..protocol import CELLS, Batch, check_g2_options, recurrent_layer
 
 POOLINGS = ("last", "mean", "max", "none")
 PAD_ID = 0  # padding id of the inputs (g2lstm.data.symbols.SymbolTable's <pad>)
@@ -52,6 +52,7 @@ class RecurrentModelConfig:
         checks.positive(self, "embed_dim", "hidden_dim", "num_layers", "tau")
         checks.dropout(self, "dropout")
         checks.probability(self, "noise_p")
+        check_g2_options(self)
 
 
 @dataclass(kw_only=True)
@@ -87,7 +88,7 @@ class RNNClassifier(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embedding = nn.Embedding(cfg.vocab_size, cfg.embed_dim, padding_idx=PAD_ID)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = shard.Dropout(cfg.dropout)  # batch first: rows are dimension 0
         self.rnn = recurrent_layer(
             cfg.cell, cfg.embed_dim, cfg.hidden_dim, num_layers=cfg.num_layers, bidirectional=cfg.bidirectional,
             dropout=cfg.dropout if cfg.num_layers > 1 else 0.0, batch_first=True,

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from omegaconf import MISSING
 from tqdm import tqdm
 
-from .. import config as checks
+from .. import config as checks, shard
 from ..config import compose_config
 from ..data.sentiment import Example, SentimentDataConfig, load_sentiment, tokenize
 from ..data.symbols import SymbolTable
@@ -125,6 +125,15 @@ def evaluate(model: RNNClassifier, table: SymbolTable, examples: Sequence[Exampl
 # --- the bookkeeping the classification and transliteration loops share (each keeps its own loop)
 
 
+def shard_logits(run: Run, model: RNNClassifier, tokens: torch.Tensor, lengths: torch.Tensor, device):
+    """The logits of this rank's rows of a global batch (``tokens`` (N, T), ``lengths`` (N,)), with
+    the gate noise and dropout masks those rows get in the whole batch, and the slice of the rows."""
+    offset, rows = run.world.split_rows(len(lengths))
+    mine = slice(offset, offset + rows)
+    with shard.batch_shard(offset, rows, len(lengths), lengths=lengths.tolist()):
+        return model(tokens[mine].to(device), lengths[mine].to(device)), mine
+
+
 def keep_best(run: Run, ts: dict, record: dict, key: str, patience: int, save_best) -> None:
     """Log a validation ``record``; on a better ``record[key]`` call ``save_best()``, and after
     ``patience`` validations without one set ``ts['stopped']``."""
@@ -163,7 +172,7 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
 
     def validate() -> None:
         record = {"split": "valid", "step": run.step, "epoch": ts["epoch"],
-                  **evaluate(model, table, data["valid"], t["eval_batch_size"])}
+                  **run.on_main(lambda: evaluate(model, table, data["valid"], t["eval_batch_size"]))}
         keep_best(run, ts, record, "accuracy", t["early_stop_patience"], lambda: run.save_best(model, **payload))
 
     def save() -> None:
@@ -180,15 +189,17 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
         leave = False
         while not leave:
             index = epoch_batches[ts["batch_in_epoch"]]
-            tokens, lengths = table.batch([train_tokens[i] for i in index])
+            tokens, lengths = table.batch([train_tokens[i] for i in index])  # the global batch
             run.apply_schedules(model)
-            loss = F.cross_entropy(model(tokens.to(device), lengths.to(device)), train_labels[index].to(device))
-            grad_norm = run.optimizer_step(model, optimizer, loss, t["clip_norm"])
+            logits, mine = shard_logits(run, model, tokens, lengths, device)
+            # this rank's summed loss over the global batch size: the shares add up to the mean
+            loss = F.cross_entropy(logits, train_labels[index][mine].to(device), reduction="sum") / len(index)
+            loss, grad_norm = run.optimizer_step(model, optimizer, loss, t["clip_norm"])
             gates = run.watch_gates(model, probe) or gates
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", **(gates or {}))
+            bar.set_postfix(loss=f"{loss:.3f}", **(gates or {}))
             if run.step % t["log_every"] == 0:
-                run.metrics.write(split="train", step=run.step, epoch=ts["epoch"], loss=loss.item(),
+                run.metrics.write(split="train", step=run.step, epoch=ts["epoch"], loss=loss,
                                   grad_norm=grad_norm, elapsed=run.elapsed)
             leave, budget = run.after_epoch_step(ts, len(epoch_batches), validate, save)
         bar.close()
@@ -197,8 +208,8 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
         return partial
 
     model.load_state_dict(load_checkpoint(run.best_path)["model"])
-    test = {name: evaluate(model, table, examples, t["eval_batch_size"])
-            for name, examples in data.items() if name not in ("train", "valid")}
+    test = run.on_main(lambda: {name: evaluate(model, table, examples, t["eval_batch_size"])
+                                for name, examples in data.items() if name not in ("train", "valid")})
     result = run.finish({"checkpoint": str(run.best_path), "cell": cfg["model"]["cell"], "epochs": ts["epoch"],
                          "stopped": ts["stopped"], "best_valid_accuracy": ts["best"], **test["test"],
                          "out_of_domain": {k: v for k, v in test.items() if k != "test"}})

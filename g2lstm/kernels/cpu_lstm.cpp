@@ -134,16 +134,20 @@ struct NoiseParams {
   float p;                // B = (u_B < p); no mask when p >= 1
   int64_t mode;           // 0 step, 1 sequence (t = 0 always), 2 sequence_mask (mask at t = 0)
   int64_t G;              // number of stochastic gates
+  int64_t row_offset;     // global row of row 0 and global batch size (data-parallel shards)
+  int64_t global_N;
 };
 
 // B * (log U - log(1 - U)) of gate slot `slot`, row n, units [0, H) at time t into out.
 template <typename T>
-void draw_noise(T* out, const NoiseParams& np, int64_t t, int64_t n, int64_t N, int64_t slot,
-                int64_t H) {
+void draw_noise(T* out, const NoiseParams& np, int64_t t, int64_t n, int64_t slot, int64_t H) {
+  // the element index of g2lstm/noise.py with the global batch size and row
+  const uint32_t N = static_cast<uint32_t>(np.global_N);
+  const uint32_t row = static_cast<uint32_t>(np.row_offset + n);
   const uint32_t tt = np.mode == 1 ? 0u : static_cast<uint32_t>(t);
-  const uint32_t base = ((tt * static_cast<uint32_t>(N) + n) * np.G + slot) * H;
+  const uint32_t base = ((tt * N + row) * np.G + slot) * H;
   const uint32_t mask_t = np.mode == 0 ? tt : 0u;
-  const uint32_t mask_base = ((mask_t * static_cast<uint32_t>(N) + n) * np.G + slot) * H;
+  const uint32_t mask_base = ((mask_t * N + row) * np.G + slot) * H;
   // with p >= 1 every element is perturbed; the comparison is then always true (ub < 1 <= p)
   const float p = np.p < 1.0f ? np.p : 2.0f;
   T* __restrict__ o = out;
@@ -161,8 +165,8 @@ void draw_noise(T* out, const NoiseParams& np, int64_t t, int64_t n, int64_t N, 
 // (pre-projection) hidden update. `scratch` holds H values.
 template <typename T>
 void forward_pointwise(T* gates, const T* hw, const T* x_proj, const T* c_prev, T* c_new, T* r_out,
-                       const NoiseParams& np, int64_t t, int64_t N, int64_t n0, int64_t n1,
-                       int64_t H, const GatePlan& plan, T* scratch) {
+                       const NoiseParams& np, int64_t t, int64_t n0, int64_t n1, int64_t H,
+                       const GatePlan& plan, T* scratch) {
   const T tau = T(plan.tau);
   for (int64_t n = n0; n < n1; ++n) {
     T* a = gates + n * 4 * H;
@@ -185,7 +189,7 @@ void forward_pointwise(T* gates, const T* hw, const T* x_proj, const T* c_prev, 
           for (int64_t j = 0; j < H; ++j) ak[j] = sigmoid(ak[j] / tau);
           break;
         case NOISY:
-          draw_noise(scratch, np, t, n, N, plan.slot[k], H);
+          draw_noise(scratch, np, t, n, plan.slot[k], H);
           for (int64_t j = 0; j < H; ++j) ak[j] = sigmoid((ak[j] + nz[j]) / tau);
           break;
         case HARD:
@@ -268,7 +272,8 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& x_proj, const at::Tensor&
                                      const c10::optional<at::Tensor>& lengths_opt, bool reverse,
                                      at::IntArrayRef kinds, at::IntArrayRef slots, double tau,
                                      at::IntArrayRef noise_keys, double noise_p,
-                                     int64_t noise_mode, int64_t noise_gates, bool save) {
+                                     int64_t noise_mode, int64_t noise_gates, int64_t noise_row_offset,
+                                     int64_t noise_global_batch, bool save) {
   const GatePlan plan = make_plan(kinds, slots, tau);
   const int64_t T = x_proj.size(0), N = x_proj.size(1), H4 = x_proj.size(2), H = H4 / 4;
   const bool proj = w_hr_opt.has_value() && w_hr_opt->defined();
@@ -278,7 +283,11 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& x_proj, const at::Tensor&
   at::Tensor w_hh_t = w_hh.t().contiguous();  // (Hout, 4H): the fast GEMM layout
   at::Tensor w_hr_t = proj ? w_hr_opt->t().contiguous() : at::Tensor();
   TORCH_CHECK(!plan_has_noise(plan) || noise_keys.size() == 2, "a noisy gate needs 2 noise keys");
-  NoiseParams np{0u, 0u, static_cast<float>(noise_p), noise_mode, noise_gates};
+  TORCH_CHECK(noise_row_offset >= 0 && noise_row_offset + N <= noise_global_batch,
+              "noise rows [", noise_row_offset, ", ", noise_row_offset + N, ") do not fit a global batch of ",
+              noise_global_batch);
+  NoiseParams np{0u, 0u, static_cast<float>(noise_p), noise_mode, noise_gates, noise_row_offset,
+                 noise_global_batch};
   if (noise_keys.size() == 2) {
     np.key_u = static_cast<uint32_t>(noise_keys[0]);
     np.key_b = static_cast<uint32_t>(noise_keys[1]);
@@ -318,8 +327,7 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& x_proj, const at::Tensor&
       scalar_t* rp = proj ? r.data_ptr<scalar_t>() : h_new.data_ptr<scalar_t>();
       at::parallel_for(0, N, grain(N, H), [&](int64_t n0, int64_t n1) {
         std::vector<scalar_t> scratch(H);
-        forward_pointwise<scalar_t>(gp, hwp, xp, cp, cn, rp, np, t, N, n0, n1, H, plan,
-                                    scratch.data());
+        forward_pointwise<scalar_t>(gp, hwp, xp, cp, cn, rp, np, t, n0, n1, H, plan, scratch.data());
       });
       if (proj) at::mm_out(len ? h_tmp : h_new, r, w_hr_t);
       if (len) {
@@ -446,7 +454,8 @@ TORCH_LIBRARY(g2lstm_cpu, m) {
   m.def(
       "forward(Tensor x_proj, Tensor h0, Tensor c0, Tensor w_hh, Tensor? w_hr, Tensor? lengths, "
       "bool reverse, int[] kinds, int[] slots, float tau, int[] noise_keys, float noise_p, "
-      "int noise_mode, int noise_gates, bool save) -> Tensor[]",
+      "int noise_mode, int noise_gates, int noise_row_offset, int noise_global_batch, bool save) "
+      "-> Tensor[]",
       &lstm_forward);
   m.def(
       "backward(Tensor grad_out, Tensor grad_hT, Tensor grad_cT, Tensor gates, Tensor cs, Tensor hs, "

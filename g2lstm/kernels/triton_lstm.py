@@ -53,16 +53,17 @@ def _tanh(x):
 
 
 @triton.jit
-def _gate(a, n, j, N, H, G, noise_t, mask_t, key_u, key_b, p, tau,
+def _gate(a, row, j, N, H, G, noise_t, mask_t, key_u, key_b, p, tau,
           KIND: tl.constexpr, SLOT: tl.constexpr):
-    """The value of one sigmoid gate; the formulas of g2lstm.kernels.common."""
+    """The value of one sigmoid gate; the formulas of g2lstm.kernels.common. ``row`` and ``N``: the
+    global row and batch size of the noise index."""
     if KIND == 3:  # HARD
         v = tl.where(a >= 0.0, 1.0, 0.0)
     elif KIND == 2:  # NOISY: B * (log U - log(1 - U)) drawn here, index ((t N + n) G + g) H + j
-        index = (((noise_t * N + n) * G + SLOT) * H + j).to(tl.uint32)
+        index = (((noise_t * N + row) * G + SLOT) * H + j).to(tl.uint32)
         u = _uniform(key_u, index)
         noise = tl.log(u) - tl.log(1.0 - u)
-        mask_index = (((mask_t * N + n) * G + SLOT) * H + j).to(tl.uint32)
+        mask_index = (((mask_t * N + row) * G + SLOT) * H + j).to(tl.uint32)
         keep = _uniform(key_b, mask_index) < p
         v = _sigmoid((a + tl.where(keep, noise, 0.0)) / tau)
     elif KIND == 1:  # SCALED
@@ -76,7 +77,7 @@ def _gate(a, n, j, N, H, G, noise_t, mask_t, key_u, key_b, p, tau,
 # would otherwise become a constexpr, which has no .to()).
 @triton.jit(do_not_specialize=["noise_t", "mask_t", "key_u_in", "key_b_in"])
 def _forward_step_kernel(gates_ptr, c_prev_ptr, c_new_ptr, r_ptr, N, H, G, noise_t, mask_t,
-                         key_u_in, key_b_in, p, tau,
+                         row_offset, noise_rows, key_u_in, key_b_in, p, tau,
                          KIND_I: tl.constexpr, KIND_F: tl.constexpr, KIND_O: tl.constexpr,
                          SLOT_I: tl.constexpr, SLOT_F: tl.constexpr, SLOT_O: tl.constexpr,
                          BLOCK_SIZE: tl.constexpr):
@@ -92,9 +93,10 @@ def _forward_step_kernel(gates_ptr, c_prev_ptr, c_new_ptr, r_ptr, N, H, G, noise
     a_g = tl.load(gates_ptr + g_off + 2 * H, mask=valid, other=0.0).to(tl.float32)
     a_o = tl.load(gates_ptr + g_off + 3 * H, mask=valid, other=0.0).to(tl.float32)
     c_prev = tl.load(c_prev_ptr + offs, mask=valid, other=0.0).to(tl.float32)
-    i = _gate(a_i, n, j, N, H, G, noise_t, mask_t, key_u, key_b, p, tau, KIND_I, SLOT_I)
-    f = _gate(a_f, n, j, N, H, G, noise_t, mask_t, key_u, key_b, p, tau, KIND_F, SLOT_F)
-    o = _gate(a_o, n, j, N, H, G, noise_t, mask_t, key_u, key_b, p, tau, KIND_O, SLOT_O)
+    row = n + row_offset  # the global row: data-parallel shards draw the whole batch's noise
+    i = _gate(a_i, row, j, noise_rows, H, G, noise_t, mask_t, key_u, key_b, p, tau, KIND_I, SLOT_I)
+    f = _gate(a_f, row, j, noise_rows, H, G, noise_t, mask_t, key_u, key_b, p, tau, KIND_F, SLOT_F)
+    o = _gate(a_o, row, j, noise_rows, H, G, noise_t, mask_t, key_u, key_b, p, tau, KIND_O, SLOT_O)
     g = _tanh(a_g)
     c = f * c_prev + i * g
     r = o * _tanh(c)
@@ -161,14 +163,16 @@ class TritonPointwise:
     spent per launch adds up over T steps.
     """
 
-    def __init__(self, plan: GatePlan, noise, num_gates: int, block: int = BLOCK):
+    def __init__(self, plan: GatePlan, noise, num_gates: int, batch: int, block: int = BLOCK):
         self.plan, self.block, self.num_gates = plan, block, num_gates
         key_u = key_b = mode = 0
         p = 2.0  # p >= 1: every element perturbed (u_B < 1 < 2 always)
+        self.noise_rows = (0, batch)  # row offset and global batch size of the noise index
         if plan.noisy:
             key_u = stream_key(noise.seed, noise.stream, 0)
             key_b = stream_key(noise.seed, noise.stream, 1)
             p, mode = (float(noise.p) if noise.p < 1.0 else 2.0), NOISE_MODES.index(noise.mode)
+            self.noise_rows = noise.rows(batch)
         self.mode = mode
         kinds, slots = plan.kinds, plan.slots
         self.forward_scalars = (key_u, key_b, p, plan.tau)
@@ -183,7 +187,7 @@ class TritonPointwise:
         mask_t = t if self.mode == 0 else 0  # 'sequence_mask': the mask of step 0
         _forward_step_kernel[(triton.cdiv(batch * hidden, self.block),)](
             gates, c_prev, c_new, r_out, batch, hidden, self.num_gates, noise_t, mask_t,
-            *self.forward_scalars, **self.forward_constants,
+            *self.noise_rows, *self.forward_scalars, **self.forward_constants,
         )
 
     def backward_step(self, gates, c_prev, c_new, dr, dc, da, r_out, active):
@@ -212,7 +216,7 @@ def lstm_direction(x_proj, h0, c0, w_hh, w_hr, spec, training, noise=None, lengt
         raise ValueError(f"the Triton kernels cannot run {reason}")
     check_direction_args(x_proj, h0, c0, w_hh, w_hr, lengths)
     plan = gate_plan(spec, training, noise is not None and bool(spec.stochastic))
-    pointwise = TritonPointwise(plan, noise, len(spec.stochastic), block)
+    pointwise = TritonPointwise(plan, noise, len(spec.stochastic), x_proj.shape[1], block)
     if lengths is not None:
         lengths = lengths.to(x_proj.device)
     # The step GEMMs run in x_proj's dtype (the autocast dtype if any): autocast itself is off

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from g2lstm import config as checks
+from g2lstm import config as checks, shard
 from g2lstm.noise import NOISE_MODES
 from g2lstm.protocol import CELLS, Batch, check_cell, lstm_layers, recurrent_layer
 
@@ -50,13 +50,13 @@ checks.store(LMModelConfig, "awd_lstm_schema", group="model")
 
 
 class LockedDropout(nn.Module):
-    """Variational dropout: one mask per sequence, shared over time. Input is (T, N, F)."""
+    """Variational dropout: one mask per sequence, shared over time. Input is (T, N, F); in a
+    data-parallel shard the mask is this shard's rows of the global batch's (:mod:`g2lstm.shard`)."""
 
     def forward(self, x: torch.Tensor, p: float) -> torch.Tensor:
         if not self.training or p == 0:
             return x
-        mask = x.new_empty(1, x.size(1), x.size(2)).bernoulli_(1 - p) / (1 - p)
-        return x * mask
+        return x * shard.dropout_mask(x, (1, x.size(1), x.size(2)), 1, p)
 
 
 def embedding_dropout(embed: nn.Embedding, words: torch.Tensor, p: float) -> torch.Tensor:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from omegaconf import MISSING, DictConfig, OmegaConf
 from tqdm import tqdm
 
-from g2lstm import config as checks, runtime
+from g2lstm import config as checks, runtime, shard
 from g2lstm.config import compose_config
 from g2lstm.data.lm import Corpus, LMDataConfig, Vocab, batchify, load_corpus
 from g2lstm.lm.evaluate import LMEvalConfig, evaluate, gate_data, perplexity
@@ -188,28 +188,36 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None, overrides: 
     corpus = load_data(cfg.data, vocab=Vocab(run.saved["vocab"]) if run.resumed else None)
     check_splits(corpus, cfg)
     model = build_model(cfg.model, len(corpus.vocab)).to(device)
-    train_data = batchify(corpus.train, tc.batch_size).to(device)
+    # train.batch_size is the global batch: rank r of W trains on columns [r N/W, (r+1) N/W) of the
+    # (T, N) stream, contiguous parts of the text, disjoint across ranks
+    offset, rows = run.world.even_rows(tc.batch_size, "train.batch_size")
+    columns = slice(offset, offset + rows)
+    train_data = batchify(corpus.train, tc.batch_size)[:, columns].to(device)
     print(f"run {run.dir}: {cfg.model.cell}, {sum(p.numel() for p in model.parameters()):,} parameters, "
           f"vocab {len(corpus.vocab)}, train {corpus.train.numel():,} tokens", flush=True)
 
     state = {"stage": "train", "epoch": 1, "position": 0, "history": [], "best_val": math.inf,
              "optimizer_kind": "sgd"}
     optimizer = make_optimizer("sgd", model.parameters(), tc)
-    hidden = model.init_hidden(tc.batch_size)
+    hidden = model.init_hidden(rows)
     if run.resumed:
         state = run.saved["trainer"]
         optimizer = make_optimizer(state["optimizer_kind"], model.parameters(), tc)
         run.restore(model, optimizer)
-        hidden = [(h.to(device), c.to(device)) for h, c in run.saved["hidden"]]
+        # the checkpoint holds the global batch's hidden state: resumes at any world size
+        hidden = [(h[:, columns].to(device), c[:, columns].to(device)) for h, c in run.saved["hidden"]]
+    else:
+        run.restore(model)  # a fresh run: the weights of train.init_from, when given
 
     def save_checkpoint():
-        run.save(model, optimizer, state, vocab=corpus.vocab.tokens, hidden=[[h, c] for h, c in hidden])
+        run.save(model, optimizer, state, vocab=corpus.vocab.tokens,
+                 hidden=[[run.gather_rows(h, 1), run.gather_rows(c, 1)] for h, c in hidden])
 
     def end_of_epoch():
         """Validate (with averaged weights under ASGD), keep the best, apply NT-ASGD / finetune stop."""
         nonlocal optimizer
         with averaged_weights(model, optimizer):
-            val = perplexity(model, corpus.valid, tc.eval_batch_size, tc.bptt)
+            val = run.on_main(lambda: perplexity(model, corpus.valid, tc.eval_batch_size, tc.bptt))
             if val["loss"] < state["best_val"]:
                 state["best_val"] = val["loss"]
                 run.save_best(model, vocab=corpus.vocab.tokens, epoch=state["epoch"], stage=state["stage"],
@@ -228,9 +236,12 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None, overrides: 
                 state["optimizer_kind"] = "asgd"
                 optimizer = make_optimizer("asgd", model.parameters(), tc)
             if state["epoch"] > tc.epochs:
-                start_finetune() if tc.finetune_epochs > 0 else state.update(stage="done")
+                start_finetune() if tc.finetune_epochs > 0 else end_stage()
         elif state["stage"] == "finetune" and (triggered or state["epoch"] > tc.finetune_epochs):
-            state["stage"] = "done"
+            end_stage()
+
+    def end_stage():
+        state.update(done_stage=state["stage"], stage="done")  # done_stage: where a raised budget goes on
 
     def start_finetune():
         """AWD-LSTM's finetune: restart from the best weights with a fresh ASGD."""
@@ -238,6 +249,21 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None, overrides: 
         model.load_state_dict(runtime.load_checkpoint(run.best_path, map_location=device)["model"])
         state.update(stage="finetune", epoch=1, position=0, history=[state["best_val"]], optimizer_kind="asgd")
         optimizer = make_optimizer("asgd", model.parameters(), tc)
+
+    def go_on():
+        """A finished run resumed with a raised ``train.epochs`` or ``train.finetune_epochs`` (the only
+        finished runs Run lets through are those with another train config) goes on where it ended."""
+        ended = state.get("done_stage") or ("finetune" if run.saved["config"]["train"].get("finetune_epochs")
+                                            else "train")  # (checkpoints from before done_stage)
+        if ended == "train" and state["epoch"] <= tc.epochs:
+            state["stage"] = "train"
+        elif ended == "train" and tc.finetune_epochs > 0:
+            start_finetune()
+        elif ended == "finetune" and state["epoch"] <= tc.finetune_epochs:
+            state["stage"] = "finetune"
+
+    if state["stage"] == "done":
+        go_on()
 
     # ------------------------------------------------------------------ training loop
     probe = gate_data(corpus.valid, tc.saturation_tokens, tc.eval_batch_size, tc.bptt, device)
@@ -250,7 +276,7 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None, overrides: 
                                f"{state['stage']} epoch {state['epoch']}", unit="tok")
         if state["position"] >= train_data.size(0) - 2:
             bar.close()
-            hidden = model.init_hidden(tc.batch_size)
+            hidden = model.init_hidden(rows)
             end_of_epoch()
             save_checkpoint()
             continue
@@ -260,7 +286,7 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None, overrides: 
         if stopped == "max_minutes":
             # Out of wall-clock time: validate the partial epoch so best.pt reflects it, then stop.
             end_of_epoch()
-            state["stage"] = "done"
+            end_stage()
             break
 
         tick = time.time()
@@ -270,17 +296,18 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None, overrides: 
         i = state["position"]
         inputs, targets = train_data[i:i + seq_len], train_data[i + 1:i + 1 + seq_len]
         hidden = detach_hidden(hidden)
-        logits, hidden, raw_outputs, dropped_outputs = model(inputs, hidden)
+        with shard.batch_shard(offset, rows, tc.batch_size):  # gate noise and masks of these columns
+            logits, hidden, raw_outputs, dropped_outputs = model(inputs, hidden)
         raw_loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
         loss = raw_loss
         if tc.alpha:  # AR: small activations of the (dropped) last-layer output
             loss = loss + tc.alpha * dropped_outputs[-1].pow(2).mean()
         if tc.beta:  # TAR: slowly changing last-layer hidden states
             loss = loss + tc.beta * (raw_outputs[-1][1:] - raw_outputs[-1][:-1]).pow(2).mean()
-        run.check_loss(loss.detach())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        run.check_grad_norm(torch.nn.utils.clip_grad_norm_(model.parameters(), tc.clip or math.inf))
+        # Every rank has as many tokens (and rows): the mean over the global batch is the sum of
+        # the ranks' means divided by the world size.
+        run.gradients(model, optimizer, loss / run.world.size, tc.clip)
+        raw_loss = run.all_sum(raw_loss.detach() / run.world.size)
         set_step_lr(optimizer, tc.lr * seq_len / tc.bptt)  # shorter segments get a smaller step
         optimizer.step()
         for group in optimizer.param_groups:
@@ -288,7 +315,7 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None, overrides: 
 
         run.step += 1
         state["position"] += seq_len
-        tokens_per_s = seq_len * tc.batch_size / max(time.time() - tick, 1e-9)
+        tokens_per_s = seq_len * tc.batch_size / max(time.time() - tick, 1e-9)  # of all ranks
         bar.update(seq_len * tc.batch_size)
         gates = run.watch_gates(model, *probe) or gates
         bar.set_postfix(loss=f"{raw_loss.item():.3f}", ppl=f"{math.exp(min(raw_loss.item(), 50)):.1f}",
@@ -303,7 +330,7 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None, overrides: 
     save_checkpoint()
     if stopped == "max_steps":
         return {"run_dir": str(run.dir), "steps": run.step, "stopped": stopped, "train_minutes": run.elapsed / 60}
-    return run.finish({"stopped": stopped, **final_evaluation(cfg, run.best_path, corpus)})
+    return run.finish({"stopped": stopped, **run.on_main(lambda: final_evaluation(cfg, run.best_path, corpus))})
 
 
 def check_splits(corpus: Corpus, cfg: DictConfig) -> None:

@@ -20,13 +20,11 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .. import config as checks
-from ..protocol import CELLS, Batch, lstm_layers, recurrent_layer as g2_layer
+from .. import config as checks, shard
+from ..protocol import CELLS, Batch, check_g2_options, lstm_layers, recurrent_layer as g2_layer
 from .tokenizer import PAD
 
 ATTENTIONS = ("dot", "general", "bahdanau")
-# G2LSTM keywords that model.g2_options may set (the others come from the model's own fields)
-G2_OPTIONS = ("stochastic_gates", "noise_mode", "eval_gates", "weight_drop", "impl")
 
 
 @dataclass
@@ -55,8 +53,7 @@ class ModelConfig:
         checks.one_of(self, "attention", ATTENTIONS)
         checks.dropout(self, "dropout")
         checks.probability(self, "noise_p")
-        checks.require(self, "g2_options", lambda o: set(o) <= set(G2_OPTIONS),
-                       f"G2LSTM keywords among {list(G2_OPTIONS)}")
+        check_g2_options(self)
 
 
 checks.store(ModelConfig, "seq2seq_schema", group="model")
@@ -75,7 +72,7 @@ class Encoder(nn.Module):
     def __init__(self, cfg: ModelConfig, embedding: nn.Embedding):
         super().__init__()
         self.embedding = embedding
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = shard.Dropout(cfg.dropout)  # batch first: rows are dimension 0
         self.rnn = recurrent_layer(cfg, cfg.embed_dim, cfg.hidden_dim // 2, cfg.encoder_layers, bidirectional=True)
 
     def forward(self, src: torch.Tensor, src_lengths: torch.Tensor, embedded: torch.Tensor | None = None):
@@ -135,7 +132,7 @@ class Decoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embedding = embedding
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = shard.Dropout(cfg.dropout)  # batch first: rows are dimension 0
         rnn_input = cfg.embed_dim * (2 if cfg.input_feeding else 1)
         self.rnn = recurrent_layer(cfg, rnn_input, cfg.hidden_dim, cfg.decoder_layers, bidirectional=False)
         self.bridge = nn.Linear(cfg.hidden_dim, cfg.hidden_dim)  # encoder's final h -> initial h

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from omegaconf import MISSING
 from tqdm import tqdm
 
-from .. import config as checks, runtime
+from .. import config as checks, runtime, shard
 from ..data.mt import MTDataConfig, filter_pairs, load_corpus
 from ..config import compose_config
 from ..runtime import Run, load_checkpoint
@@ -156,6 +156,27 @@ def validation_loss(model: Seq2Seq, src_ids, tgt_ids, max_tokens: int, device) -
     return total / max(tokens, 1)
 
 
+def validation_record(model, tokenizers, pairs, val_src, val_tgt, t, ev, device) -> dict[str, Any]:
+    """``{'split': 'valid', 'loss', 'ppl'}``, and ``'bleu'`` when the run selects by BLEU."""
+    loss = validation_loss(model, val_src, val_tgt, t["max_tokens"], device)
+    record = {"split": "valid", "loss": loss, "ppl": math.exp(min(loss, 50))}
+    if t["select_by"] == "bleu":
+        record["bleu"] = bleu_of(model, tokenizers, pairs, beam=t["valid_beam"], max_tokens=ev["max_tokens"])["bleu"]
+    return record
+
+
+def shard_batch(run: Run, pairs: list[int], src_ids, tgt_ids) -> tuple[dict[str, torch.Tensor], int, tuple]:
+    """This rank's rows of a global batch (the example indices ``pairs``), the global batch's
+    target token count and the arguments of :func:`g2lstm.shard.batch_shard` for these rows. The
+    tensors are those of the global batch, cut: padded to the global lengths, so every rank runs
+    the decoder for as many steps (and draws as many random numbers) as one process."""
+    whole = training_batch([src_ids[i] for i in pairs], [tgt_ids[i] for i in pairs])
+    offset, rows = run.world.split_rows(len(pairs))
+    tokens = int((whole["tgt_out"] != PAD).sum())
+    where = (offset, rows, len(pairs), whole["src_lengths"].tolist())  # lengths: the packed encoder's
+    return {k: v[offset:offset + rows] for k, v in whole.items()}, tokens, where
+
+
 def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
     """Train (or resume, if ``run_dir`` has a ``last.pt``) and test one run. With the command
     line's ``overrides``, a resumed run takes its saved config with only those applied.
@@ -195,10 +216,9 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
 
     def validate() -> bool:
         """Score on the validation split, decay / stop on a plateau; True means stop training."""
-        loss = validation_loss(model, val_src, val_tgt, t["max_tokens"], device)
-        record = {"split": "valid", "step": run.step, "epoch": ts["epoch"], "loss": loss, "ppl": math.exp(min(loss, 50))}
-        if t["select_by"] == "bleu":
-            record["bleu"] = bleu_of(model, tokenizers, data["valid"], beam=t["valid_beam"], max_tokens=ev["max_tokens"])["bleu"]
+        record = run.on_main(lambda: validation_record(model, tokenizers, data["valid"], val_src, val_tgt, t, ev, device))
+        record.update(step=run.step, epoch=ts["epoch"])
+        loss = record["loss"]
         value = record["bleu"] if t["select_by"] == "bleu" else -loss  # larger is better
         improved = ts["best"] is None or value > ts["best"]
         if improved:
@@ -238,21 +258,24 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
         bar = run.progress(len(batches), ts["batch_in_epoch"], f"epoch {ts['epoch'] + 1}")
         while ts["batch_in_epoch"] < len(batches):
             batch = batches[ts["batch_in_epoch"]]
-            b = {k: v.to(device) for k, v in training_batch([src_ids[i] for i in batch], [tgt_ids[i] for i in batch]).items()}
+            b, n_tokens, where = shard_batch(run, batch, src_ids, tgt_ids)
+            b = {k: v.to(device) for k, v in b.items()}
             run.apply_schedules(model)
             lr = t["lr"] * ts["lr_scale"] * min(1.0, (run.step + 1) / max(t["warmup_steps"], 1))
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            logits = model(b["src"], b["src_lengths"], b["tgt_in"])
-            n_tokens = int((b["tgt_out"] != PAD).sum())
+            with shard.batch_shard(*where):  # gate noise and dropout masks of these rows
+                logits = model(b["src"], b["src_lengths"], b["tgt_in"])
+            # sum over this rank's tokens / the global batch's tokens: the shares add up to the
+            # per-token mean of the whole batch whatever each rank's token count
             loss = F.cross_entropy(logits.flatten(0, 1).float(), b["tgt_out"].flatten(), ignore_index=PAD,
                                    label_smoothing=t["label_smoothing"], reduction="sum") / n_tokens
-            grad_norm = run.optimizer_step(model, optimizer, loss, t["clip_norm"])
+            loss, grad_norm = run.optimizer_step(model, optimizer, loss, t["clip_norm"])
             bar.update(1)
             gates = run.watch_gates(model, probe) or gates
-            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}", **(gates or {}))
+            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", **(gates or {}))
             if run.step % t["log_every"] == 0:
-                run.metrics.write(split="train", step=run.step, epoch=ts["epoch"], loss=loss.item(), lr=lr,
+                run.metrics.write(split="train", step=run.step, epoch=ts["epoch"], loss=loss, lr=lr,
                                   grad_norm=grad_norm, tokens=n_tokens, elapsed=run.elapsed)
             leave, budget = run.after_epoch_step(ts, len(batches), validate, save)
             if leave:
@@ -262,11 +285,13 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
     if partial is not None:
         return partial
 
-    # final test score of the best validation checkpoint
+    # final test score of the best validation checkpoint, on rank 0
     model.load_state_dict(load_checkpoint(run.best_path)["model"])
-    test = bleu_of(model, tokenizers, data["test"], beam=ev["beam"], length_penalty=ev["length_penalty"],
-                   max_tokens=ev["max_tokens"], tokenized=ev["tokenized_bleu"], return_hypotheses=True)
-    (run.dir / "test.hyp").write_text("\n".join(test.pop("hypotheses")) + "\n", encoding="utf-8")
+    test = run.on_main(lambda: bleu_of(model, tokenizers, data["test"], beam=ev["beam"], length_penalty=ev["length_penalty"],
+                                       max_tokens=ev["max_tokens"], tokenized=ev["tokenized_bleu"], return_hypotheses=True))
+    hypotheses = test.pop("hypotheses")
+    if run.world.is_main:
+        (run.dir / "test.hyp").write_text("\n".join(hypotheses) + "\n", encoding="utf-8")
     result = run.finish({"checkpoint": str(run.best_path), "cell": cfg["model"]["cell"],
                          "test_split": cfg["data"]["splits"]["test"], "epochs": ts["epoch"],
                          "stopped": ts["stopped"], "best_valid": ts["best"], **test})

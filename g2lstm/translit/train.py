@@ -24,7 +24,7 @@ from omegaconf import MISSING
 
 from .. import config as checks
 from ..classify.model import RecurrentModelConfig
-from ..classify.train import EpochTrainConfig, batches, keep_best
+from ..classify.train import EpochTrainConfig, batches, keep_best, shard_logits
 from ..config import compose_config
 from ..data.symbols import SymbolTable
 from ..data.translit import Aligned, TranslitDataConfig, load_translit, words
@@ -134,7 +134,7 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
 
     def validate() -> None:
         record = {"split": "valid", "step": run.step, "epoch": ts["epoch"],
-                  **evaluate(model, inputs, outputs, valid, t["eval_batch_size"])}
+                  **run.on_main(lambda: evaluate(model, inputs, outputs, valid, t["eval_batch_size"]))}
         keep_best(run, ts, record, "word_accuracy", t["early_stop_patience"], lambda: run.save_best(model, **payload))
 
     def save() -> None:
@@ -150,16 +150,19 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
         bar = run.progress(len(epoch_batches), ts["batch_in_epoch"], f"epoch {ts['epoch'] + 1}")
         leave = False
         while not leave:
+            # the global batch; each rank computes its rows
             tokens, lengths, targets = encode([data["train"][i] for i in epoch_batches[ts["batch_in_epoch"]]], inputs, outputs)
             run.apply_schedules(model)
-            logits = model(tokens.to(device), lengths.to(device))
-            loss = F.cross_entropy(logits.flatten(0, 1), targets.to(device).flatten(), ignore_index=IGNORE)
-            grad_norm = run.optimizer_step(model, optimizer, loss, t["clip_norm"])
+            logits, mine = shard_logits(run, model, tokens, lengths, device)
+            # this rank's summed loss over the global batch's character count: the shares add up to the mean
+            loss = F.cross_entropy(logits.flatten(0, 1), targets[mine].to(device).flatten(), ignore_index=IGNORE,
+                                   reduction="sum") / int((targets != IGNORE).sum())
+            loss, grad_norm = run.optimizer_step(model, optimizer, loss, t["clip_norm"])
             gates = run.watch_gates(model, probe) or gates
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", **(gates or {}))
+            bar.set_postfix(loss=f"{loss:.3f}", **(gates or {}))
             if run.step % t["log_every"] == 0:
-                run.metrics.write(split="train", step=run.step, epoch=ts["epoch"], loss=loss.item(),
+                run.metrics.write(split="train", step=run.step, epoch=ts["epoch"], loss=loss,
                                   grad_norm=grad_norm, elapsed=run.elapsed)
             leave, budget = run.after_epoch_step(ts, len(epoch_batches), validate, save)
         bar.close()
@@ -168,7 +171,7 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
         return partial
 
     model.load_state_dict(load_checkpoint(run.best_path)["model"])
-    test = evaluate(model, inputs, outputs, data["test"], t["eval_batch_size"])
+    test = run.on_main(lambda: evaluate(model, inputs, outputs, data["test"], t["eval_batch_size"]))
     result = run.finish({"checkpoint": str(run.best_path), "cell": cfg["model"]["cell"], "epochs": ts["epoch"],
                          "stopped": ts["stopped"], "best_valid_word_accuracy": ts["best"],
                          "test_books": cfg["data"]["test_books"], **test})
