@@ -95,6 +95,24 @@ def test_direction_matches_reference(impl, case):
     _assert_match(got, want, rel)
 
 
+@pytest.mark.parametrize("used", ["out", "h", "c"])
+def test_cpu_gradients_of_a_loss_on_one_output(used):
+    """The C++ op's autograd gets no gradient (None, not zeros) for the outputs a loss leaves out,
+    and for its saved state; the gradients must still be the reference's."""
+    spec, training, noise = CASES["gumbel-step"][:3]
+    tensors, weights, _ = _inputs(torch.float64, proj=False, lengths=False)
+    weight = dict(zip(("out", "h", "c"), weights))[used]
+    results = []
+    for fn in (reference.lstm_direction, kernels.IMPLEMENTATIONS["cpu"]):
+        leaves = {k: v.clone().requires_grad_(True) for k, v in tensors.items() if v is not None}
+        out, h, c = fn(leaves["x_proj"], leaves["h0"], leaves["c0"], leaves["w_hh"], None, spec,
+                       training, noise)
+        loss = (dict(out=out, h=h, c=c)[used] * weight).sum()
+        results.append(dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values())))))
+    want, got = results
+    _assert_match(got, want, 1e-6)
+
+
 @pytest.mark.parametrize("impl", FUSED)
 def test_forward_without_grad_matches_reference(impl):
     # without gradients the kernels keep one step of gate values instead of all of them
