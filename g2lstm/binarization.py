@@ -61,6 +61,7 @@ def study_run(run_dir: Path, evaluate_options: dict, gate_options: dict) -> dict
         "task": loaded.task, "run_dir": str(run_dir), "checkpoint": str(run_dir / "best.pt"),
         "cell": config["model"]["cell"], "tau": config["model"].get("tau"), "noise_p": config["model"].get("noise_p"),
         "schedules": {k: v for k, v in (config["train"].get("schedules") or {}).items() if v},
+        "init_from": config["train"].get("init_from"),
         "seed": config["seed"], "higher_is_better": loaded.higher_is_better,
         "steps": json.loads(results_file.read_text())["steps"] if results_file.exists() else None,
         "quality": rows[0]["value"],
@@ -80,6 +81,8 @@ def _label(entry: dict) -> str:
         label += f" p={entry['noise_p']:g}"
     for option, s in entry["schedules"].items():
         label += f", {option}->{s['end']:g} ({s['shape']})"
+    if entry.get("init_from"):  # a finetune: its steps come after those of the run it started from
+        label += f", from {Path(entry['init_from']).parent.name}"
     return label
 
 
@@ -87,13 +90,13 @@ def markdown(entries: list[dict]) -> str:
     """One row per run: quality, the smallest per-layer input / forget binary share, the target,
     and the change of the metric under each compression."""
     methods = list(entries[0]["compression"])
-    lines = ["| configuration | seed | steps | metric | input binary (min over layers) | forget binary "
+    lines = ["| run | configuration | seed | steps | metric | input binary (min over layers) | forget binary "
              "(min over layers) | target | " + " | ".join(f"{m} change" for m in methods) + " |",
-             "|---" * (7 + len(methods)) + "|"]
+             "|---" * (8 + len(methods)) + "|"]
     for e in entries:
         low_i = min(layer["input"] for layer in e["binary_share"].values())
         low_f = min(layer["forget"] for layer in e["binary_share"].values())
-        lines.append(f"| {_label(e)} | {e['seed']} | {e['steps']} | {e['quality']:.2f} | {low_i:.3f} | {low_f:.3f} | "
+        lines.append(f"| {Path(e['run_dir']).name} | {_label(e)} | {e['seed']} | {e['steps']} | {e['quality']:.2f} | {low_i:.3f} | {low_f:.3f} | "
                      f"{'yes' if e['meets_target'] else 'no'} | "
                      + " | ".join(f"{e['compression'][m]['change']:+.2f}" for m in methods) + " |")
     return "\n".join(lines) + "\n"
