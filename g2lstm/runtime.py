@@ -286,7 +286,8 @@ class Run:
                 self.saved = load_checkpoint(resume_from)
                 if overrides is not None:
                     self.cfg = config_for_resume(self.saved["config"], self.cfg, overrides)
-                check_resumable(self.saved, task, self.cfg, resume_from, fixed_keys)
+                # train.init_from starts a fresh run only: given to a folder that resumes, it would be ignored
+                check_resumable(self.saved, task, self.cfg, resume_from, fixed_keys + ("train.init_from",))
         train_cfg = self.cfg.get("train", {})
         if (self.saved is not None and self.saved["run"].get("finished")
                 and self.saved["config"].get("train") == train_cfg):

@@ -170,3 +170,14 @@ def test_init_from_starts_a_fresh_run_from_another_runs_weights_and_checks_task_
         runtime.Run(other_data, "toy", tmp_path / "other_data").restore(nn.Linear(4, 4))
     with pytest.raises(ValueError, match=r"do not fit this model"):
         runtime.Run(finetune_cfg, "toy", tmp_path / "other_model").restore(nn.Linear(4, 5))
+
+
+def test_init_from_given_to_a_folder_that_resumes_is_refused_not_ignored(tmp_path):
+    run = runtime.Run(CFG, "toy", tmp_path)
+    model = nn.Linear(4, 4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    run.restore(model, optimizer)
+    _run_steps(run, model, optimizer, until=2)
+    with_init = dict(CFG, train=dict(CFG["train"], init_from=str(tmp_path / "other.pt")))
+    with pytest.raises(ValueError, match=r"config changed:\n  train.init_from: None in the checkpoint, '.*other.pt' now"):
+        runtime.Run(with_init, "toy", tmp_path)
