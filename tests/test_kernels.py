@@ -40,19 +40,19 @@ CASES = {
 }
 
 
-def _inputs(dtype, proj: bool, lengths: bool, seed=0):
+def _inputs(dtype, proj: bool, lengths: bool, seed=0, batch=BATCH, hidden=HIDDEN):
     gen = torch.Generator().manual_seed(seed)
-    h_out = PROJ if proj else HIDDEN
+    h_out = PROJ if proj else hidden
 
     def rand(*shape, scale=1.0):
         return (torch.randn(*shape, generator=gen, dtype=torch.float64) * scale).to(dtype)
 
     tensors = dict(
-        x_proj=rand(STEPS, BATCH, 4 * HIDDEN), h0=rand(BATCH, h_out), c0=rand(BATCH, HIDDEN),
-        w_hh=rand(4 * HIDDEN, h_out, scale=0.5), w_hr=rand(h_out, HIDDEN, scale=0.5) if proj else None,
+        x_proj=rand(STEPS, batch, 4 * hidden), h0=rand(batch, h_out), c0=rand(batch, hidden),
+        w_hh=rand(4 * hidden, h_out, scale=0.5), w_hr=rand(h_out, hidden, scale=0.5) if proj else None,
     )
-    weights = [rand(STEPS, BATCH, h_out), rand(BATCH, h_out), rand(BATCH, HIDDEN)]
-    lengths_tensor = torch.tensor([STEPS, 1, 3])[:BATCH] if lengths else None
+    weights = [rand(STEPS, batch, h_out), rand(batch, h_out), rand(batch, hidden)]
+    lengths_tensor = torch.tensor([STEPS, 1, 3] * batch)[:batch] if lengths else None
     return tensors, weights, lengths_tensor
 
 
@@ -93,6 +93,26 @@ def test_direction_matches_reference(impl, case):
     # The in-kernel noise uses its own float32 log: a few ulp of float32 from torch's.
     rel = 2e-5 if dtype == torch.float32 else (1e-6 if noise is not None else 1e-10)
     _assert_match(got, want, rel)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("case", ["gumbel-step", "gumbel-f-o-sequence_mask-lengths-rev",
+                                  "gumbel-noiseless-lengths-proj"])
+def test_cpu_step_shared_by_threads_matches_reference(case, threads):
+    """A step big enough to share (N 4H >= 16k values) is cut into one chunk of hidden units per
+    thread, each chunk doing its GEMM columns and pointwise part; the backward sums the chunks'
+    shares of dh. Chunk edges fall inside gate blocks (H = 520, 2 or 3 threads)."""
+    spec, training, noise, with_lengths, reverse, proj = CASES[case]
+    tensors, weights, lengths = _inputs(torch.float64, proj, with_lengths, batch=8, hidden=520)
+    args = (spec, training, noise, lengths, reverse)
+    want = _run(reference.lstm_direction, tensors, weights, *args)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = _run(kernels.IMPLEMENTATIONS["cpu"], tensors, weights, *args)
+    finally:
+        torch.set_num_threads(before)
+    _assert_match(got, want, 1e-6 if noise is not None else 1e-10)
 
 
 @pytest.mark.parametrize("used", ["out", "h", "c"])

@@ -15,6 +15,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
+#include <type_traits>
 #include <vector>
 
 #ifdef __linux__
@@ -138,21 +140,22 @@ struct NoiseParams {
   int64_t global_N;
 };
 
-// B * (log U - log(1 - U)) of gate slot `slot`, row n, units [0, H) at time t into out.
+// B * (log U - log(1 - U)) of gate slot `slot`, row n, units [j0, j0 + count) at time t into out.
 template <typename T>
-void draw_noise(T* out, const NoiseParams& np, int64_t t, int64_t n, int64_t slot, int64_t H) {
+void draw_noise(T* out, const NoiseParams& np, int64_t t, int64_t n, int64_t slot, int64_t H, int64_t j0,
+                int64_t count) {
   // the element index of g2lstm/noise.py with the global batch size and row
   const uint32_t N = static_cast<uint32_t>(np.global_N);
   const uint32_t row = static_cast<uint32_t>(np.row_offset + n);
   const uint32_t tt = np.mode == 1 ? 0u : static_cast<uint32_t>(t);
-  const uint32_t base = ((tt * N + row) * np.G + slot) * H;
+  const uint32_t base = ((tt * N + row) * np.G + slot) * H + static_cast<uint32_t>(j0);
   const uint32_t mask_t = np.mode == 0 ? tt : 0u;
-  const uint32_t mask_base = ((mask_t * N + row) * np.G + slot) * H;
+  const uint32_t mask_base = ((mask_t * N + row) * np.G + slot) * H + static_cast<uint32_t>(j0);
   // with p >= 1 every element is perturbed; the comparison is then always true (ub < 1 <= p)
   const float p = np.p < 1.0f ? np.p : 2.0f;
   T* __restrict__ o = out;
 #pragma omp simd
-  for (int64_t j = 0; j < H; ++j) {
+  for (int64_t j = 0; j < count; ++j) {
     const float u = counter_uniform(np.key_u, base + static_cast<uint32_t>(j));
     const float v = log_(u) - log_(1.0f - u);  // 1 - u is exact: u has 23 bits
     const float ub = counter_uniform(np.key_b, mask_base + static_cast<uint32_t>(j));
@@ -160,57 +163,60 @@ void draw_noise(T* out, const NoiseParams& np, int64_t t, int64_t n, int64_t slo
   }
 }
 
-// The gate values of rows [n0, n1) of one step into `gates`, from the pre-activations
-// hw + x_proj (the recurrent GEMM's result and the step's input projection), then the cell and
-// (pre-projection) hidden update. `scratch` holds H values.
+// The gate values of rows [n0, n1) and units [j0, j1) of one step into `gates`, from the
+// pre-activations hw + x_proj (the recurrent GEMM's result and the step's input projection), then
+// the cell and (pre-projection) hidden update of those units. `scratch` holds j1 - j0 values.
 template <typename T>
 void forward_pointwise(T* gates, const T* hw, const T* x_proj, const T* c_prev, T* c_new, T* r_out,
                        const NoiseParams& np, int64_t t, int64_t n0, int64_t n1, int64_t H,
-                       const GatePlan& plan, T* scratch) {
+                       int64_t j0, int64_t j1, const GatePlan& plan, T* scratch) {
   const T tau = T(plan.tau);
+  const int64_t count = j1 - j0;
   for (int64_t n = n0; n < n1; ++n) {
-    T* a = gates + n * 4 * H;
-    {
-      const T* __restrict__ hwn = hw + n * 4 * H;
-      const T* __restrict__ xn = x_proj + n * 4 * H;
-      T* __restrict__ an = a;
-#pragma omp simd
-      for (int64_t j = 0; j < 4 * H; ++j) an[j] = hwn[j] + xn[j];
-    }
-    const T* cp = c_prev + n * H;
-    T* cn = c_new + n * H;
-    T* r = r_out + n * H;
-    // the three sigmoid gates, each with its own formula; blocks 0, 1, 3
-    for (int k = 0; k < 3; ++k) {
-      T* __restrict__ ak = a + (k == 2 ? 3 : k) * H;
+    T* a = gates + n * 4 * H + j0;
+    const T* hwn = hw + n * 4 * H + j0;
+    const T* xn = x_proj + n * 4 * H + j0;
+    // the three sigmoid gates (blocks 0, 1, 3), each with its own formula, and the cell input g
+    for (int k = 0; k < 4; ++k) {
+      const int64_t block = k == 3 ? 2 : (k == 2 ? 3 : k);
+      T* __restrict__ ak = a + block * H;
+      const T* __restrict__ hk = hwn + block * H;
+      const T* __restrict__ xk = xn + block * H;
       const T* __restrict__ nz = scratch;
+      if (k == 3) {
+#pragma omp simd
+        for (int64_t j = 0; j < count; ++j) ak[j] = tanh_(hk[j] + xk[j]);
+        continue;
+      }
       switch (plan.kind[k]) {
         case SCALED:
-          for (int64_t j = 0; j < H; ++j) ak[j] = sigmoid(ak[j] / tau);
+#pragma omp simd
+          for (int64_t j = 0; j < count; ++j) ak[j] = sigmoid((hk[j] + xk[j]) / tau);
           break;
         case NOISY:
-          draw_noise(scratch, np, t, n, plan.slot[k], H);
-          for (int64_t j = 0; j < H; ++j) ak[j] = sigmoid((ak[j] + nz[j]) / tau);
+          draw_noise(scratch, np, t, n, plan.slot[k], H, j0, count);
+#pragma omp simd
+          for (int64_t j = 0; j < count; ++j) ak[j] = sigmoid((hk[j] + xk[j] + nz[j]) / tau);
           break;
         case HARD:
-          for (int64_t j = 0; j < H; ++j) ak[j] = ak[j] >= T(0) ? T(1) : T(0);
+#pragma omp simd
+          for (int64_t j = 0; j < count; ++j) ak[j] = (hk[j] + xk[j]) >= T(0) ? T(1) : T(0);
           break;
         default:
-          for (int64_t j = 0; j < H; ++j) ak[j] = sigmoid(ak[j]);
+#pragma omp simd
+          for (int64_t j = 0; j < count; ++j) ak[j] = sigmoid(hk[j] + xk[j]);
       }
     }
     const T* __restrict__ ai = a;
     const T* __restrict__ af = a + H;
-    T* __restrict__ ag = a + 2 * H;
+    const T* __restrict__ ag = a + 2 * H;
     const T* __restrict__ ao = a + 3 * H;
-    const T* __restrict__ cpr = cp;
-    T* __restrict__ cnr = cn;
-    T* __restrict__ rr = r;
+    const T* __restrict__ cpr = c_prev + n * H + j0;
+    T* __restrict__ cnr = c_new + n * H + j0;
+    T* __restrict__ rr = r_out + n * H + j0;
 #pragma omp simd
-    for (int64_t j = 0; j < H; ++j) {
-      const T g = tanh_(ag[j]);
-      ag[j] = g;
-      const T c = af[j] * cpr[j] + ai[j] * g;
+    for (int64_t j = 0; j < count; ++j) {
+      const T c = af[j] * cpr[j] + ai[j] * ag[j];
       cnr[j] = c;
       rr[j] = ao[j] * tanh_(c);
     }
@@ -224,25 +230,26 @@ inline T slope_scale(int64_t kind, T inv_tau) {
   return kind == HARD ? T(0) : (kind == PLAIN ? T(1) : inv_tau);
 }
 
-// Rows [n0, n1) of one backward step: from dr (gradient w.r.t. o * tanh(c')) and the incoming
-// dc, the pre-activation gradients da and the dc of the previous step (in place in dc), and
-// r_out = o * tanh(c'), kept for the projection's weight gradient.
+// Rows [n0, n1) and units [j0, j1) of one backward step: from dr (gradient w.r.t. o * tanh(c'))
+// and the incoming dc, the pre-activation gradients da and the dc of the previous step (in place
+// in dc), and r_out = o * tanh(c'), kept for the projection's weight gradient.
 template <typename T>
 void backward_pointwise(const T* gates, const T* c_prev, const T* c_new, const T* dr, T* dc, T* da,
-                        T* r_out, int64_t n0, int64_t n1, int64_t H, const GatePlan& plan) {
+                        T* r_out, int64_t n0, int64_t n1, int64_t H, int64_t j0, int64_t j1,
+                        const GatePlan& plan) {
   const T inv_tau = T(1) / T(plan.tau);
   const T si = slope_scale(plan.kind[0], inv_tau), sf = slope_scale(plan.kind[1], inv_tau),
           so = slope_scale(plan.kind[2], inv_tau);
   for (int64_t n = n0; n < n1; ++n) {
-    const T* __restrict__ v = gates + n * 4 * H;
-    T* __restrict__ d = da + n * 4 * H;
-    const T* __restrict__ cp = c_prev + n * H;
-    const T* __restrict__ cn = c_new + n * H;
-    const T* __restrict__ drn = dr + n * H;
-    T* __restrict__ dcn = dc + n * H;
-    T* __restrict__ rn = r_out + n * H;
+    const T* __restrict__ v = gates + n * 4 * H + j0;
+    T* __restrict__ d = da + n * 4 * H + j0;
+    const T* __restrict__ cp = c_prev + n * H + j0;
+    const T* __restrict__ cn = c_new + n * H + j0;
+    const T* __restrict__ drn = dr + n * H + j0;
+    T* __restrict__ dcn = dc + n * H + j0;
+    T* __restrict__ rn = r_out + n * H + j0;
 #pragma omp simd
-    for (int64_t j = 0; j < H; ++j) {
+    for (int64_t j = 0; j < j1 - j0; ++j) {
       const T i = v[j], f = v[H + j], g = v[2 * H + j], o = v[3 * H + j];
       const T tc = tanh_(cn[j]);
       const T dc_total = dcn[j] + drn[j] * o * (T(1) - tc * tc);
@@ -256,14 +263,77 @@ void backward_pointwise(const T* gates, const T* c_prev, const T* c_new, const T
   }
 }
 
-// Rows of a step per parallel task. A step too small to share (under ~16k gate values) runs as one
-// task: waking the other threads would cost more than it saves. A larger one is split evenly over
-// the threads (at::parallel_for makes tasks of max(grain, N / threads) rows, so a grain of a few
-// rows would give one thread 16 rows and the other 4 when N = 20).
-inline int64_t grain(int64_t N, int64_t H) {
-  if (N * 4 * H < 16384) return std::max<int64_t>(1, N);
+// How a step is shared among threads: the hidden units are cut into one chunk per thread, and each
+// chunk's task does all the work of its units in one parallel region per step: its columns of the
+// recurrent GEMM (the i, f, g, o blocks of its units, single-threaded inside the region), then the
+// pointwise part of its units, on data the same core just wrote. One fork/join per step instead of
+// a threaded GEMM plus a threaded pointwise pass, and no step data moving between cores but h.
+// A step too small to share (under ~16k gate values) is one chunk: waking the other thread would
+// cost more than it saves. Chunk edges are multiples of 8 units (one AVX vector).
+std::vector<int64_t> unit_chunks(int64_t N, int64_t H) {
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
-  return std::max<int64_t>(1, (N + threads - 1) / threads);
+  const int64_t count = (N * 4 * H < 16384 || H < 16) ? 1 : std::min<int64_t>(threads, H / 8);
+  std::vector<int64_t> edges(count + 1);
+  for (int64_t k = 0; k <= count; ++k) edges[k] = k == count ? H : (H * k / count) / 8 * 8;
+  return edges;
+}
+
+// Runs body(k) for every chunk k, each chunk on one thread (a single task runs inline).
+template <typename F>
+void for_each_chunk(int64_t count, const F& body) {
+  if (count == 1) {
+    body(0);
+    return;
+  }
+  at::parallel_for(0, count, 1, [&](int64_t k0, int64_t k1) {
+    // the caller's thread runs below autograd; a pool thread must be told (w_hh requires grad)
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    for (int64_t k = k0; k < k1; ++k) body(k);
+  });
+}
+
+}  // namespace
+
+// The BLAS that torch links (MKL in the official builds) exports the Fortran GEMMs. Calling them
+// directly skips the dispatcher and the tensor views of at::mm_out, a few microseconds per call,
+// which a small step (a few GEMMs of tens of microseconds per chunk) feels. Weak: where the
+// symbols are missing they are null and at::mm_out runs instead.
+extern "C" {
+void sgemm_(const char*, const char*, const int*, const int*, const int*, const float*, const float*,
+            const int*, const float*, const int*, const float*, float*, const int*) __attribute__((weak));
+void dgemm_(const char*, const char*, const int*, const int*, const int*, const double*, const double*,
+            const int*, const double*, const int*, const double*, double*, const int*) __attribute__((weak));
+}
+
+namespace {
+
+inline bool fits_int(int64_t v) { return v <= std::numeric_limits<int>::max(); }
+
+// C (m, n) = A (m, k) B (k, n) + beta C with beta 0 or 1, row-major with row strides lda, ldb, ldc (column-major
+// BLAS sees the transposes: C^T = B^T A^T).
+template <typename T>
+void gemm(int64_t m, int64_t n, int64_t k, const T* A, int64_t lda, const T* B, int64_t ldb, T beta,
+          T* C, int64_t ldc) {
+  constexpr bool single = std::is_same<T, float>::value;
+  const bool direct = (single ? sgemm_ != nullptr : dgemm_ != nullptr) && fits_int(m) && fits_int(n) &&
+                      fits_int(k) && fits_int(lda) && fits_int(ldb) && fits_int(ldc);
+  if (direct) {
+    const int M = static_cast<int>(n), N = static_cast<int>(m), K = static_cast<int>(k);
+    const int la = static_cast<int>(ldb), lb = static_cast<int>(lda), lc = static_cast<int>(ldc);
+    const T one = T(1);
+    if constexpr (std::is_same<T, float>::value) {
+      sgemm_("N", "N", &M, &N, &K, &one, B, &la, A, &lb, &beta, C, &lc);
+    } else {
+      dgemm_("N", "N", &M, &N, &K, &one, B, &la, A, &lb, &beta, C, &lc);
+    }
+    return;
+  }
+  const auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  at::Tensor a = at::from_blob(const_cast<T*>(A), {m, k}, {lda, 1}, opts);
+  at::Tensor b = at::from_blob(const_cast<T*>(B), {k, n}, {ldb, 1}, opts);
+  at::Tensor c = at::from_blob(C, {m, n}, {ldc, 1}, opts);
+  if (beta == T(0)) at::mm_out(c, a, b);
+  else c.addmm_(a, b);
 }
 
 std::vector<at::Tensor> lstm_forward(const at::Tensor& x_proj, const at::Tensor& h0,
@@ -308,6 +378,8 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& x_proj, const at::Tensor&
   at::Tensor hs = empty_buffer({T + 1, N, Hout}, opts);
   at::Tensor r = proj ? at::empty({N, H}, opts) : at::Tensor();
   at::Tensor h_tmp = (proj && len) ? at::empty({N, Hout}, opts) : at::Tensor();
+  const std::vector<int64_t> edges = unit_chunks(N, H);
+  const int64_t chunks = static_cast<int64_t>(edges.size()) - 1;
   const int64_t first = reverse ? T : 0;
   cs[first].copy_(c0);
   hs[first].copy_(h0);
@@ -318,16 +390,25 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& x_proj, const at::Tensor&
       const int64_t in = t + (reverse ? 1 : 0), outi = t + (reverse ? 0 : 1);
       at::Tensor g_t = gates[save ? t : 0];
       at::Tensor h_prev = hs[in], h_new = hs[outi];
-      at::mm_out(hw, h_prev, w_hh_t);
       scalar_t* gp = g_t.data_ptr<scalar_t>();
-      const scalar_t* hwp = hw.data_ptr<scalar_t>();
+      scalar_t* hwo = hw.data_ptr<scalar_t>();
+      const scalar_t* hwp = hwo;
+      const scalar_t* hp = h_prev.data_ptr<scalar_t>();
+      const scalar_t* wp = w_hh_t.data_ptr<scalar_t>();
       const scalar_t* xp = x[t].data_ptr<scalar_t>();
       const scalar_t* cp = cs[in].data_ptr<scalar_t>();
       scalar_t* cn = cs[outi].data_ptr<scalar_t>();
       scalar_t* rp = proj ? r.data_ptr<scalar_t>() : h_new.data_ptr<scalar_t>();
-      at::parallel_for(0, N, grain(N, H), [&](int64_t n0, int64_t n1) {
-        std::vector<scalar_t> scratch(H);
-        forward_pointwise<scalar_t>(gp, hwp, xp, cp, cn, rp, np, t, n0, n1, H, plan, scratch.data());
+      for_each_chunk(chunks, [&](int64_t k) {
+        const int64_t j0 = edges[k], j1 = edges[k + 1];
+        // this chunk's columns of h_prev W_hh^T: one GEMM per gate block, or all 4H columns at once
+        const int64_t width = chunks == 1 ? H4 : j1 - j0;
+        for (int64_t block = 0; block < (chunks == 1 ? 1 : 4); ++block) {
+          const int64_t col = block * H + j0;
+          gemm<scalar_t>(N, width, Hout, hp, Hout, wp + col, H4, scalar_t(0), hwo + col, H4);
+        }
+        std::vector<scalar_t> scratch(j1 - j0);
+        forward_pointwise<scalar_t>(gp, hwp, xp, cp, cn, rp, np, t, 0, N, H, j0, j1, plan, scratch.data());
       });
       if (proj) at::mm_out(len ? h_tmp : h_new, r, w_hr_t);
       if (len) {
@@ -380,7 +461,7 @@ std::vector<at::Tensor> lstm_backward(const at::Tensor& grad_out, const at::Tens
   }
 
   at::Tensor da = empty_buffer({T, N, H4}, opts);
-  at::Tensor dh = at::empty({N, Hout}, opts), dh_next = at::empty({N, Hout}, opts);
+  at::Tensor dh = at::empty({N, Hout}, opts);  // dL/dh of the step being processed, then of the one before
   at::Tensor dc = grad_cT.contiguous().clone();
   at::Tensor dr = proj ? at::empty({N, H}, opts) : at::Tensor();
   at::Tensor dH = proj ? at::empty({T, N, Hout}, opts) : at::Tensor();  // dL/dh' of every step
@@ -388,12 +469,40 @@ std::vector<at::Tensor> lstm_backward(const at::Tensor& grad_out, const at::Tens
   at::Tensor R = at::empty({proj ? T : 1, N, H}, opts);
   const int64_t t_last = reverse ? 0 : T - 1;
   at::add_out(dh, grad_hT, go[t_last]);
+  // Each chunk's share of da[t] W_hh (its units' rows of W_hh); dh of the step before is the sum
+  // of the shares, plus that step's output gradient, summed in chunk order (deterministic). Two
+  // sets, by step parity: a chunk writes this step's share while others still read the last one.
+  const std::vector<int64_t> edges = unit_chunks(N, H);
+  const int64_t chunks = static_cast<int64_t>(edges.size()) - 1;
+  at::Tensor shares = at::empty({2, chunks, N, Hout}, opts);
+  at::Tensor w_hh_c = w_hh.contiguous();
 
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "g2lstm_cpu_backward", [&] {
+    scalar_t* dhp = dh.data_ptr<scalar_t>();
+    scalar_t* shares_p = shares.data_ptr<scalar_t>();
+    scalar_t* sharep = shares_p;  // the set of the step processed last
+    const scalar_t* whp = w_hh_c.data_ptr<scalar_t>();
+    // dh[:, c0:c1] = go_t + the shares of the step processed before (t_prev), plus, for rows past
+    // their end at t_prev, the dh that step got (their state passed through it unchanged)
+    auto gather_dh = [&](const scalar_t* go_t, int64_t t_prev, int64_t c0, int64_t c1) {
+      for (int64_t n = 0; n < N; ++n) {
+        scalar_t* d = dhp + n * Hout;
+        const bool carry = len && t_prev >= len[n];
+        for (int64_t j = c0; j < c1; ++j) {
+          scalar_t sum = go_t ? go_t[n * Hout + j] : scalar_t(0);
+          for (int64_t k = 0; k < chunks; ++k) sum += sharep[(k * N + n) * Hout + j];
+          d[j] = carry ? sum + d[j] : sum;
+        }
+      }
+    };
     for (int64_t s = T - 1; s >= 0; --s) {
       const int64_t t = reverse ? T - 1 - s : s;
+      const int64_t t_prev = reverse ? t - 1 : t + 1;  // processed just before (s < T - 1)
+      scalar_t* const written = shares_p + (s % 2) * chunks * N * Hout;
       const int64_t in = t + (reverse ? 1 : 0), outi = t + (reverse ? 0 : 1);
-      if (proj) {
+      const scalar_t* go_t = go[t].data_ptr<scalar_t>();
+      if (proj) {  // the projection needs all of dh first
+        if (s < T - 1) gather_dh(go_t, t_prev, 0, Hout);
         dH[t].copy_(dh);
         if (len) {
           scalar_t* p = dH[t].data_ptr<scalar_t>();
@@ -409,36 +518,31 @@ std::vector<at::Tensor> lstm_backward(const at::Tensor& grad_out, const at::Tens
       scalar_t* dcp = dc.data_ptr<scalar_t>();
       scalar_t* dap = da[t].data_ptr<scalar_t>();
       scalar_t* rp = R[proj ? t : 0].data_ptr<scalar_t>();
-      at::parallel_for(0, N, grain(N, H), [&](int64_t n0, int64_t n1) {
-        if (!len) {
-          backward_pointwise<scalar_t>(v, cp, cn, drp, dcp, dap, rp, n0, n1, H, plan);
-          return;
-        }
-        for (int64_t n = n0; n < n1; ++n) {
-          if (t < len[n]) {
-            backward_pointwise<scalar_t>(v, cp, cn, drp, dcp, dap, rp, n, n + 1, H, plan);
+      for_each_chunk(chunks, [&](int64_t k) {
+        const int64_t j0 = edges[k], j1 = edges[k + 1];
+        if (!proj && s < T - 1) gather_dh(go_t, t_prev, j0, j1);  // this chunk's units of dh
+        for (int64_t n = 0; n < N; ++n) {
+          if (!len || t < len[n]) {
+            backward_pointwise<scalar_t>(v, cp, cn, drp, dcp, dap, rp, n, n + 1, H, j0, j1, plan);
           } else {  // past the end: da = 0, dc passes through unchanged
-            std::fill(dap + n * H4, dap + (n + 1) * H4, scalar_t(0));
-            std::fill(rp + n * H, rp + (n + 1) * H, scalar_t(0));
+            for (int64_t block = 0; block < 4; ++block)
+              std::fill(dap + n * H4 + block * H + j0, dap + n * H4 + block * H + j1, scalar_t(0));
+            std::fill(rp + n * H + j0, rp + n * H + j1, scalar_t(0));
           }
         }
+        // this chunk's share of da[t] W_hh: its units' columns of da[t] times their rows of W_hh
+        scalar_t* share = written + k * N * Hout;
+        const int64_t width = chunks == 1 ? H4 : j1 - j0;
+        for (int64_t block = 0; block < (chunks == 1 ? 1 : 4); ++block) {
+          const int64_t col = block * H + j0;
+          gemm<scalar_t>(N, Hout, width, dap + col, H4, whp + col * Hout, Hout,
+                         block == 0 ? scalar_t(0) : scalar_t(1), share, Hout);
+        }
       });
-      // the gradient w.r.t. the hidden state entering this step, plus the next output's
-      if (s > 0) {
-        const int64_t t_next = reverse ? t + 1 : t - 1;
-        at::addmm_out(dh_next, go[t_next], da[t], w_hh);
-      } else {
-        at::mm_out(dh_next, da[t], w_hh);
-      }
-      if (len) {
-        const scalar_t* dhp = dh.data_ptr<scalar_t>();
-        scalar_t* dhn = dh_next.data_ptr<scalar_t>();
-        for (int64_t n = 0; n < N; ++n)
-          if (t >= len[n])
-            for (int64_t j = 0; j < Hout; ++j) dhn[n * Hout + j] += dhp[n * Hout + j];
-      }
-      std::swap(dh, dh_next);
+      sharep = written;
     }
+    // the gradient w.r.t. h0: the shares of the last step processed, no output gradient
+    gather_dh(nullptr, reverse ? T - 1 : 0, 0, Hout);
   });
 
   at::Tensor da2 = da.view({T * N, H4});
