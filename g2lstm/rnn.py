@@ -305,8 +305,8 @@ class G2LSTM(_G2Options, nn.LSTM):
 
     def _forward_g2(self, input, hx):
         batch = normalize(self, input, hx)
-        run_direction = kernels.IMPLEMENTATIONS[kernels.select_impl(self.impl, batch.x.device, batch.x.dtype)]
-        return batch.restore(*run_layers(self, batch, run_direction))
+        impl = kernels.select_impl(self.impl, batch.x.device, batch.x.dtype)
+        return batch.restore(*run_layers(self, batch, kernels.IMPLEMENTATIONS[impl], kernels.input_projection(impl)))
 
 
 class G2LSTMCell(_G2Options, nn.LSTMCell):
@@ -443,10 +443,11 @@ def layer_weights(lstm: nn.LSTM, layer: int, direction: int):
     return w_ih, w_hh, bias, w_hr
 
 
-def run_layers(lstm: nn.LSTM, batch: SequenceBatch, run_direction):
+def run_layers(lstm: nn.LSTM, batch: SequenceBatch, run_direction, project=F.linear):
     """All layers and directions of ``lstm`` (an ``nn.LSTM`` or ``G2LSTM``) over ``batch``, with
     ``run_direction`` (an implementation of :func:`g2lstm.reference.lstm_direction`) for each
-    layer direction, called in the order layer 0 forward, layer 0 reverse, layer 1 forward, ...
+    layer direction, called in the order layer 0 forward, layer 0 reverse, layer 1 forward, ...,
+    on the input projection ``project(layer_input, w_ih, bias)`` (``F.linear`` or its equivalent).
 
     Returns ``(output (T, N, D * H_out), h_n, c_n)``. Random numbers are drawn as torch's fused
     LSTM draws them on the CPU: the gate-noise seed, then the weight-drop masks of every ``W_hh``
@@ -471,7 +472,7 @@ def run_layers(lstm: nn.LSTM, batch: SequenceBatch, run_direction):
         for direction in range(num_directions):
             index = layer * num_directions + direction
             w_ih, w_hh, bias, w_hr = weights[index]
-            x_proj = F.linear(layer_input, w_ih, bias)
+            x_proj = project(layer_input, w_ih, bias)
             key = None if seed is None else noise_key(seed, index, lstm.noise_p, lstm.noise_mode, batch.x.shape[1])
             out, h, c = run_direction(
                 x_proj, batch.hx[0][index], batch.hx[1][index], w_hh, w_hr, spec, training,

@@ -450,3 +450,40 @@ def test_triton_kernels_compile_for_h100(tmp_path):
     if "ptxas" in done.stderr and "not found" in done.stderr:
         pytest.skip("Triton's ptxas is not available")
     assert done.returncode == 0 and "compiled" in done.stdout, done.stderr[-3000:]
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_cpu_input_projection_is_linear_with_its_gradients(bias):
+    """The input projection written into the extension's cached buffers: F.linear's values,
+    gradients and gradients of gradients."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 2, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(8, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(8, generator=gen, dtype=torch.float64, requires_grad=True) if bias else None
+    inputs = (x, w, b) if bias else (x, w)
+    project = (lambda *a: cpu.cpu_project(a[0], a[1], a[2] if bias else None))
+    torch.testing.assert_close(project(*inputs), torch.nn.functional.linear(x, w, b), rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(project, inputs)
+    assert torch.autograd.gradgradcheck(project, inputs)
+
+
+def test_cpu_large_buffers_are_reused_across_calls():
+    """A training step asks for the same large buffers every time: the second call gets the
+    block the first call's tensors handed back (already mapped), and the same results."""
+    steps, batch, hidden = 20, 16, 256  # the saved gates: 1.25 MiB, over the cache's 1 MiB floor
+    assert cpu.load_extension()
+    gen = torch.Generator().manual_seed(0)
+    x_proj = torch.randn(steps, batch, 4 * hidden, generator=gen)
+    h0, c0 = torch.zeros(batch, hidden), torch.zeros(batch, hidden)
+    w_hh = torch.randn(4 * hidden, hidden, generator=gen) * 0.1
+
+    def forward():
+        return torch.ops.g2lstm_cpu.forward(x_proj, h0, c0, w_hh, None, None, False, [2, 2, 0], [0, 1, 0],
+                                            1.0, [1, 2], 0.2, 0, 2, 0, batch, True)
+
+    first = forward()
+    pointer, values = first[3].data_ptr(), first[3].clone()
+    del first
+    second = forward()
+    assert second[3].data_ptr() == pointer
+    assert torch.equal(second[3], values)

@@ -49,6 +49,12 @@ if HAS_TRITON:
     IMPLEMENTATIONS["triton"] = _triton_direction
 
 
+def input_projection(impl: str):
+    """The function computing a layer direction's ``x_proj = F.linear(x, w_ih, bias)`` for ``impl``:
+    ``F.linear``, or for ``'cpu'`` the same product in one of the C++ extension's cached buffers."""
+    return cpu.input_projection if impl == "cpu" else torch.nn.functional.linear
+
+
 def triton_interpreted() -> bool:
     """Whether Triton kernels run in Triton's CPU interpreter (tests without a GPU)."""
     return os.environ.get("TRITON_INTERPRET", "0") == "1"

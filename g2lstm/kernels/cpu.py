@@ -25,6 +25,7 @@ from functools import partial
 from typing import Optional
 
 from torch import Tensor
+from torch.nn import functional as F
 from torch.utils import cpp_extension
 
 from .. import reference
@@ -165,6 +166,48 @@ def _cpu_direction_backward_fake(grad_out, grad_h, grad_c, gates, cs, hs, w_hh, 
                                  reverse, kinds, tau):
     return (torch.empty_like(gates), torch.empty_like(hs[0]), torch.empty_like(cs[0]),
             torch.empty_like(w_hh), torch.empty_like(w_hr) if w_hr is not None else gates.new_empty(0))
+
+
+@torch.library.custom_op("g2lstm::cpu_project", mutates_args=())
+def cpu_project(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """``F.linear(x, weight, bias)`` for a (T, N, I) ``x``, written into one of the extension's
+    cached buffers: a fresh (T, N, 4H) tensor from torch's allocator would fault in every page
+    again at every step (glibc maps allocations over 32 MiB anew each time)."""
+    if not load_extension():
+        raise RuntimeError(f"g2lstm::cpu_project needs the C++ extension: {build_error()}")
+    return torch.ops.g2lstm_cpu.project(x, weight, bias)
+
+
+@cpu_project.register_fake
+def _cpu_project_fake(x, weight, bias):
+    return x.new_empty(*x.shape[:-1], weight.shape[0])
+
+
+def _project_setup_context(ctx, inputs, output):
+    x, weight, bias = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.has_bias = bias is not None
+
+
+def _project_backward(ctx, grad):
+    # torch ops only, so that the gradient is itself differentiable (double backward)
+    x, weight = ctx.saved_tensors
+    grad_x = grad.matmul(weight) if ctx.needs_input_grad[0] else None
+    grad_w = None
+    if ctx.needs_input_grad[1]:  # (x^T g)^T: MKL's faster layout for this shape (see the C++ dW_hh)
+        grad_w = x.reshape(-1, x.shape[-1]).t().mm(grad.reshape(-1, grad.shape[-1])).t().contiguous()
+    grad_b = grad.sum((0, 1)) if ctx.has_bias and ctx.needs_input_grad[2] else None
+    return grad_x, grad_w, grad_b
+
+
+cpu_project.register_autograd(_project_backward, setup_context=_project_setup_context)
+
+
+def input_projection(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """The input projection of a layer direction that :func:`lstm_direction` runs next."""
+    if x.dim() != 3 or x.dtype != weight.dtype or (bias is not None and bias.dtype != weight.dtype):
+        return F.linear(x, weight, bias)  # F.linear's own errors for inputs it refuses
+    return cpu_project(x, weight, bias)
 
 
 def _spec_and_noise(gates, tau, stochastic, eval_gates, seed, stream, noise_p, noise_mode, row_offset,

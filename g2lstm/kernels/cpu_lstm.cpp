@@ -14,7 +14,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -25,21 +28,79 @@
 
 namespace {
 
-// A large buffer written once per call (the saved gates, the gate gradients). glibc serves an
-// allocation over 32 MiB with a fresh mmap, so the first touch of each 4 KiB page faults: filling
-// the (T, N, 4H) gates of T70-N80-H1150 once took 140 ms here, 31 ms with transparent huge pages
-// (one fault per 2 MiB, where the system grants them on request). madvise is only a hint: if it
-// fails nothing changes.
-at::Tensor empty_buffer(at::IntArrayRef sizes, const at::TensorOptions& opts) {
-  at::Tensor t = at::empty(sizes, opts);
+// The large buffers of a call (the saved gates and states, the gate gradients) come from a cache
+// of blocks that earlier calls' tensors handed back when they died. glibc serves an allocation over
+// 32 MiB with a fresh mmap and unmaps it when freed, so every training step would fault in every
+// page again: filling the (T, N, 4H) gates of T70-N80-H1150 once took 140 ms in 4 KiB pages
+// (31 ms with transparent huge pages, which the blocks also ask for), against ~10 ms in memory
+// already mapped. A training loop asks for the same sizes every step, so the blocks are found.
+// At most kCacheBytes are kept unused; empty_cache() hands them all back.
+class BufferCache {
+ public:
+  static constexpr size_t kMinBytes = size_t(1) << 20;
+  static constexpr size_t kCacheBytes = size_t(2) << 30;
+  static constexpr size_t kAlign = size_t(2) << 20;  // a huge page
+
+  at::Tensor empty(at::IntArrayRef sizes, const at::TensorOptions& opts) {
+    size_t bytes = opts.dtype().itemsize();
+    for (int64_t s : sizes) bytes *= static_cast<size_t>(s);
+    if (bytes < kMinBytes) return at::empty(sizes, opts);
+    bytes = (bytes + kAlign - 1) / kAlign * kAlign;
+    void* block = take(bytes);
+    if (block == nullptr) {
+      block = std::aligned_alloc(kAlign, bytes);
+      TORCH_CHECK(block != nullptr, "g2lstm: out of memory allocating ", bytes, " bytes");
 #ifdef MADV_HUGEPAGE
-  constexpr uintptr_t kHuge = uintptr_t(2) << 20;
-  const uintptr_t start = reinterpret_cast<uintptr_t>(t.data_ptr());
-  const uintptr_t begin = (start + kHuge - 1) & ~(kHuge - 1), end = (start + t.nbytes()) & ~(kHuge - 1);
-  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+      madvise(block, bytes, MADV_HUGEPAGE);  // a hint: where it fails nothing changes
 #endif
-  return t;
+    }
+    return at::from_blob(block, sizes, [this, bytes](void* p) { give(p, bytes); }, opts);
+  }
+
+  void clear() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto& entry : free_) std::free(entry.second);
+    free_.clear();
+    free_bytes_ = 0;
+  }
+
+ private:
+  void* take(size_t bytes) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = free_.find(bytes);
+    if (it == free_.end()) return nullptr;
+    void* block = it->second;
+    free_.erase(it);
+    free_bytes_ -= bytes;
+    return block;
+  }
+
+  void give(void* block, size_t bytes) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (free_bytes_ + bytes > kCacheBytes) {
+      std::free(block);
+      return;
+    }
+    free_.emplace(bytes, block);
+    free_bytes_ += bytes;
+  }
+
+  std::mutex mutex_;
+  std::multimap<size_t, void*> free_;
+  size_t free_bytes_ = 0;
+};
+
+// Never destroyed: tensors may die after static destructors have run.
+BufferCache& buffer_cache() {
+  static BufferCache* cache = new BufferCache();
+  return *cache;
 }
+
+at::Tensor empty_buffer(at::IntArrayRef sizes, const at::TensorOptions& opts) {
+  return buffer_cache().empty(sizes, opts);
+}
+
+void empty_cache() { buffer_cache().clear(); }
 
 enum GateKind : int64_t { PLAIN = 0, SCALED = 1, NOISY = 2, HARD = 3 };
 
@@ -552,6 +613,19 @@ std::vector<at::Tensor> lstm_backward(const at::Tensor& grad_out, const at::Tens
   return {da, dh, dc, dw_hh, dw_hr};
 }
 
+// x W^T + b, (T, N, I) -> (T, N, 4H), into a cached buffer (the input projection of a layer
+// direction, as large as the saved gates).
+at::Tensor project(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias) {
+  TORCH_CHECK(x.dim() == 3 && weight.dim() == 2 && x.size(2) == weight.size(1),
+              "project: expected x (T, N, I) and weight (4H, I), got ", x.sizes(), " and ", weight.sizes());
+  at::Tensor out = empty_buffer({x.size(0), x.size(1), weight.size(0)}, x.options());
+  at::Tensor out2 = out.view({-1, weight.size(0)});
+  at::Tensor x2 = x.reshape({-1, x.size(2)});
+  if (bias.has_value() && bias->defined()) at::addmm_out(out2, *bias, x2, weight.t());
+  else at::mm_out(out2, x2, weight.t());
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(g2lstm_cpu, m) {
@@ -565,4 +639,6 @@ TORCH_LIBRARY(g2lstm_cpu, m) {
       "backward(Tensor grad_out, Tensor grad_hT, Tensor grad_cT, Tensor gates, Tensor cs, Tensor hs, "
       "Tensor w_hh, Tensor? w_hr, Tensor? lengths, bool reverse, int[] kinds, float tau) -> Tensor[]",
       &lstm_backward);
+  m.def("project(Tensor x, Tensor weight, Tensor? bias) -> Tensor", &project);
+  m.def("empty_cache() -> ()", &empty_cache);
 }
