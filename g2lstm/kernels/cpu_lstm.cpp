@@ -226,22 +226,24 @@ void draw_noise(T* out, const NoiseParams& np, int64_t t, int64_t n, int64_t slo
 
 // The gate values of rows [n0, n1) and units [j0, j1) of one step into `gates`, from the
 // pre-activations hw + x_proj (the recurrent GEMM's result and the step's input projection), then
-// the cell and (pre-projection) hidden update of those units. `scratch` holds j1 - j0 values.
+// the cell and (pre-projection) hidden update of those units. `hw` points at unit j0 of gate
+// block i of row 0, the other blocks `hw_block` values further (rows 4H apart). `scratch` holds
+// j1 - j0 values.
 template <typename T>
-void forward_pointwise(T* gates, const T* hw, const T* x_proj, const T* c_prev, T* c_new, T* r_out,
-                       const NoiseParams& np, int64_t t, int64_t n0, int64_t n1, int64_t H,
-                       int64_t j0, int64_t j1, const GatePlan& plan, T* scratch) {
+void forward_pointwise(T* gates, const T* hw, int64_t hw_block, const T* x_proj, const T* c_prev,
+                       T* c_new, T* r_out, const NoiseParams& np, int64_t t, int64_t n0, int64_t n1,
+                       int64_t H, int64_t j0, int64_t j1, const GatePlan& plan, T* scratch) {
   const T tau = T(plan.tau);
   const int64_t count = j1 - j0;
   for (int64_t n = n0; n < n1; ++n) {
     T* a = gates + n * 4 * H + j0;
-    const T* hwn = hw + n * 4 * H + j0;
+    const T* hwn = hw + n * 4 * H;
     const T* xn = x_proj + n * 4 * H + j0;
     // the three sigmoid gates (blocks 0, 1, 3), each with its own formula, and the cell input g
     for (int k = 0; k < 4; ++k) {
       const int64_t block = k == 3 ? 2 : (k == 2 ? 3 : k);
       T* __restrict__ ak = a + block * H;
-      const T* __restrict__ hk = hwn + block * H;
+      const T* __restrict__ hk = hwn + block * hw_block;
       const T* __restrict__ xk = xn + block * H;
       const T* __restrict__ nz = scratch;
       if (k == 3) {
@@ -411,7 +413,6 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& x_proj, const at::Tensor&
   const int64_t Hout = proj ? w_hr_opt->size(0) : H;
   const auto opts = x_proj.options();
   at::Tensor x = x_proj.contiguous();
-  at::Tensor w_hh_t = w_hh.t().contiguous();  // (Hout, 4H): the fast GEMM layout
   at::Tensor w_hr_t = proj ? w_hr_opt->t().contiguous() : at::Tensor();
   TORCH_CHECK(!plan_has_noise(plan) || noise_keys.size() == 2, "a noisy gate needs 2 noise keys");
   TORCH_CHECK(noise_row_offset >= 0 && noise_row_offset + N <= noise_global_batch,
@@ -441,6 +442,15 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& x_proj, const at::Tensor&
   at::Tensor h_tmp = (proj && len) ? at::empty({N, Hout}, opts) : at::Tensor();
   const std::vector<int64_t> edges = unit_chunks(N, H);
   const int64_t chunks = static_cast<int64_t>(edges.size()) - 1;
+  // W_hh^T (Hout, 4H), MKL's faster layout for this product; with several chunks its columns go
+  // chunk by chunk, [i f g o] of the chunk's units side by side, so that a chunk's part of
+  // h W_hh^T is one GEMM (5-13% faster than one per gate block at T70-N80-H1150, 2 threads).
+  at::Tensor w_hh_t = at::empty({Hout, H4}, w_hh.options());
+  for (int64_t k = 0; k < chunks; ++k) {
+    const int64_t j0 = edges[k], width = edges[k + 1] - j0;
+    for (int64_t block = 0; block < 4; ++block)
+      w_hh_t.narrow(1, 4 * j0 + block * width, width).copy_(w_hh.narrow(0, block * H + j0, width).t());
+  }
   const int64_t first = reverse ? T : 0;
   cs[first].copy_(c0);
   hs[first].copy_(h0);
@@ -462,14 +472,11 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& x_proj, const at::Tensor&
       scalar_t* rp = proj ? r.data_ptr<scalar_t>() : h_new.data_ptr<scalar_t>();
       for_each_chunk(chunks, [&](int64_t k) {
         const int64_t j0 = edges[k], j1 = edges[k + 1];
-        // this chunk's columns of h_prev W_hh^T: one GEMM per gate block, or all 4H columns at once
-        const int64_t width = chunks == 1 ? H4 : j1 - j0;
-        for (int64_t block = 0; block < (chunks == 1 ? 1 : 4); ++block) {
-          const int64_t col = block * H + j0;
-          gemm<scalar_t>(N, width, Hout, hp, Hout, wp + col, H4, scalar_t(0), hwo + col, H4);
-        }
+        // this chunk's columns of h_prev W_hh^T (columns 4 j0 to 4 j1 of the chunk-major layout)
+        gemm<scalar_t>(N, 4 * (j1 - j0), Hout, hp, Hout, wp + 4 * j0, H4, scalar_t(0), hwo + 4 * j0, H4);
         std::vector<scalar_t> scratch(j1 - j0);
-        forward_pointwise<scalar_t>(gp, hwp, xp, cp, cn, rp, np, t, 0, N, H, j0, j1, plan, scratch.data());
+        forward_pointwise<scalar_t>(gp, hwp + 4 * j0, j1 - j0, xp, cp, cn, rp, np, t, 0, N, H, j0, j1, plan,
+                                    scratch.data());
       });
       if (proj) at::mm_out(len ? h_tmp : h_new, r, w_hr_t);
       if (len) {
