@@ -487,3 +487,30 @@ def test_cpu_large_buffers_are_reused_across_calls():
     second = forward()
     assert second[3].data_ptr() == pointer
     assert torch.equal(second[3], values)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("h0_grad", [False, True])
+def test_cpu_zero_initial_state_matches_reference(h0_grad, reverse, threads):
+    """A zero h0 (the default state) skips its GEMMs (h0 W_hh^T, its rows of dW_hh) and, when h0
+    needs no gradient, the last step's share of dh: the results must not change."""
+    spec, training, noise = CASES["gumbel-step"][:3]
+    tensors, weights, _ = _inputs(torch.float64, proj=False, lengths=False, batch=8, hidden=520)
+    tensors["h0"] = torch.zeros_like(tensors["h0"])
+    results = []
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for fn in (reference.lstm_direction, kernels.IMPLEMENTATIONS["cpu"]):
+            leaves = {k: v.clone().requires_grad_(k != "h0" or h0_grad) for k, v in tensors.items() if v is not None}
+            out, h, c = fn(leaves["x_proj"], leaves["h0"], leaves["c0"], leaves["w_hh"], None, spec, training,
+                           noise, None, reverse)
+            loss = sum((y * w).sum() for y, w in zip((out, h, c), weights))
+            wanted = [v for v in leaves.values() if v.requires_grad]
+            results.append(dict(out=out, h=h, c=c, **dict(zip([k for k, v in leaves.items() if v.requires_grad],
+                                                               torch.autograd.grad(loss, wanted)))))
+    finally:
+        torch.set_num_threads(before)
+    want, got = results
+    _assert_match(got, want, 1e-6)

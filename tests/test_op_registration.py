@@ -32,8 +32,10 @@ def test_opcheck():
     torch.library.opcheck(cpu.cpu_direction, args, test_utils=checks)
     out, h, c, gates, cs, hs = cpu.cpu_direction(*args)
     backward_args = (torch.ones_like(out), torch.ones_like(h), torch.ones_like(c), gates.detach(), cs.detach(),
-                     hs.detach(), args[3].detach(), args[4].detach(), args[5], True, [2, 2, 0], 0.7)
+                     hs.detach(), args[3].detach(), args[4].detach(), args[5], True, [2, 2, 0], 0.7, True)
     torch.library.opcheck(cpu.cpu_direction_backward, backward_args, test_utils=checks)
+    torch.library.opcheck(cpu.cpu_project, (rand(steps, batch, 5), rand(4 * hidden, 5), rand(4 * hidden)),
+                          test_utils=checks)
 
 
 def _train_steps(model, x, steps=2):

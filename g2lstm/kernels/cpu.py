@@ -154,16 +154,17 @@ def _cpu_direction_fake(x_proj, h0, c0, w_hh, w_hr, lengths, reverse, gates, tau
 def cpu_direction_backward(
     grad_out: Tensor, grad_h: Tensor, grad_c: Tensor, gates: Tensor, cs: Tensor, hs: Tensor,
     w_hh: Tensor, w_hr: Optional[Tensor], lengths: Optional[Tensor], reverse: bool,
-    kinds: list[int], tau: float,
+    kinds: list[int], tau: float, need_dh0: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """``(d x_proj, d h0, d c0, d w_hh, d w_hr)``; ``d w_hr`` is empty without a projection."""
+    """``(d x_proj, d h0, d c0, d w_hh, d w_hr)``; ``d w_hr`` is empty without a projection, and
+    ``d h0`` zeros unless ``need_dh0`` (its last GEMM is then skipped)."""
     return tuple(torch.ops.g2lstm_cpu.backward(grad_out, grad_h, grad_c, gates, cs, hs, w_hh, w_hr,
-                                               lengths, reverse, kinds, tau))
+                                               lengths, reverse, kinds, tau, need_dh0))
 
 
 @cpu_direction_backward.register_fake
 def _cpu_direction_backward_fake(grad_out, grad_h, grad_c, gates, cs, hs, w_hh, w_hr, lengths,
-                                 reverse, kinds, tau):
+                                 reverse, kinds, tau, need_dh0):
     return (torch.empty_like(gates), torch.empty_like(hs[0]), torch.empty_like(cs[0]),
             torch.empty_like(w_hh), torch.empty_like(w_hr) if w_hr is not None else gates.new_empty(0))
 
@@ -203,10 +204,17 @@ def _project_backward(ctx, grad):
 cpu_project.register_autograd(_project_backward, setup_context=_project_setup_context)
 
 
+# glibc maps allocations from 32 MiB up anew each time; smaller ones reuse its heap.
+_FRESH_MAP_BYTES = 32 << 20
+
+
 def input_projection(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
-    """The input projection of a layer direction that :func:`lstm_direction` runs next."""
-    if x.dim() != 3 or x.dtype != weight.dtype or (bias is not None and bias.dtype != weight.dtype):
-        return F.linear(x, weight, bias)  # F.linear's own errors for inputs it refuses
+    """The input projection of a layer direction that :func:`lstm_direction` runs next:
+    :func:`cpu_project` where its output is large enough for glibc to map it anew at every step,
+    else ``F.linear`` (which also has no custom-op overhead, ~0.1 ms a step)."""
+    if (x.dim() != 3 or x.dtype != weight.dtype or (bias is not None and bias.dtype != weight.dtype)
+            or x.numel() // max(x.shape[-1], 1) * weight.shape[0] * x.element_size() < _FRESH_MAP_BYTES):
+        return F.linear(x, weight, bias)  # also F.linear's own errors for inputs it refuses
     return cpu_project(x, weight, bias)
 
 
@@ -247,7 +255,8 @@ def _backward(ctx, grad_out, grad_h, grad_c, *_):
     plan = gate_plan(ctx.spec, ctx.training, ctx.noise is not None and bool(ctx.spec.stochastic))
     dx, dh0, dc0, dw_hh, dw_hr = cpu_direction_backward(
         grad_out, grad_h, grad_c, gates, cs, hs, w_hh, w_hr, lengths, ctx.reverse,
-        list(plan.kinds), plan.tau)
+        list(plan.kinds), plan.tau, ctx.needs_input_grad[1])
+    dh0 = dh0 if ctx.needs_input_grad[1] else None
     return (dx, dh0, dc0, dw_hh, dw_hr if w_hr is not None else None, *_NO_GRADS)
 
 
