@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -100,16 +101,22 @@ def step_memory(model, x, autocast_dtype) -> int:
     return sum(storages.values())
 
 
-def run_size(name, size, impls, device, dtype, autocast_dtype, warmup, repeats, widths) -> dict:
-    """``widths``: the CPU thread counts to time (``[None]`` on GPU: torch's setting)."""
+def run_size(name, size, impls, device, dtype, autocast_dtype, warmup, repeats, widths,
+             min_seconds=0.0) -> dict:
+    """``widths``: the CPU thread counts to time (``[None]`` on GPU: torch's setting). At least
+    ``repeats`` repeats, more if needed to time for ``min_seconds`` (estimated from the last
+    warm-up), so that small sizes get as many samples as the load on a shared machine needs."""
     models = make_models(size, impls, device, dtype)
     torch.manual_seed(1)
     x = torch.randn(size["steps"], size["batch"], size["input_size"], device=device, dtype=dtype)
+    per_repeat = 0.0
     for width in widths:
         set_width(width)
         for model in models.values():
-            for _ in range(warmup):
-                train_step(model, x, autocast_dtype)
+            for _ in range(max(warmup, 1)):
+                seconds = timed_step(model, x, autocast_dtype)
+            per_repeat += seconds
+    repeats = max(repeats, math.ceil(min_seconds / max(per_repeat, 1e-9)))
     times = {(width, label): [] for width in widths for label in models}
     for _ in range(repeats):
         for width in widths:  # interleaved: each repeat times every model at every width once
@@ -131,7 +138,7 @@ def run_size(name, size, impls, device, dtype, autocast_dtype, warmup, repeats, 
                 memory_bytes=memory[label], memory_ratio_vs_lstm=memory[label] / max(base_memory, 1),
             )
         tables.append(dict(threads=width or torch.get_num_threads(), results=rows))
-    return dict(size=name, **size, widths=tables)
+    return dict(size=name, **size, repeats=repeats, widths=tables)
 
 
 def set_width(width: int | None) -> None:
@@ -141,7 +148,7 @@ def set_width(width: int | None) -> None:
 
 def print_table(record: dict, memory_label: str) -> None:
     print(f"\n{record['size']}  (T={record['steps']}, N={record['batch']}, I={record['input_size']}, "
-          f"H={record['hidden_size']}, layers={record['num_layers']})")
+          f"H={record['hidden_size']}, layers={record['num_layers']}; {record['repeats']} repeats)")
     print(f"  {'threads':<8}{'implementation':<22}{'median ms':>11}{'x nn.LSTM':>11}{'min ms':>11}"
           f"{'x nn.LSTM':>11}{memory_label:>16}{'x nn.LSTM':>11}")
     for table in record["widths"]:
@@ -162,6 +169,8 @@ def main(argv=None) -> None:
                         help="run the step under torch.autocast with this dtype")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--min-seconds", type=float, default=0.0,
+                        help="repeat more where needed to time each size for about this long")
     parser.add_argument("--threads", type=int, nargs="+", default=None,
                         help="CPU thread counts to time, interleaved (default: 1 and os.cpu_count())")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
@@ -188,7 +197,7 @@ def main(argv=None) -> None:
     records = []
     for name in args.sizes:
         record = run_size(name, SIZES[name], impls, device, dtype, autocast_dtype,
-                          args.warmup, args.repeats, widths)
+                          args.warmup, args.repeats, widths, args.min_seconds)
         print_table(record, memory_label)
         records.append(record)
     if args.json:

@@ -192,11 +192,16 @@ def _project_setup_context(ctx, inputs, output):
 
 def _project_backward(ctx, grad):
     # torch ops only, so that the gradient is itself differentiable (double backward)
+    # Both products in the layout MKL runs fastest at these shapes, the result transposed back:
+    # (W^T g^T)^T for the input, 1.27x faster than g W at (T N, 4H, I) = (5600, 4600, 1150) with
+    # the copy, and (x^T g)^T for the weight (as the C++ dW_hh).
     x, weight = ctx.saved_tensors
-    grad_x = grad.matmul(weight) if ctx.needs_input_grad[0] else None
-    grad_w = None
-    if ctx.needs_input_grad[1]:  # (x^T g)^T: MKL's faster layout for this shape (see the C++ dW_hh)
-        grad_w = x.reshape(-1, x.shape[-1]).t().mm(grad.reshape(-1, grad.shape[-1])).t().contiguous()
+    grad_2d = grad.reshape(-1, grad.shape[-1])
+    grad_x = grad_w = None
+    if ctx.needs_input_grad[0]:
+        grad_x = weight.t().mm(grad_2d.t()).t().contiguous().view(x.shape)
+    if ctx.needs_input_grad[1]:
+        grad_w = x.reshape(-1, x.shape[-1]).t().mm(grad_2d).t().contiguous()
     grad_b = grad.sum((0, 1)) if ctx.has_bias and ctx.needs_input_grad[2] else None
     return grad_x, grad_w, grad_b
 

@@ -332,10 +332,11 @@ void backward_pointwise(const T* gates, const T* c_prev, const T* c_new, const T
 // pointwise part of its units, on data the same core just wrote. One fork/join per step instead of
 // a threaded GEMM plus a threaded pointwise pass, and no step data moving between cores but h.
 // A step too small to share (under ~16k gate values) is one chunk: waking the other thread would
-// cost more than it saves. Chunk edges are multiples of 8 units (one AVX vector).
+// cost more than it saves. A chunk has at least 64 units (narrower GEMMs run slowly, and the
+// backward sums one share per chunk). Chunk edges are multiples of 8 units (one AVX vector).
 std::vector<int64_t> unit_chunks(int64_t N, int64_t H) {
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
-  const int64_t count = (N * 4 * H < 16384 || H < 16) ? 1 : std::min<int64_t>(threads, H / 8);
+  const int64_t count = N * 4 * H < 16384 ? 1 : std::max<int64_t>(1, std::min<int64_t>(threads, H / 64));
   std::vector<int64_t> edges(count + 1);
   for (int64_t k = 0; k <= count; ++k) edges[k] = k == count ? H : (H * k / count) / 8 * 8;
   return edges;
