@@ -469,7 +469,7 @@ def test_cpu_input_projection_is_linear_with_its_gradients(bias):
 
 def test_cpu_large_buffers_are_reused_across_calls():
     """A training step asks for the same large buffers every time: the second call gets the
-    block the first call's tensors handed back (already mapped), and the same results."""
+    block the first call's tensors handed back last (already mapped), and the same results."""
     steps, batch, hidden = 20, 16, 256  # the saved gates: 1.25 MiB, over the cache's 1 MiB floor
     assert cpu.load_extension()
     gen = torch.Generator().manual_seed(0)

@@ -65,10 +65,12 @@ class BufferCache {
   }
 
  private:
+  // The block of this size handed back last (equal keys keep their insertion order): the one
+  // most likely still in cache and the TLB.
   void* take(size_t bytes) {
     std::lock_guard<std::mutex> lock(mutex_);
-    auto it = free_.find(bytes);
-    if (it == free_.end()) return nullptr;
+    auto it = free_.upper_bound(bytes);
+    if (it == free_.begin() || (--it)->first != bytes) return nullptr;
     void* block = it->second;
     free_.erase(it);
     free_bytes_ -= bytes;
