@@ -2,7 +2,7 @@
 backward (with dW_hh), and the projection's backward (dx, dW_ih, db), at 1 thread and full width.
 
     python benchmarks/bench_cpu_parts.py                        # an upper layer of T70-N80-H1150
-    python benchmarks/bench_cpu_parts.py --input-size 400       # the first layer (x needs no grad)
+    python benchmarks/bench_cpu_parts.py --input-size 400 --first-layer   # x needs no gradient
 
 Medians of ``--repeats`` after one warm-up; the machine's other load adds to every part alike.
 """
@@ -49,14 +49,15 @@ def main(argv=None) -> None:
     parser.add_argument("--hidden-size", type=int, default=1150)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, nargs="+", default=sorted({1, os.cpu_count() or 1}))
+    parser.add_argument("--first-layer", action="store_true",
+                        help="the layer input needs no gradient (no dx in the projection backward)")
     args = parser.parse_args(argv)
     if not cpu.load_extension():
         parser.error(f"the C++ extension is not available: {cpu.build_error()}")
-    input_grad = args.input_size == args.hidden_size  # an upper layer: its input needs a gradient
     names = ("projection forward", "op forward", "op backward (+dW_hh)", "projection backward")
     for threads in args.threads:
         torch.set_num_threads(threads)
-        sizes = (args.steps, args.batch, args.input_size, args.hidden_size, input_grad)
+        sizes = (args.steps, args.batch, args.input_size, args.hidden_size, not args.first_layer)
         time_parts(*sizes)
         runs = [time_parts(*sizes) for _ in range(args.repeats)]
         medians = [statistics.median(run[k] for run in runs) * 1e3 for k in range(len(names))]

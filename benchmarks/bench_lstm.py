@@ -167,7 +167,7 @@ def main(argv=None) -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--autocast", default=None, choices=["bfloat16", "float16"],
                         help="run the step under torch.autocast with this dtype")
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=2, help="warm-up steps per model and width (at least 1)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--min-seconds", type=float, default=0.0,
                         help="repeat more where needed to time each size for about this long")

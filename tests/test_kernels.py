@@ -306,6 +306,25 @@ def test_g2lstm_module_matches_reference(impl, config):
     _assert_match(_module_step(fast, x, 1, with_hx), _module_step(slow, x, 1, with_hx), 2e-5)
 
 
+@pytest.mark.parametrize("config", sorted(MODULE_CONFIGS))
+def test_g2lstm_module_through_the_cached_input_projection_matches_reference(monkeypatch, config):
+    """The C++ path takes its input projections through g2lstm::cpu_project from 32 MiB up;
+    with the threshold at 0 every projection of these small modules goes through it."""
+    monkeypatch.setattr(cpu, "_FRESH_MAP_BYTES", 0)
+    calls = []
+    monkeypatch.setattr(cpu, "cpu_project", lambda *a, _op=cpu.cpu_project: calls.append(1) or _op(*a))
+    options = MODULE_CONFIGS[config]
+    torch.manual_seed(0)
+    fast = G2LSTM(4, HIDDEN, impl="cpu", **options)
+    slow = G2LSTM(4, HIDDEN, impl="reference", **options)
+    slow.load_state_dict(fast.state_dict())
+    x = torch.randn(3, 2, 4)
+    with_hx = config.endswith("-hx")
+    got = _module_step(fast, x, 1, with_hx)
+    assert len(calls) == fast.num_layers * (2 if fast.bidirectional else 1)
+    _assert_match(got, _module_step(slow, x, 1, with_hx), 2e-5)
+
+
 def test_g2lstm_packed_sequence_auto_matches_reference():
     torch.manual_seed(0)
     fast = G2LSTM(4, HIDDEN, bidirectional=True, noise_p=0.5)
