@@ -486,6 +486,39 @@ def test_cpu_input_projection_is_linear_with_its_gradients(bias):
     assert torch.autograd.gradgradcheck(project, inputs)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_cpu_mm_by_columns_is_mm_for_every_layout(dtype, threads):
+    """The backward's large products, C's columns cut among threads: torch.mm's values for
+    row-major, transposed and strided operands, with a product large enough to be cut and one too
+    small, and empty ones."""
+    assert cpu.load_extension()
+    gen = torch.Generator().manual_seed(0)
+
+    def operand(rows, cols, layout):
+        if layout == "transposed":
+            return torch.randn(cols, rows, generator=gen, dtype=dtype).t()
+        if layout == "strided":  # neither layout: copied first
+            return torch.randn(rows, 2 * cols, generator=gen, dtype=dtype)[:, ::2]
+        return torch.randn(rows, cols, generator=gen, dtype=dtype)
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for m, k, n in [(64, 2048, 2056), (7, 5, 3), (0, 4, 3), (4, 0, 3)]:  # the first is cut
+            for layout_a in ("row-major", "transposed", "strided"):
+                for layout_b in ("row-major", "transposed"):
+                    a, b = operand(m, k, layout_a), operand(k, n, layout_b)
+                    result = cpu.cpu_mm(a, b)
+                    assert result.shape == (m, n) and result.is_contiguous()
+                    torch.testing.assert_close(result, a @ b, rtol=1e-4 if dtype == torch.float32 else 1e-12,
+                                               atol=1e-3 if dtype == torch.float32 else 1e-10)
+    finally:
+        torch.set_num_threads(previous)
+    with pytest.raises(RuntimeError, match="expected \\(m, k\\) and \\(k, n\\)"):
+        cpu.cpu_mm(torch.ones(2, 3), torch.ones(2, 3))
+
+
 def test_cpu_large_buffers_are_reused_across_calls():
     """A training step asks for the same large buffers every time: the second call gets the
     block the first call's tensors handed back last (already mapped), and the same results."""

@@ -36,6 +36,7 @@ def test_opcheck():
     torch.library.opcheck(cpu.cpu_direction_backward, backward_args, test_utils=checks)
     torch.library.opcheck(cpu.cpu_project, (rand(steps, batch, 5), rand(4 * hidden, 5), rand(4 * hidden)),
                           test_utils=checks)
+    torch.library.opcheck(cpu.cpu_mm, (rand(6, 5).t(), rand(6, 4)), test_utils=("test_schema", "test_faketensor"))
 
 
 def _train_steps(model, x, steps=2):

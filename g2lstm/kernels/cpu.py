@@ -190,18 +190,31 @@ def _project_setup_context(ctx, inputs, output):
     ctx.has_bias = bias is not None
 
 
+@torch.library.custom_op("g2lstm::cpu_mm", mutates_args=())
+def cpu_mm(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b`` for the large products of a backward, C's columns cut into one single-threaded
+    BLAS call per thread (MKL threading one call by itself is slower at these shapes)."""
+    return torch.ops.g2lstm_cpu.mm_by_columns(a, b)
+
+
+@cpu_mm.register_fake
+def _cpu_mm_fake(a, b):
+    return a.new_empty(a.shape[0], b.shape[1])
+
+
 def _project_backward(ctx, grad):
-    # Torch ops only, so that the gradient is itself differentiable (double backward). Both
-    # products in the layout MKL runs fastest at these shapes, the result transposed back:
+    # Both products in the layout MKL runs fastest at these shapes, the result transposed back:
     # (W^T g^T)^T for the input, faster than g W at (T N, 4H, I) = (5600, 4600, 1150) with the
     # copy (1.27x at one thread, 1.20x at two), and (x^T g)^T for the weight (as the C++ dW_hh).
+    # With create_graph=True torch.mm, so that the gradient is itself differentiable.
     x, weight = ctx.saved_tensors
+    mm = torch.mm if torch.is_grad_enabled() else cpu_mm
     grad_2d = grad.reshape(-1, grad.shape[-1])
     grad_x = grad_w = None
     if ctx.needs_input_grad[0]:
-        grad_x = weight.t().mm(grad_2d.t()).t().contiguous().view(x.shape)
+        grad_x = mm(weight.t(), grad_2d.t()).t().contiguous().view(x.shape)
     if ctx.needs_input_grad[1]:
-        grad_w = x.reshape(-1, x.shape[-1]).t().mm(grad_2d).t().contiguous()
+        grad_w = mm(x.reshape(-1, x.shape[-1]).t(), grad_2d).t().contiguous()
     grad_b = grad.sum((0, 1)) if ctx.has_bias and ctx.needs_input_grad[2] else None
     return grad_x, grad_w, grad_b
 
