@@ -439,9 +439,10 @@ Operand as_operand(const at::Tensor& x) {
 }
 
 // a (m, k) @ b (k, n) into a new row-major tensor, C's columns cut into one block per thread, each
-// block one single-threaded BLAS call. MKL threading one call by itself runs the large products of
-// the backward (dW = x^T g, dx^T = W^T g^T at T N = 5600, 4H = 4600, I = 1150) 1.1-1.25x slower on
-// 2 threads (benchmarks/bench_cpu_parts.py).
+// block one single-threaded BLAS call. MKL threading one call by itself ran the large products of
+// the backward slower on 2 threads: at T N = 5600, 4H = 4600, I = 1150, dW = x^T g 115 against
+// 142 GFLOP/s, dx^T = W^T g^T 115 against 127 (benchmarks/README.md, runs 4 and 5). Below ~2^28
+// multiply-adds one call, threaded by MKL.
 at::Tensor mm_by_columns(const at::Tensor& a, const at::Tensor& b) {
   TORCH_CHECK(a.dim() == 2 && b.dim() == 2 && a.size(1) == b.size(0) && a.scalar_type() == b.scalar_type(),
               "mm_by_columns: expected (m, k) and (k, n) matrices of one dtype, got ", a.sizes(), " ",
@@ -453,7 +454,8 @@ at::Tensor mm_by_columns(const at::Tensor& a, const at::Tensor& b) {
   const Operand A = as_operand(a), B = as_operand(b);
   at::Tensor c = at::empty({m, n}, a.options());
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
-  const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(threads, m * n * k < (int64_t(1) << 28) ? 1 : n / 256));
+  const bool small = static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) < 268435456.0;
+  const int64_t blocks = small ? 1 : std::max<int64_t>(1, std::min<int64_t>(threads, n / 256));
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "g2lstm_mm_by_columns", [&] {
     const scalar_t* ap = A.t.data_ptr<scalar_t>();
     const scalar_t* bp = B.t.data_ptr<scalar_t>();
