@@ -441,8 +441,8 @@ Operand as_operand(const at::Tensor& x) {
 // a (m, k) @ b (k, n) into a new row-major tensor, C's columns cut into one block per thread, each
 // block one single-threaded BLAS call. MKL threading one call by itself ran the large products of
 // the backward slower on 2 threads: at T N = 5600, 4H = 4600, I = 1150, dW = x^T g 115 against
-// 142 GFLOP/s, dx^T = W^T g^T 115 against 127 (benchmarks/README.md, runs 4 and 5). Below ~2^28
-// multiply-adds one call, threaded by MKL.
+// 142 GFLOP/s, dx^T = W^T g^T 115 against 127 (benchmarks/README.md, runs 4 and 5). Below 2^28
+// multiply-adds one call, threaded by MKL (a cautious floor: smaller products were not timed).
 at::Tensor mm_by_columns(const at::Tensor& a, const at::Tensor& b) {
   TORCH_CHECK(a.dim() == 2 && b.dim() == 2 && a.size(1) == b.size(0) && a.scalar_type() == b.scalar_type(),
               "mm_by_columns: expected (m, k) and (k, n) matrices of one dtype, got ", a.sizes(), " ",
