@@ -115,6 +115,31 @@ def test_cpu_step_shared_by_threads_matches_reference(case, threads):
     _assert_match(got, want, 1e-6 if noise is not None else 1e-10)
 
 
+@pytest.mark.parametrize("batch,hidden,proj,threads", [
+    (7, 13, False, 1),    # rows 6 + 1, 4H = 52 columns: 3 panels of 16 + 4
+    (1, 8, True, 1),      # one row, a projection (K = 5)
+    (8, 520, False, 2),   # 2 chunks: edges inside gate blocks, each chunk's own panels
+    (9, 520, True, 3),    # 3 chunks with a projection
+    (13, 650, False, 1),  # the backward's K = 4H = 2600 cut into 2 blocks
+])
+def test_cpu_float32_matches_float64_reference(batch, hidden, proj, threads):
+    """float32 runs the per-step products through the packed-weight micro-kernel (float64 through
+    BLAS, as the other tests do): same results as the float64 reference of the same inputs, to
+    float32 rounding, at row, column and K tails, chunk edges and projections."""
+    spec, training, noise = CASES["gumbel-step"][:3]
+    tensors, weights, _ = _inputs(torch.float32, proj, lengths=False, batch=batch, hidden=hidden)
+    as64 = {k: None if v is None else v.double() for k, v in tensors.items()}
+    want = _run(reference.lstm_direction, as64, weights, spec, training, noise, None, False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = _run(kernels.IMPLEMENTATIONS["cpu"], tensors, weights, spec, training, noise, None, False)
+    finally:
+        torch.set_num_threads(before)
+    assert got["out"].dtype == torch.float32
+    _assert_match(got, want, 1e-4)
+
+
 @pytest.mark.parametrize("used", ["out", "h", "c"])
 def test_cpu_gradients_of_a_loss_on_one_output(used):
     """The C++ op's autograd gets no gradient (None, not zeros) for the outputs a loss leaves out,
