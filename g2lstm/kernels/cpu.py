@@ -57,7 +57,7 @@ def _library_path() -> Path:
     return root / f"g2lstm_cpu_{digest.hexdigest()[:16]}.so"
 
 
-def _compile(target: Path) -> None:
+def _compile(target: Path, source: Path = SOURCE) -> None:
     compiler = os.environ.get("CXX", "c++")
     if shutil.which(compiler) is None:
         raise RuntimeError(f"no C++ compiler found (looked for {compiler!r}; set CXX to choose one)")
@@ -69,14 +69,14 @@ def _compile(target: Path) -> None:
         obj, lib = Path(tmp) / "cpu_lstm.o", Path(tmp) / target.name
         commands = [
             [compiler, *COMPILE_FLAGS, f"-D_GLIBCXX_USE_CXX11_ABI={abi}", *includes,
-             "-c", str(SOURCE), "-o", str(obj)],
+             "-c", str(source), "-o", str(obj)],
             [compiler, "-shared", "-fopenmp", str(obj), "-o", str(lib), f"-L{torch_lib}",
              "-lc10", "-ltorch_cpu", f"-Wl,-rpath,{torch_lib}"],
         ]
         for command in commands:
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode != 0:
-                raise RuntimeError(f"compiling {SOURCE.name} failed:\n{done.stderr[-2000:]}")
+                raise RuntimeError(f"compiling {source.name} failed:\n{done.stderr[-2000:]}")
         os.replace(lib, target)  # atomic: a concurrent process sees no half-written library
 
 
