@@ -496,6 +496,31 @@ def test_triton_kernels_compile_for_h100(tmp_path):
     assert done.returncode == 0 and "compiled" in done.stdout, done.stderr[-3000:]
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("bias", [True, False])
+def test_cpu_float32_input_projection_and_its_backward_are_linear(bias, threads):
+    """float32 runs the projection's dx = g W through the extension's packed GEMM: F.linear's
+    values and gradients over row blocks (T N = 201 rows: 96 + 96 + 9), one panel of 7 of 16
+    columns (I = 7) and K = 4H = 52."""
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(67, 3, 7, generator=gen, requires_grad=True)
+    w = torch.randn(52, 7, generator=gen, requires_grad=True)
+    b = torch.randn(52, generator=gen, requires_grad=True) if bias else None
+    grad = torch.randn(67, 3, 52, generator=gen)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = cpu.cpu_project(x, w, b)
+        got_grads = torch.autograd.grad(got, [t for t in (x, w, b) if t is not None], grad)
+    finally:
+        torch.set_num_threads(before)
+    want = torch.nn.functional.linear(x, w, b)
+    want_grads = torch.autograd.grad(want, [t for t in (x, w, b) if t is not None], grad)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    for g, r in zip(got_grads, want_grads):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("bias", [True, False])
 def test_cpu_input_projection_is_linear_with_its_gradients(bias):
     """The input projection written into the extension's cached buffers: F.linear's values,
@@ -513,10 +538,12 @@ def test_cpu_input_projection_is_linear_with_its_gradients(bias):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_cpu_mm_by_columns_is_mm_for_every_layout(dtype, threads):
-    """The backward's large products, C's columns cut among threads: torch.mm's values for
-    row-major, transposed and strided operands, with a product large enough to be cut and one too
-    small, and empty ones."""
+def test_cpu_large_mm_is_mm_for_every_layout(dtype, threads):
+    """The large products of the backward (float32 with a row-major `a`: the extension's packed
+    GEMM, C's rows in blocks of 96 among threads; otherwise C's columns cut among threads):
+    torch.mm's values for row-major, transposed and strided operands, with row, column and K
+    tails (100 = 96 + 4 rows, 37 columns, K = 2500 cut in two), a product large enough to cut by
+    columns and one too small, and empty ones."""
     assert cpu.load_extension()
     gen = torch.Generator().manual_seed(0)
 
@@ -530,7 +557,7 @@ def test_cpu_mm_by_columns_is_mm_for_every_layout(dtype, threads):
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        for m, k, n in [(64, 2048, 2056), (7, 5, 3), (0, 4, 3), (4, 0, 3)]:  # the first is cut
+        for m, k, n in [(64, 2048, 2056), (100, 2500, 37), (7, 5, 3), (0, 4, 3), (4, 0, 3)]:
             for layout_a in ("row-major", "transposed", "strided"):
                 for layout_b in ("row-major", "transposed"):
                     a, b = operand(m, k, layout_a), operand(k, n, layout_b)

@@ -192,9 +192,10 @@ def _project_setup_context(ctx, inputs, output):
 
 @torch.library.custom_op("g2lstm::cpu_mm", mutates_args=())
 def cpu_mm(a: Tensor, b: Tensor) -> Tensor:
-    """``a @ b`` for the large products of a backward, C's columns cut into one single-threaded
-    BLAS call per thread (MKL threading one call by itself is slower at these shapes)."""
-    return torch.ops.g2lstm_cpu.mm_by_columns(a, b)
+    """``a @ b`` for the large products of a backward: the extension's own float32 GEMM where
+    ``a`` is row-major, else one single-threaded BLAS call per thread on C's columns (both faster
+    than one MKL call at these shapes)."""
+    return torch.ops.g2lstm_cpu.large_mm(a, b)
 
 
 @cpu_mm.register_fake
@@ -203,16 +204,15 @@ def _cpu_mm_fake(a, b):
 
 
 def _project_backward(ctx, grad):
-    # Both products in the layout MKL runs fastest at these shapes, the result transposed back:
-    # (W^T g^T)^T for the input, faster than g W at (T N, 4H, I) = (5600, 4600, 1150) with the
-    # copy (1.27x at one thread, 1.20x at two), and (x^T g)^T for the weight (as the C++ dW_hh).
-    # With create_graph=True torch.mm, so that the gradient is itself differentiable.
+    # dx = g W through the extension's GEMM; dW = (x^T g)^T, the layout MKL runs fastest at these
+    # shapes (as the C++ dW_hh). With create_graph=True torch.mm, so that the gradient is itself
+    # differentiable.
     x, weight = ctx.saved_tensors
     mm = torch.mm if torch.is_grad_enabled() else cpu_mm
     grad_2d = grad.reshape(-1, grad.shape[-1])
     grad_x = grad_w = None
     if ctx.needs_input_grad[0]:
-        grad_x = mm(weight.t(), grad_2d.t()).t().contiguous().view(x.shape)
+        grad_x = mm(grad_2d, weight).view(x.shape)
     if ctx.needs_input_grad[1]:
         grad_w = mm(x.reshape(-1, x.shape[-1]).t(), grad_2d).t().contiguous()
     grad_b = grad.sum((0, 1)) if ctx.has_bias and ctx.needs_input_grad[2] else None

@@ -427,55 +427,72 @@ void gemm(int64_t m, int64_t n, int64_t k, const T* A, int64_t lda, const T* B, 
   gemm<T>(false, false, m, n, k, A, lda, B, ldb, beta, C, ldc);
 }
 
-// The per-step products of the time loop, C (M, N) = A (M, K) B (K, N) with B a fixed arrangement
-// of W_hh, run through our own micro-kernel with B packed once per call, not through sgemm: MKL
-// (as linked by torch) packs or streams W_hh again at every step. On this project's machines (AMD
-// Zen 3, AVX2) the kernel ran the forward step's product (80, 1150) x (1150, 4600) at 67 against
-// MKL's 41-62 GFLOP/s on 1 thread and 119 against 93 on 2, and the backward's (80, 2300) x
-// (2300, 1150) at 61 against 47 and 121 against 87 (docs/kernels.md). float32 with AVX2 and FMA
-// only; elsewhere gemm() runs.
+// Our own float32 GEMM: C (M, N) = A (M, K) B (K, N) with B packed into panels of 16 columns and a
+// 6x16 FMA micro-kernel. It runs the per-step products of the time loop (B = an arrangement of
+// W_hh, packed once per call: MKL, as torch links it, packs or streams W_hh again at every step)
+// and the large products of the backward and the input projection. On this project's machines
+// (AMD Zen 3, AVX2) it ran the forward step's product (80, 1150) x (1150, 4600) at 78 against MKL's
+// 53 GFLOP/s on 1 thread and 144 against 107 on 2 (docs/kernels.md). float32 with AVX2 and FMA
+// only; elsewhere BLAS runs.
 #if defined(__AVX2__) && defined(__FMA__)
 constexpr bool kPackedKernel = true;
 #else
 constexpr bool kPackedKernel = false;
 #endif
-constexpr int64_t kPanel = 16;  // columns of B per panel: two AVX vectors
-constexpr int64_t kRows = 6;    // rows of A per micro-kernel call: 12 accumulators of 16 registers
+constexpr int64_t kPanel = 16;    // columns of B per panel: two AVX vectors
+constexpr int64_t kRows = 6;      // rows of A per micro-kernel call: 12 accumulators of 16 registers
+constexpr int64_t kDepth = 2400;  // K is cut into blocks of at most this (whole K ran best to 2300)
 
-std::vector<int64_t> iota(int64_t count) {
-  std::vector<int64_t> v(count);
-  for (int64_t i = 0; i < count; ++i) v[i] = i;
-  return v;
-}
+// A matrix read in place: element (i, j) = p[r(i) rs + c(j) cs], r and c the identity or a list
+// of indices (the rows of W_hh a chunk uses, say).
+struct View {
+  const float* p;
+  int64_t rs, cs;
+  const int64_t* rows = nullptr;
+  const int64_t* cols = nullptr;
+  float at(int64_t i, int64_t j) const { return p[(rows ? rows[i] : i) * rs + (cols ? cols[j] : j) * cs]; }
+  View from_row(int64_t i0) const {  // rows i0 onwards (no row list)
+    return View{p + i0 * rs, rs, cs, nullptr, cols};
+  }
+};
+
+View view_of(const at::Tensor& t) { return View{t.data_ptr<float>(), t.stride(0), t.stride(1)}; }
 
 inline int64_t panel_floats(int64_t K, int64_t N) { return (N + kPanel - 1) / kPanel * kPanel * K; }
 
-// B packed into panels of 16 columns, each panel (K, 16) contiguous (the panel of columns n0 to
-// n0 + 15 at out + n0 K), the last one zero-padded. Here B[k][n] = W[rows[n]][k] (column n of B is a
-// row of W: the forward's W_hh^T), for the panels of columns [begin, end), begin a multiple of 16.
-void pack_columns_from_rows(const float* W, int64_t ldw, const std::vector<int64_t>& rows, int64_t K,
-                            int64_t begin, int64_t end, float* out) {
-  const int64_t N = static_cast<int64_t>(rows.size());
-  for (int64_t n0 = begin; n0 < end; n0 += kPanel) {
+// The panels of B (K, N) that cover columns [begin, end) (begin a multiple of 16): the panel of
+// columns n0 to n0 + 15 is (K, 16) contiguous at out + n0 K, the last one zero-padded.
+void pack_panels(const View& B, int64_t K, int64_t N, int64_t begin, int64_t end, float* out) {
+  const bool rows_contiguous = B.cs == 1 && B.cols == nullptr;
+  for (int64_t n0 = begin; n0 < std::min(end, N); n0 += kPanel) {
     float* panel = out + n0 * K;
-    for (int64_t j = 0; j < kPanel; ++j) {
-      const float* w = n0 + j < N ? W + rows[n0 + j] * ldw : nullptr;
-      for (int64_t k = 0; k < K; ++k) panel[k * kPanel + j] = w ? w[k] : 0.0f;
+    const int64_t width = std::min(kPanel, N - n0);
+    if (rows_contiguous) {
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t j = 0; j < kPanel; ++j) panel[k * kPanel + j] = j < width ? B.at(k, n0 + j) : 0.0f;
+    } else {  // read down B's columns
+      for (int64_t j = 0; j < kPanel; ++j)
+        for (int64_t k = 0; k < K; ++k) panel[k * kPanel + j] = j < width ? B.at(k, n0 + j) : 0.0f;
     }
   }
 }
 
-// The same panels, all of B, for B[k][n] = W[rows[k]][n], n < N (B's rows are rows of W: the
-// backward's slices of W_hh).
-void pack_rows(const float* W, int64_t ldw, const std::vector<int64_t>& rows, int64_t N, float* out) {
-  const int64_t K = static_cast<int64_t>(rows.size());
-  for (int64_t n0 = 0; n0 < N; n0 += kPanel) {
-    float* panel = out + n0 * K;
-    const int64_t width = std::min(kPanel, N - n0);
-    for (int64_t k = 0; k < K; ++k) {
-      const float* w = W + rows[k] * ldw + n0;
-      for (int64_t j = 0; j < kPanel; ++j) panel[k * kPanel + j] = j < width ? w[j] : 0.0f;
-    }
+// Rows [0, M) and columns [k0, k0 + kc) of A in groups of 6 rows, each group (kc, rows of the
+// group) interleaved at out + m0 kc (m0 its first row): the micro-kernel's broadcasts in order.
+void pack_rows(const View& A, int64_t M, int64_t k0, int64_t kc, float* out) {
+  if (A.rs == 1 && A.rows == nullptr) {  // A's columns contiguous: along each column
+    for (int64_t k = 0; k < kc; ++k)
+      for (int64_t m = 0; m < M; ++m) {
+        const int64_t m0 = m / kRows * kRows, rows = std::min(kRows, M - m0);
+        out[m0 * kc + k * rows + (m - m0)] = A.at(m, k0 + k);
+      }
+    return;
+  }
+  for (int64_t m0 = 0; m0 < M; m0 += kRows) {
+    const int64_t rows = std::min(kRows, M - m0);
+    float* group = out + m0 * kc;
+    for (int64_t k = 0; k < kc; ++k)
+      for (int64_t i = 0; i < rows; ++i) group[k * rows + i] = A.at(m0 + i, k0 + k);
   }
 }
 
@@ -505,15 +522,18 @@ void micro_kernel(int64_t kc, const float* __restrict__ a, const float* __restri
   const __m256 acc[12] = {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51};
   for (int i = 0; i < R; ++i) {
     float* ci = c + i * ldc;
+    __m256 lo = acc[2 * i], hi = acc[2 * i + 1];
     if (cols == kPanel) {
-      const __m256 lo = accumulate ? _mm256_add_ps(_mm256_loadu_ps(ci), acc[2 * i]) : acc[2 * i];
-      const __m256 hi = accumulate ? _mm256_add_ps(_mm256_loadu_ps(ci + 8), acc[2 * i + 1]) : acc[2 * i + 1];
+      if (accumulate) {
+        lo = _mm256_add_ps(_mm256_loadu_ps(ci), lo);
+        hi = _mm256_add_ps(_mm256_loadu_ps(ci + 8), hi);
+      }
       _mm256_storeu_ps(ci, lo);
       _mm256_storeu_ps(ci + 8, hi);
     } else {
       alignas(32) float row[kPanel];
-      _mm256_store_ps(row, acc[2 * i]);
-      _mm256_store_ps(row + 8, acc[2 * i + 1]);
+      _mm256_store_ps(row, lo);
+      _mm256_store_ps(row + 8, hi);
       for (int64_t j = 0; j < cols; ++j) ci[j] = accumulate ? ci[j] + row[j] : row[j];
     }
   }
@@ -532,39 +552,61 @@ void micro_kernel_rows(int64_t rows, int64_t kc, const float* a, const float* b,
 }
 #endif
 
-// C[:, n0:n1] = A B[:, n0:n1] (row-major C, row stride ldc) with B packed by the functions above
-// (n0 a multiple of 16) and A[m][k] = a[m * lda + cols[k]] (cols: the K columns of a used, in B's
-// row order). scratch holds M K floats. K is cut into blocks of at most 2400 (measured: whole K
-// best up to 2300; 2 blocks for 4600 were within noise of one).
-template <typename T>
-void packed_gemm(int64_t M, const T* a, int64_t lda, const std::vector<int64_t>& cols, const T* packed,
-                 int64_t n0, int64_t n1, T* c, int64_t ldc, T* scratch) {
+// C[:, n0:n1] = A (M, K) B[:, n0:n1] into row-major C (row stride ldc), B's panels packed by
+// pack_panels (n0 a multiple of 16), on the calling thread. scratch holds M min(K, kDepth) floats.
+void packed_gemm(int64_t M, const View& A, int64_t K, const float* panels, int64_t n0, int64_t n1, float* c,
+                 int64_t ldc, float* scratch) {
 #if defined(__AVX2__) && defined(__FMA__)
-  if constexpr (std::is_same<T, float>::value) {
-    const int64_t K = static_cast<int64_t>(cols.size());
-    const int64_t blocks = (K + 2399) / 2400;
-    for (int64_t q = 0; q < blocks; ++q) {
-      const int64_t k0 = K * q / blocks, kc = K * (q + 1) / blocks - k0;
-      // A's rows in groups of 6, each group (kc, rows) interleaved: the micro-kernel's broadcasts
-      for (int64_t m0 = 0; m0 < M; m0 += kRows) {
-        const int64_t rows = std::min(kRows, M - m0);
-        float* out = scratch + m0 * kc;
-        for (int64_t k = 0; k < kc; ++k) {
-          const float* col = a + m0 * lda + cols[k0 + k];
-          for (int64_t i = 0; i < rows; ++i) out[k * rows + i] = col[i * lda];
-        }
-      }
-      for (int64_t p = n0; p < n1; p += kPanel) {
-        const float* b = packed + p * K + k0 * kPanel;
-        for (int64_t m0 = 0; m0 < M; m0 += kRows)
-          micro_kernel_rows(std::min(kRows, M - m0), kc, scratch + m0 * kc, b, c + m0 * ldc + p, ldc,
-                            std::min(kPanel, n1 - p), q > 0);
-      }
+  const int64_t blocks = (K + kDepth - 1) / kDepth;
+  for (int64_t q = 0; q < blocks; ++q) {
+    const int64_t k0 = K * q / blocks, kc = K * (q + 1) / blocks - k0;
+    pack_rows(A, M, k0, kc, scratch);
+    for (int64_t p = n0; p < n1; p += kPanel) {
+      const float* b = panels + p * K + k0 * kPanel;
+      for (int64_t m0 = 0; m0 < M; m0 += kRows)
+        micro_kernel_rows(std::min(kRows, M - m0), kc, scratch + m0 * kc, b, c + m0 * ldc + p, ldc,
+                          std::min(kPanel, n1 - p), q > 0);
     }
-    return;
   }
+#else
+  TORCH_CHECK(false, "packed_gemm: needs a CPU with AVX2 and FMA");
 #endif
-  TORCH_CHECK(false, "packed_gemm: float32 on a CPU with AVX2 and FMA only");
+}
+
+// A per-step product of the time loop through packed_gemm: A[m][k] = a[m lda + cols[k]] (cols
+// null: the identity). A template so that the float64 instantiation compiles; it never runs
+// (the callers take this path for float32 only).
+template <typename T>
+void packed_step_gemm(int64_t M, const T* a, int64_t lda, const int64_t* cols, int64_t K, const float* panels,
+                      int64_t n0, int64_t n1, T* c, int64_t ldc, float* scratch) {
+  if constexpr (std::is_same<T, float>::value) {
+    packed_gemm(M, View{a, lda, 1, nullptr, cols}, K, panels, n0, n1, c, ldc, scratch);
+  } else {
+    TORCH_CHECK(false, "packed_step_gemm: float32 only");
+  }
+}
+
+// c (M, N, row-major) = a b, a large float32 product on all threads: B packed once (its panels
+// shared among the threads), then C's rows in blocks of 96, each block on one thread (A's block
+// packed there).
+void packed_mm(const at::Tensor& a, const at::Tensor& b, at::Tensor& c) {
+  const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
+  at::Tensor panels = empty_buffer({panel_floats(K, N)}, a.options());
+  const View A = view_of(a), B = view_of(b);
+  float* pp = panels.data_ptr<float>();
+  const int64_t panel_count = (N + kPanel - 1) / kPanel;
+  at::parallel_for(0, panel_count, 1, [&](int64_t p0, int64_t p1) {
+    pack_panels(B, K, N, p0 * kPanel, p1 * kPanel, pp);
+  });
+  constexpr int64_t kBlock = 96;
+  float* cp = c.data_ptr<float>();
+  at::parallel_for(0, (M + kBlock - 1) / kBlock, 1, [&](int64_t r0, int64_t r1) {
+    std::vector<float> scratch(kBlock * std::min(K, kDepth));
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t m0 = r * kBlock;
+      packed_gemm(std::min(kBlock, M - m0), A.from_row(m0), K, pp, 0, N, cp + m0 * N, N, scratch.data());
+    }
+  });
 }
 
 // A 2-D tensor as a BLAS operand: row-major (trans false) or the transpose of a row-major matrix,
@@ -582,25 +624,32 @@ Operand as_operand(const at::Tensor& x) {
   return {x.contiguous(), false, std::max<int64_t>(1, cols)};
 }
 
-// a (m, k) @ b (k, n) into a new row-major tensor, C's columns cut into one block per thread, each
-// block one single-threaded BLAS call. MKL threading one call by itself ran the large products of
-// the backward slower on 2 threads: at T N = 5600, 4H = 4600, I = 1150, dW = x^T g 115 against
-// 142 GFLOP/s, dx^T = W^T g^T 115 against 127 (benchmarks/README.md, runs 4 and 5). Below 2^28
-// multiply-adds one call, threaded by MKL (a cautious floor: smaller products were not timed).
-at::Tensor mm_by_columns(const at::Tensor& a, const at::Tensor& b) {
+// a (m, k) @ b (k, n) into a new row-major tensor, for the large products of a layer's backward.
+// float32 with a row-major `a` (dx = g W) runs packed_mm: 78 against MKL's 53 GFLOP/s on 1
+// thread at (T N, 4H, I) = (5600, 4600, 1150), 151 against 121 on 2. Otherwise (the weight
+// gradients, a = x^T, where packing a transposed `a` cost packed_mm ~15% and MKL ran the product
+// faster; and float64) C's columns are cut into one block per thread, each block one
+// single-threaded BLAS call: MKL threading one call by itself ran these products slower on 2
+// threads (x^T g 115 against 142 GFLOP/s, W^T g^T 115 against 127). Below 2^28 multiply-adds one
+// call, threaded by MKL (a cautious floor: smaller products were not timed).
+at::Tensor large_mm(const at::Tensor& a, const at::Tensor& b) {
   TORCH_CHECK(a.dim() == 2 && b.dim() == 2 && a.size(1) == b.size(0) && a.scalar_type() == b.scalar_type(),
-              "mm_by_columns: expected (m, k) and (k, n) matrices of one dtype, got ", a.sizes(), " ",
+              "large_mm: expected (m, k) and (k, n) matrices of one dtype, got ", a.sizes(), " ",
               a.scalar_type(), " and ", b.sizes(), " ", b.scalar_type());
   TORCH_CHECK(a.scalar_type() == at::kFloat || a.scalar_type() == at::kDouble,
-              "mm_by_columns: expected float32 or float64, got ", a.scalar_type());
+              "large_mm: expected float32 or float64, got ", a.scalar_type());
   const int64_t m = a.size(0), k = a.size(1), n = b.size(1);
   if (m == 0 || n == 0 || k == 0) return at::zeros({m, n}, a.options());
-  const Operand A = as_operand(a), B = as_operand(b);
   at::Tensor c = at::empty({m, n}, a.options());
+  if (kPackedKernel && a.scalar_type() == at::kFloat && a.stride(1) == 1) {
+    packed_mm(a, b, c);
+    return c;
+  }
+  const Operand A = as_operand(a), B = as_operand(b);
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
   const bool small = static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) < 268435456.0;
   const int64_t blocks = small ? 1 : std::max<int64_t>(1, std::min<int64_t>(threads, n / 256));
-  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "g2lstm_mm_by_columns", [&] {
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "g2lstm_large_mm", [&] {
     const scalar_t* ap = A.t.data_ptr<scalar_t>();
     const scalar_t* bp = B.t.data_ptr<scalar_t>();
     scalar_t* cp = c.data_ptr<scalar_t>();
@@ -676,14 +725,14 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& x_proj, const at::Tensor&
     const at::Tensor w = w_hh.contiguous();
     w_panels = empty_buffer({panel_floats(Hout, H4)}, opts);
     a_scratch = at::empty({chunks, N * Hout}, opts);
+    // column n of the layout is row w_rows[n] of W_hh
+    const View layout{w.data_ptr<float>(), 1, Hout, nullptr, w_rows.data()};
     for_each_chunk(chunks, [&](int64_t k) {
-      pack_columns_from_rows(w.data_ptr<float>(), Hout, w_rows, Hout, 4 * edges[k], 4 * edges[k + 1],
-                             w_panels.data_ptr<float>());
+      pack_panels(layout, Hout, H4, 4 * edges[k], 4 * edges[k + 1], w_panels.data_ptr<float>());
     });
   } else {
     w_hh_t = w_hh.index_select(0, at::tensor(w_rows, at::kLong)).t().contiguous();
   }
-  const std::vector<int64_t> h_columns = iota(Hout);  // h_prev's columns, all in order
   const int64_t first = reverse ? T : 0;
   cs[first].copy_(c0);
   hs[first].copy_(h0);
@@ -709,8 +758,8 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& x_proj, const at::Tensor&
         if (s == 0 && h0_zero) {
           for (int64_t n = 0; n < N; ++n) std::fill(hwo + n * H4 + 4 * j0, hwo + n * H4 + 4 * j1, scalar_t(0));
         } else if (packed) {
-          packed_gemm<scalar_t>(N, hp, Hout, h_columns, w_panels.data_ptr<scalar_t>(), 4 * j0, 4 * j1, hwo,
-                                H4, a_scratch[k].data_ptr<scalar_t>());
+          packed_step_gemm<scalar_t>(N, hp, Hout, nullptr, Hout, w_panels.data_ptr<float>(), 4 * j0, 4 * j1, hwo,
+                                     H4, a_scratch[k].data_ptr<float>());
         } else {
           gemm<scalar_t>(N, 4 * (j1 - j0), Hout, hp, Hout, wp + 4 * j0, H4, scalar_t(0), hwo + 4 * j0, H4);
         }
@@ -802,7 +851,9 @@ std::vector<at::Tensor> lstm_backward(const at::Tensor& grad_out, const at::Tens
     w_panels = empty_buffer({panel_offset[chunks]}, opts);
     a_scratch = at::empty({chunks, N * 4 * widest}, opts);
     for_each_chunk(chunks, [&](int64_t k) {
-      pack_rows(w_hh_c.data_ptr<float>(), Hout, chunk_rows[k], Hout, w_panels.data_ptr<float>() + panel_offset[k]);
+      const View rows{w_hh_c.data_ptr<float>(), Hout, 1, chunk_rows[k].data()};
+      pack_panels(rows, static_cast<int64_t>(chunk_rows[k].size()), Hout, 0, Hout,
+                  w_panels.data_ptr<float>() + panel_offset[k]);
     });
   }
 
@@ -864,8 +915,9 @@ std::vector<at::Tensor> lstm_backward(const at::Tensor& grad_out, const at::Tens
         if (s == 0 && !need_dh0) return;
         scalar_t* share = written + k * N * Hout;
         if (packed) {
-          packed_gemm<scalar_t>(N, dap, H4, chunk_rows[k], w_panels.data_ptr<scalar_t>() + panel_offset[k], 0,
-                                Hout, share, Hout, a_scratch[k].data_ptr<scalar_t>());
+          packed_step_gemm<scalar_t>(N, dap, H4, chunk_rows[k].data(), static_cast<int64_t>(chunk_rows[k].size()),
+                                     w_panels.data_ptr<float>() + panel_offset[k], 0, Hout, share, Hout,
+                                     a_scratch[k].data_ptr<float>());
           return;
         }
         const int64_t width = chunks == 1 ? H4 : j1 - j0;
@@ -896,7 +948,7 @@ std::vector<at::Tensor> lstm_backward(const at::Tensor& grad_out, const at::Tens
   } else {
     at::Tensor states = hs.narrow(0, reverse ? 1 : (h0_zero ? 1 : 0), used).reshape({used * N, Hout});
     at::Tensor grads = da.narrow(0, reverse || !h0_zero ? 0 : 1, used).reshape({used * N, H4});
-    dw_hh = mm_by_columns(states.t(), grads).t().contiguous();
+    dw_hh = large_mm(states.t(), grads).t().contiguous();
   }
   at::Tensor dw_hr = proj ? dH.view({T * N, Hout}).t().mm(R.view({T * N, H})) : at::empty({0}, opts);
   return {da, dh, dc, dw_hh, dw_hr};
@@ -930,6 +982,6 @@ TORCH_LIBRARY(g2lstm_cpu, m) {
       "-> Tensor[]",
       &lstm_backward);
   m.def("project(Tensor x, Tensor weight, Tensor? bias) -> Tensor", &project);
-  m.def("mm_by_columns(Tensor a, Tensor b) -> Tensor", &mm_by_columns);
+  m.def("large_mm(Tensor a, Tensor b) -> Tensor", &large_mm);
   m.def("empty_cache() -> ()", &empty_cache);
 }
