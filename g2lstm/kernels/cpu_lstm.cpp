@@ -430,9 +430,9 @@ void gemm(int64_t m, int64_t n, int64_t k, const T* A, int64_t lda, const T* B, 
 // Our own float32 GEMM: C (M, N) = A (M, K) B (K, N) with B packed into panels of 16 columns and a
 // 6x16 FMA micro-kernel. It runs the per-step products of the time loop (B = an arrangement of
 // W_hh, packed once per call: MKL, as torch links it, packs or streams W_hh again at every step)
-// and the large products of the backward and the input projection. On this project's machines
+// and the backward's dx (large_mm). On this project's machines
 // (AMD Zen 3, AVX2) it ran the forward step's product (80, 1150) x (1150, 4600) at 78 against MKL's
-// 53 GFLOP/s on 1 thread and 144 against 107 on 2 (docs/kernels.md). float32 with AVX2 and FMA
+// 53 GFLOP/s on 1 thread and 138 against 107 on 2 (docs/kernels.md). float32 with AVX2 and FMA
 // only; elsewhere BLAS runs.
 #if defined(__AVX2__) && defined(__FMA__)
 constexpr bool kPackedKernel = true;
@@ -625,13 +625,14 @@ Operand as_operand(const at::Tensor& x) {
 }
 
 // a (m, k) @ b (k, n) into a new row-major tensor, for the large products of a layer's backward.
-// float32 with a row-major `a` (dx = g W) runs packed_mm: 78 against MKL's 53 GFLOP/s on 1
-// thread at (T N, 4H, I) = (5600, 4600, 1150), 151 against 121 on 2. Otherwise (the weight
-// gradients, a = x^T, where packing a transposed `a` cost packed_mm ~15% and MKL ran the product
-// faster; and float64) C's columns are cut into one block per thread, each block one
-// single-threaded BLAS call: MKL threading one call by itself ran these products slower on 2
-// threads (x^T g 115 against 142 GFLOP/s, W^T g^T 115 against 127). Below 2^28 multiply-adds one
-// call, threaded by MKL (a cautious floor: smaller products were not timed).
+// float32 with a row-major `a` (dx = g W) runs packed_mm: at (T N, 4H, I) = (5600, 4600, 400)
+// 80 against 75 GFLOP/s on 1 thread and 155 against 132 on 2 for MKL's best layout, (W^T g^T)^T
+// with the copy back; a tie at I = 1150. Otherwise (the weight gradients, a = x^T, where packing
+// a transposed `a` cost packed_mm ~15% and MKL ran the product faster; and float64) C's columns
+// are cut into one block per thread, each block one single-threaded BLAS call: MKL threading one
+// call by itself ran these products slower on 2 threads (x^T g 115 against 142 GFLOP/s, W^T g^T
+// 115 against 127). Below 2^28 multiply-adds one call, threaded by MKL (a cautious floor:
+// smaller products were not timed).
 at::Tensor large_mm(const at::Tensor& a, const at::Tensor& b) {
   TORCH_CHECK(a.dim() == 2 && b.dim() == 2 && a.size(1) == b.size(0) && a.scalar_type() == b.scalar_type(),
               "large_mm: expected (m, k) and (k, n) matrices of one dtype, got ", a.sizes(), " ",
