@@ -193,8 +193,8 @@ def _project_setup_context(ctx, inputs, output):
 @torch.library.custom_op("g2lstm::cpu_mm", mutates_args=())
 def cpu_mm(a: Tensor, b: Tensor) -> Tensor:
     """``a @ b`` for the large products of a backward: the extension's own float32 GEMM where
-    ``a`` is row-major, else one single-threaded BLAS call per thread on C's columns (both faster
-    than one MKL call at these shapes)."""
+    ``a`` is row-major, else C's columns cut into one single-threaded BLAS call per thread (at
+    these shapes both ran faster on 2 threads than one MKL call; docs/kernels.md)."""
     return torch.ops.g2lstm_cpu.large_mm(a, b)
 
 

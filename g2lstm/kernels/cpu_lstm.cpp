@@ -760,7 +760,7 @@ std::vector<at::Tensor> lstm_forward(const at::Tensor& x_proj, const at::Tensor&
           for (int64_t n = 0; n < N; ++n) std::fill(hwo + n * H4 + 4 * j0, hwo + n * H4 + 4 * j1, scalar_t(0));
         } else if (packed) {
           packed_step_gemm<scalar_t>(N, hp, Hout, nullptr, Hout, w_panels.data_ptr<float>(), 4 * j0, 4 * j1, hwo,
-                                     H4, a_scratch[k].data_ptr<float>());
+                                     H4, a_scratch.data_ptr<float>() + k * N * Hout);
         } else {
           gemm<scalar_t>(N, 4 * (j1 - j0), Hout, hp, Hout, wp + 4 * j0, H4, scalar_t(0), hwo + 4 * j0, H4);
         }
@@ -918,7 +918,7 @@ std::vector<at::Tensor> lstm_backward(const at::Tensor& grad_out, const at::Tens
         if (packed) {
           packed_step_gemm<scalar_t>(N, dap, H4, chunk_rows[k].data(), static_cast<int64_t>(chunk_rows[k].size()),
                                      w_panels.data_ptr<float>() + panel_offset[k], 0, Hout, share, Hout,
-                                     a_scratch[k].data_ptr<float>());
+                                     a_scratch.data_ptr<float>() + k * N * 4 * widest);
           return;
         }
         const int64_t width = chunks == 1 ? H4 : j1 - j0;
