@@ -33,7 +33,7 @@ from g2lstm.classify.train import train as train_classifier_run
 from g2lstm.translit.train import train as train_translit_run
 from g2lstm.paper import PaperTask, run_task
 from g2lstm.report import write_table
-from g2lstm.runtime import CheckpointError
+from g2lstm.train import CheckpointError
 
 
 # an absolute folder: Hydra would read a relative one as a module path (pkg://g2lstm.conf.lm)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from g2lstm import runtime
+from g2lstm.train import MetricsLog
 from g2lstm.diagnostics import RECORDED_GATES
 
 COLUMNS = {"original": "Original", "round": "Round", "round_clip": "Round & clip", "svd": "SVD",
@@ -142,7 +142,7 @@ def collect(root: str | Path) -> list[dict]:
     rows = []
     for metrics_path in sorted(Path(root).rglob("metrics.jsonl")):
         run_dir = metrics_path.parent
-        finals = [r for r in runtime.MetricsLog(metrics_path).read() if r.get("event") == "final"]
+        finals = [r for r in MetricsLog(metrics_path).read() if r.get("event") == "final"]
         if not finals:
             continue  # unfinished run
         final, cfg = finals[-1], OmegaConf.load(run_dir / "config.yaml")

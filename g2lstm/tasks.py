@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Iterator, Sequence
 import torch
 from torch import nn
 
-from . import runtime
+from .train.checkpoint import checkpoint_task, load_checkpoint
 from .protocol import Batch
 
 # task name -> "module:name" of its TaskModel and of its trainer ``train(cfg, run_dir) -> result``,
@@ -42,7 +42,7 @@ TRAINERS = {
 
 class TaskModel:
     """A trained model of one task, ready to be looked at. Subclasses set ``task`` and implement
-    the methods below; ``state`` is the checkpoint (see :class:`g2lstm.runtime.Run`)."""
+    the methods below; ``state`` is the checkpoint (see :class:`g2lstm.train.Run`)."""
 
     task: ClassVar[str]
     higher_is_better: ClassVar[bool]  # of :meth:`evaluate`'s value
@@ -98,8 +98,8 @@ def trainer(task: str):
 
 def load(path: str | os.PathLike, device: str | torch.device = "cpu", task: str | None = None) -> TaskModel:
     """The trained model of a ``best.pt`` / ``last.pt`` of any task (or of ``task``, checked)."""
-    state = runtime.load_checkpoint(path, map_location=device)
-    found = runtime.checkpoint_task(state, path)
+    state = load_checkpoint(path, map_location=device)
+    found = checkpoint_task(state, path)
     if task is not None and found != task:
         raise ValueError(f"{path} is a checkpoint of task {found!r}, expected a {task!r} checkpoint")
     return task_class(found).from_checkpoint(state, str(path), device)

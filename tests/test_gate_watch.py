@@ -6,6 +6,7 @@ import torch
 from g2lstm import runtime
 from g2lstm.lm.train import train as train_lm
 from g2lstm.mt.train import train as train_mt
+from g2lstm.train import GateSchedules
 from test_lm_train import tiny_config, tiny_corpus  # noqa: F401  (fixture)
 from test_mt_train import config as mt_config, corpus  # noqa: F401  (fixture)
 
@@ -45,9 +46,8 @@ def test_schedules_move_tau_and_noise_p_and_resume_exactly(corpus, tmp_path):  #
     from g2lstm.mt.model import ModelConfig, Seq2Seq
 
     model = Seq2Seq(ModelConfig(cell="g2lstm", tau=1.0, noise_p=0.2), src_vocab=10, tgt_vocab=10)
-    run = runtime.Run(runtime.load_checkpoint(tmp_path / "a" / "last.pt")["config"], "mt", tmp_path / "c")
-    run.step = 5
-    assert run.apply_schedules(model) == pytest.approx({"tau": 0.1 ** 0.5, "noise_p": 1.0})
+    saved = runtime.load_checkpoint(tmp_path / "a" / "last.pt")["config"]
+    assert GateSchedules(saved["train"], saved["model"]).apply(model, 5) == pytest.approx({"tau": 0.1 ** 0.5, "noise_p": 1.0})
     assert model.encoder.rnn.tau == model.decoder.rnn.tau == pytest.approx(0.1 ** 0.5)
     assert model.decoder.rnn.noise_p == 1.0
 

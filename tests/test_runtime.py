@@ -99,18 +99,18 @@ def test_divergence_guard_stops_before_the_step_and_keeps_the_checkpoints_before
     model = nn.Linear(4, 4)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     for step in range(22):
-        run.check_loss(1.0 + 0.01 * step)
+        run.guard.check_loss(1.0 + 0.01 * step, run.step)
         run.step += 1
         run.save(model, optimizer, {})
-    run.check_loss(3.0)  # 3x the running average: allowed at factor 4
+    run.guard.check_loss(3.0, run.step)  # 3x the running average: allowed at factor 4
     with pytest.raises(runtime.DivergedError, match=r"loss 9 is more than train.divergence_factor=4.0 times its "
                                                     r"running average 1.\d+ at step 22; the step was not applied"):
-        run.check_loss(9.0)
+        run.guard.check_loss(9.0, run.step)
     with pytest.raises(runtime.DivergedError, match=r"gradient norm became nan at step 22.*Kept: .*last.pt \(step 22\), "
                                                     r".*last.prev.pt \(step 21\)"):
-        run.check_grad_norm(torch.tensor(float("nan")))
+        run.guard.check_grad_norm(torch.tensor(float("nan")), run.step)
     with pytest.raises(runtime.NonFiniteLossError, match="loss became inf"):  # DivergedError is one
-        run.check_loss(float("inf"))
+        run.guard.check_loss(float("inf"), run.step)
     assert runtime.exp_or_inf(1e6) == float("inf") and runtime.exp_or_inf(0.0) == 1.0
 
 

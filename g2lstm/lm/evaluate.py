@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from g2lstm import config as checks
 from g2lstm.data.lm import batchify
-from g2lstm.runtime import exp_or_inf
+from g2lstm.train.metrics import exp_or_inf
 
 
 @dataclass

@@ -3,9 +3,9 @@
 The recipe of Merity et al. 2018: variable-length BPTT with the learning rate scaled by the
 length, AR/TAR on the last layer, gradient clipping, SGD switched to averaged SGD by the
 non-monotone trigger (NT-ASGD), then an optional finetune stage restarted from the best weights
-with a fresh ASGD. The run folder is :class:`g2lstm.runtime.Run`'s: ``last.pt`` holds, besides
-what every checkpoint holds, the vocabulary, the position in the epoch, the ASGD switch and
-averages and the hidden state; ``best.pt`` the best weights on valid (averaged ones once ASGD
+with a fresh ASGD (:mod:`g2lstm.lm.nt_asgd`). The run folder is :class:`g2lstm.train.Run`'s:
+``last.pt`` holds, besides what every checkpoint holds, the vocabulary, the schedule's state (stage,
+epoch, position in the epoch, ASGD switch), the ASGD averages and the hidden state; ``best.pt`` the best weights on valid (averaged ones once ASGD
 runs) with the vocabulary.
 
 Python use (e.g. from another experiment)::
@@ -30,11 +30,14 @@ import torch.nn.functional as F
 from omegaconf import MISSING, DictConfig, OmegaConf
 from tqdm import tqdm
 
-from g2lstm import config as checks, runtime, shard
+from g2lstm import config, shard
 from g2lstm.config import compose_config
+from g2lstm.config.run import RunConfig, TaskConfig
 from g2lstm.data.lm import Corpus, LMDataConfig, Vocab, batchify, load_corpus
 from g2lstm.lm.evaluate import LMEvalConfig, evaluate, gate_data, perplexity
 from g2lstm.lm.model import AWDLSTM, LMModelConfig, detach_hidden
+from g2lstm.lm.nt_asgd import NTASGD, START_FINETUNE, nt_trigger  # noqa: F401  (nt_trigger: imported from here)
+from g2lstm.train import GateSchedules, GateWatch, Run, exp_or_inf, load_checkpoint
 
 TASK = "lm"
 
@@ -43,7 +46,7 @@ TASK = "lm"
 
 
 @dataclass
-class LMTrainConfig(runtime.RunConfig):
+class LMTrainConfig(RunConfig):
     """The schema of ``g2lstm/conf/lm/train`` (the meaning of each key: ``g2lstm/conf/lm/train/nt_asgd.yaml``)."""
 
     batch_size: int = 80
@@ -62,13 +65,13 @@ class LMTrainConfig(runtime.RunConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        checks.positive(self, "batch_size", "eval_batch_size", "bptt", "lr", "epochs", "nonmono")
-        checks.at_least(self, 0, "clip", "wdecay", "alpha", "beta", "finetune_epochs")
-        checks.positive(self, "saturation_tokens")
+        config.positive(self, "batch_size", "eval_batch_size", "bptt", "lr", "epochs", "nonmono")
+        config.at_least(self, 0, "clip", "wdecay", "alpha", "beta", "finetune_epochs")
+        config.positive(self, "saturation_tokens")
 
 
 @dataclass
-class LMConfig(runtime.TaskConfig):
+class LMConfig(TaskConfig):
     """The schema of ``g2lstm/conf/lm/config.yaml``."""
 
     threads: Optional[int] = None  # null keeps torch's default
@@ -78,8 +81,8 @@ class LMConfig(runtime.TaskConfig):
     eval: LMEvalConfig = MISSING
 
 
-checks.store(LMTrainConfig, "nt_asgd_schema", group="train")
-checks.store(LMConfig, "lm_schema")
+config.store(LMTrainConfig, "nt_asgd_schema", group="train")
+config.store(LMConfig, "lm_schema")
 
 
 def lm_config(overrides: list[str] | None = None) -> DictConfig:
@@ -142,13 +145,6 @@ class averaged_weights:
                     p.copy_(value)
 
 
-def nt_trigger(history: list[float], val_loss: float, nonmono: int) -> bool:
-    """Non-monotone trigger: valid loss is worse than the best of all but the last ``nonmono`` epochs."""
-    if nonmono < 1:
-        raise ValueError(f"train.nonmono must be >= 1; got {nonmono}")
-    return len(history) > nonmono and val_loss > min(history[:-nonmono])
-
-
 def set_step_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     """Set the learning rate of the coming step. torch's ASGD steps with the ``eta`` it computed at
     the previous step, so with lambd=0 (eta == lr) we set ``eta`` too for the scaling to apply now."""
@@ -176,161 +172,135 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None, overrides: 
     'cache': {...} | None}`` where ``stopped`` is ``'done'``, ``'max_steps'`` (no evaluation: run the
     folder again to go on) or ``'max_minutes'``.
     """
-    checks.validate(cfg, LMConfig)  # before anything is read or written
+    config.validate(cfg, LMConfig)  # before anything is read or written
     run_dir = run_dir if run_dir is not None else Path("runs/lm") / time.strftime("%Y-%m-%d_%H-%M-%S")
     # the saved hidden state and position in the epoch are laid out for one batch size
-    run = runtime.Run(cfg, TASK, run_dir, overrides, fixed_keys=("train.batch_size",))
+    run = Run(cfg, TASK, run_dir, overrides, fixed_keys=("train.batch_size",))
     if run.finished:
         return run.result()
     cfg = OmegaConf.create(run.cfg)
-    tc = cfg.train
+    train_cfg = cfg.train
     device = torch.device(cfg.device)
     corpus = load_data(cfg.data, vocab=Vocab(run.saved["vocab"]) if run.resumed else None)
     check_splits(corpus, cfg)
     model = build_model(cfg.model, len(corpus.vocab)).to(device)
     # train.batch_size is the global batch: rank r of W trains on columns [r N/W, (r+1) N/W) of the
     # (T, N) stream, contiguous parts of the text, disjoint across ranks
-    offset, rows = run.world.even_rows(tc.batch_size, "train.batch_size")
+    offset, rows = run.world.even_rows(train_cfg.batch_size, "train.batch_size")
     columns = slice(offset, offset + rows)
-    train_data = batchify(corpus.train, tc.batch_size)[:, columns].to(device)
+    train_data = batchify(corpus.train, train_cfg.batch_size)[:, columns].to(device)
+    epoch_end = train_data.size(0) - 2  # the last position a segment can start from
     print(f"run {run.dir}: {cfg.model.cell}, {sum(p.numel() for p in model.parameters()):,} parameters, "
           f"vocab {len(corpus.vocab)}, train {corpus.train.numel():,} tokens", flush=True)
 
-    state = {"stage": "train", "epoch": 1, "position": 0, "history": [], "best_val": math.inf,
-             "optimizer_kind": "sgd"}
-    optimizer = make_optimizer("sgd", model.parameters(), tc)
-    hidden = model.init_hidden(rows)
-    if run.resumed:
-        state = run.saved["trainer"]
-        optimizer = make_optimizer(state["optimizer_kind"], model.parameters(), tc)
-        run.restore(model, optimizer)
-        # the checkpoint holds the global batch's hidden state: resumes at any world size
+    schedule = NTASGD.restore(run.saved["trainer"] if run.resumed else None,
+                              run.saved["config"]["train"] if run.resumed else None)
+    optimizer = make_optimizer(schedule.optimizer_kind, model.parameters(), train_cfg)
+    run.restore(model, optimizer if run.resumed else None)  # a fresh run: the weights of train.init_from, if given
+    if run.resumed:  # the checkpoint holds the global batch's hidden state: resumes at any world size
         hidden = [(h[:, columns].to(device), c[:, columns].to(device)) for h, c in run.saved["hidden"]]
     else:
-        run.restore(model)  # a fresh run: the weights of train.init_from, when given
+        hidden = model.init_hidden(rows)
+    payload = {"vocab": corpus.vocab.tokens}
 
-    def save_checkpoint():
-        run.save(model, optimizer, state, vocab=corpus.vocab.tokens,
-                 hidden=[[run.gather_rows(h, 1), run.gather_rows(c, 1)] for h, c in hidden])
+    def restart_from_best() -> torch.optim.Optimizer:
+        """AWD-LSTM's finetune: the best weights, with a fresh ASGD."""
+        model.load_state_dict(load_checkpoint(run.best_path, map_location=device)["model"])
+        return make_optimizer("asgd", model.parameters(), train_cfg)
 
-    def end_of_epoch():
-        """Validate (with averaged weights under ASGD), keep the best, apply NT-ASGD / finetune stop."""
-        nonlocal optimizer
-        with averaged_weights(model, optimizer):
-            val = run.on_main(lambda: perplexity(model, corpus.valid, tc.eval_batch_size, tc.bptt))
-            if val["loss"] < state["best_val"]:
-                state["best_val"] = val["loss"]
-                run.save_best(model, vocab=corpus.vocab.tokens, epoch=state["epoch"], stage=state["stage"],
-                              valid_loss=val["loss"])
-        triggered = nt_trigger(state["history"], val["loss"], tc.nonmono)
-        state["history"].append(val["loss"])
-        run.metrics.write(event="epoch", stage=state["stage"], epoch=state["epoch"], step=run.step,
-                          valid_loss=val["loss"], valid_ppl=val["ppl"], optimizer=state["optimizer_kind"])
-        tqdm.write(f"{state['stage']} epoch {state['epoch']}: valid ppl {val['ppl']:.2f} "
-                   f"({state['optimizer_kind']}, best {runtime.exp_or_inf(state['best_val']):.2f})")
-        state["epoch"] += 1
-        state["position"] = 0
-        if state["stage"] == "train":
-            if triggered and state["optimizer_kind"] == "sgd" and tc.asgd:
-                tqdm.write("non-monotone trigger: switching to ASGD")
-                state["optimizer_kind"] = "asgd"
-                optimizer = make_optimizer("asgd", model.parameters(), tc)
-            if state["epoch"] > tc.epochs:
-                start_finetune() if tc.finetune_epochs > 0 else end_stage()
-        elif state["stage"] == "finetune" and (triggered or state["epoch"] > tc.finetune_epochs):
-            end_stage()
+    if schedule.done and schedule.go_on(train_cfg.epochs, train_cfg.finetune_epochs) == START_FINETUNE:
+        optimizer = restart_from_best()
 
-    def end_stage():
-        state.update(done_stage=state["stage"], stage="done")  # done_stage: where a raised budget goes on
-
-    def start_finetune():
-        """AWD-LSTM's finetune: restart from the best weights with a fresh ASGD."""
-        nonlocal optimizer
-        model.load_state_dict(runtime.load_checkpoint(run.best_path, map_location=device)["model"])
-        state.update(stage="finetune", epoch=1, position=0, history=[state["best_val"]], optimizer_kind="asgd")
-        optimizer = make_optimizer("asgd", model.parameters(), tc)
-
-    def go_on():
-        """A finished run resumed with a raised ``train.epochs`` or ``train.finetune_epochs`` (the only
-        finished runs Run lets through are those with another train config) goes on where it ended."""
-        ended = state.get("done_stage") or ("finetune" if run.saved["config"]["train"].get("finetune_epochs")
-                                            else "train")  # (checkpoints from before done_stage)
-        if ended == "train" and state["epoch"] <= tc.epochs:
-            state["stage"] = "train"
-        elif ended == "train" and tc.finetune_epochs > 0:
-            start_finetune()
-        elif ended == "finetune" and state["epoch"] <= tc.finetune_epochs:
-            state["stage"] = "finetune"
-
-    if state["stage"] == "done":
-        go_on()
-
-    # ------------------------------------------------------------------ training loop
-    probe = gate_data(corpus.valid, tc.saturation_tokens, tc.eval_batch_size, tc.bptt, device)
-    gates = None if run.resumed else run.watch_gates(model, *probe)  # step 0: the initial gates
+    gate_schedules = GateSchedules(run.cfg["train"], run.cfg["model"])
+    watch = GateWatch(train_cfg.saturation_every, *gate_data(corpus.valid, train_cfg.saturation_tokens,
+                                                             train_cfg.eval_batch_size, train_cfg.bptt, device),
+                      enabled=run.world.is_main)
+    gates = None if run.resumed else watch(model, run.step, run.metrics)  # step 0: the initial gates
     stopped = "done"
     bar = None
-    while state["stage"] != "done":
-        if state["position"] == 0 or bar is None:
-            bar = run.progress((train_data.size(0) - 1) * tc.batch_size, state["position"] * tc.batch_size,
-                               f"{state['stage']} epoch {state['epoch']}", unit="tok")
-        if state["position"] >= train_data.size(0) - 2:
+    while not schedule.done:
+        if schedule.position == 0 or bar is None:
+            bar = run.progress((train_data.size(0) - 1) * train_cfg.batch_size, schedule.position * train_cfg.batch_size,
+                               f"{schedule.stage} epoch {schedule.epoch}", unit="tok")
+        budget = None if schedule.position >= epoch_end else run.budget_reached()
+        if schedule.position >= epoch_end or budget == "max_minutes":
+            # the epoch's end; or out of wall-clock time: validate the partial epoch so that best.pt
+            # reflects it, then stop
             bar.close()
+            with averaged_weights(model, optimizer):  # under ASGD, its averages are the model evaluated
+                val = run.world.on_main(lambda: perplexity(model, corpus.valid, train_cfg.eval_batch_size, train_cfg.bptt))
+                if schedule.improved(val["loss"]):
+                    run.save_best(model, **payload, epoch=schedule.epoch, stage=schedule.stage, valid_loss=val["loss"])
+            run.metrics.write(event="epoch", stage=schedule.stage, epoch=schedule.epoch, step=run.step,
+                              valid_loss=val["loss"], valid_ppl=val["ppl"], optimizer=schedule.optimizer_kind)
+            tqdm.write(f"{schedule.stage} epoch {schedule.epoch}: valid ppl {val['ppl']:.2f} "
+                       f"({schedule.optimizer_kind}, best {exp_or_inf(schedule.best_val):.2f})")
+            action = schedule.end_epoch(val["loss"], train_cfg.epochs, train_cfg.finetune_epochs, train_cfg.nonmono,
+                                        train_cfg.asgd)
+            if action == START_FINETUNE:
+                optimizer = restart_from_best()
+            elif action is not None:  # the non-monotone trigger: averaged SGD from here on
+                optimizer = make_optimizer("asgd", model.parameters(), train_cfg)
+            if budget == "max_minutes":
+                schedule.stop()
+                stopped = budget
+                break
             hidden = model.init_hidden(rows)
-            end_of_epoch()
-            save_checkpoint()
+            run.save(model, optimizer, schedule.as_dict(), **payload, hidden=gathered(run, hidden))
             continue
-        stopped = run.budget_reached() or "done"
-        if stopped == "max_steps":
-            break
-        if stopped == "max_minutes":
-            # Out of wall-clock time: validate the partial epoch so best.pt reflects it, then stop.
-            end_of_epoch()
-            end_stage()
+        if budget == "max_steps":
+            stopped = budget
             break
 
         tick = time.time()
         model.train()
-        run.apply_schedules(model)
-        seq_len = min(sample_seq_len(tc.bptt), train_data.size(0) - 1 - state["position"])
-        i = state["position"]
+        gate_schedules.apply(model, run.step)
+        seq_len = min(sample_seq_len(train_cfg.bptt), train_data.size(0) - 1 - schedule.position)
+        i = schedule.position
         inputs, targets = train_data[i:i + seq_len], train_data[i + 1:i + 1 + seq_len]
         hidden = detach_hidden(hidden)
-        with shard.batch_shard(offset, rows, tc.batch_size):  # gate noise and masks of these columns
+        with shard.batch_shard(offset, rows, train_cfg.batch_size):  # gate noise and masks of these columns
             logits, hidden, raw_outputs, dropped_outputs = model(inputs, hidden)
         raw_loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
         loss = raw_loss
-        if tc.alpha:  # AR: small activations of the (dropped) last-layer output
-            loss = loss + tc.alpha * dropped_outputs[-1].pow(2).mean()
-        if tc.beta:  # TAR: slowly changing last-layer hidden states
-            loss = loss + tc.beta * (raw_outputs[-1][1:] - raw_outputs[-1][:-1]).pow(2).mean()
+        if train_cfg.alpha:  # AR: small activations of the (dropped) last-layer output
+            loss = loss + train_cfg.alpha * dropped_outputs[-1].pow(2).mean()
+        if train_cfg.beta:  # TAR: slowly changing last-layer hidden states
+            loss = loss + train_cfg.beta * (raw_outputs[-1][1:] - raw_outputs[-1][:-1]).pow(2).mean()
+        set_step_lr(optimizer, train_cfg.lr * seq_len / train_cfg.bptt)  # shorter segments get a smaller step
         # Every rank has as many tokens (and rows): the mean over the global batch is the sum of
         # the ranks' means divided by the world size.
-        run.gradients(model, optimizer, loss / run.world.size, tc.clip)
-        raw_loss = run.all_sum(raw_loss.detach() / run.world.size)
-        set_step_lr(optimizer, tc.lr * seq_len / tc.bptt)  # shorter segments get a smaller step
-        optimizer.step()
+        run.optimizer_step(model, optimizer, loss / run.world.size, train_cfg.clip)
         for group in optimizer.param_groups:
-            group["lr"] = tc.lr
+            group["lr"] = train_cfg.lr
+        raw_loss = float(run.world.all_sum(raw_loss.detach() / run.world.size))
+        schedule.position += seq_len
 
-        run.step += 1
-        state["position"] += seq_len
-        tokens_per_s = seq_len * tc.batch_size / max(time.time() - tick, 1e-9)  # of all ranks
-        bar.update(seq_len * tc.batch_size)
-        gates = run.watch_gates(model, *probe) or gates
-        bar.set_postfix(loss=f"{raw_loss.item():.3f}", ppl=f"{math.exp(min(raw_loss.item(), 50)):.1f}",
+        tokens_per_s = seq_len * train_cfg.batch_size / max(time.time() - tick, 1e-9)  # of all ranks
+        bar.update(seq_len * train_cfg.batch_size)
+        gates = watch(model, run.step, run.metrics) or gates
+        bar.set_postfix(loss=f"{raw_loss:.3f}", ppl=f"{exp_or_inf(min(raw_loss, 50)):.1f}",
                         tok_s=f"{tokens_per_s:.0f}", **(gates or {}), refresh=False)
-        if run.step % tc.log_every == 0:
-            run.metrics.write(event="train", stage=state["stage"], epoch=state["epoch"], step=run.step,
-                              loss=raw_loss.item(), ppl=math.exp(min(raw_loss.item(), 50)), tokens_per_s=tokens_per_s)
-        if run.step % tc.checkpoint_every == 0:
-            save_checkpoint()
+        due = run.due()
+        if due.log:
+            run.metrics.write(event="train", stage=schedule.stage, epoch=schedule.epoch, step=run.step,
+                              loss=raw_loss, ppl=exp_or_inf(min(raw_loss, 50)), tokens_per_s=tokens_per_s)
+        if due.save:
+            run.save(model, optimizer, schedule.as_dict(), **payload, hidden=gathered(run, hidden))
     if bar is not None:
         bar.close()
-    save_checkpoint()
+    if run.has_unsaved_steps or stopped == "max_minutes":
+        run.save(model, optimizer, schedule.as_dict(), **payload, hidden=gathered(run, hidden))
     if stopped == "max_steps":
-        return {"run_dir": str(run.dir), "steps": run.step, "stopped": stopped, "train_minutes": run.elapsed / 60}
-    return run.finish({"stopped": stopped, **run.on_main(lambda: final_evaluation(cfg, run.best_path, corpus))})
+        return run.stopped_early(train_minutes=run.elapsed / 60)
+    result = run.world.on_main(lambda: final_evaluation(cfg, run.best_path, corpus))
+    watch.plot(run.metrics, run.dir / "saturation.png", f"{run.dir.name}: gate saturation")
+    return run.finish({"stopped": stopped, **result})
+
+
+def gathered(run: Run, hidden) -> list[list[torch.Tensor]]:
+    """The hidden state of the global batch (the ranks' columns joined), as ``last.pt`` keeps it."""
+    return [[run.world.gather_rows(h, 1), run.world.gather_rows(c, 1)] for h, c in hidden]
 
 
 def check_splits(corpus: Corpus, cfg: DictConfig) -> None:

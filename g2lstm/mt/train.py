@@ -7,7 +7,7 @@ so a resumed run sees the same batches), label-smoothed cross-entropy, Adam with
 gradient clipping, and every ``eval_every`` steps (or epoch) a validation that decays the learning
 rate on a plateau, saves ``best.pt`` on improvement and stops early when the validation score stops
 improving; ``last.pt`` is saved then and every ``checkpoint_every`` steps. The run folder, resume
-and budgets are :class:`g2lstm.runtime.Run`'s. At the end ``best.pt`` is scored on the test split with beam
+and budgets are :class:`g2lstm.train.Run`'s. At the end ``best.pt`` is scored on the test split with beam
 search (sacreBLEU, chrF, tokenized BLEU) and everything lands in ``results.json``.
 
 ``cfg`` is the Hydra config of ``g2lstm/conf/mt`` (a DictConfig or a plain dict with the same keys);
@@ -25,12 +25,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from omegaconf import MISSING
-from tqdm import tqdm
 
-from .. import config as checks, runtime, shard
-from ..data.mt import MTDataConfig, filter_pairs, load_corpus
+from .. import config, shard
 from ..config import compose_config
-from ..runtime import Run, load_checkpoint
+from ..config.run import RunConfig, TaskConfig
+from ..data.mt import MTDataConfig, filter_pairs, load_corpus
+from ..train import EpochState, GateSchedules, GateWatch, Run, load_checkpoint, print_record
+from ..train.distributed import World
 from .batching import token_batches, training_batch
 from .evaluate import TOKENIZED_BLEU, bleu_of
 from .model import ModelConfig, Seq2Seq
@@ -44,7 +45,7 @@ TASK = "mt"
 
 
 @dataclass
-class MTTrainConfig(runtime.RunConfig):
+class MTTrainConfig(RunConfig):
     """The schema of ``g2lstm/conf/mt/train`` (the meaning of each key: ``g2lstm/conf/mt/train/default.yaml``)."""
 
     max_tokens: int = 4000
@@ -65,15 +66,15 @@ class MTTrainConfig(runtime.RunConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        checks.positive(self, "max_tokens", "lr", "decay_patience", "early_stop_patience", "clip_norm",
+        config.positive(self, "max_tokens", "lr", "decay_patience", "early_stop_patience", "clip_norm",
                         "max_epochs", "valid_beam")
-        checks.require(self, "betas", lambda b: len(b) == 2 and all(0 <= x < 1 for x in b),
+        config.require(self, "betas", lambda b: len(b) == 2 and all(0 <= x < 1 for x in b),
                        "two Adam betas in [0, 1)")
-        checks.at_least(self, 0, "warmup_steps", "min_lr", "eval_every")
-        checks.require(self, "lr_decay", lambda v: 0 < v <= 1, "a factor in (0, 1]")
-        checks.require(self, "label_smoothing", lambda v: 0 <= v < 1, "a probability in [0, 1)")
-        checks.positive(self, "saturation_pairs")
-        checks.one_of(self, "select_by", ("loss", "bleu"))
+        config.at_least(self, 0, "warmup_steps", "min_lr", "eval_every")
+        config.require(self, "lr_decay", lambda v: 0 < v <= 1, "a factor in (0, 1]")
+        config.require(self, "label_smoothing", lambda v: 0 <= v < 1, "a probability in [0, 1)")
+        config.positive(self, "saturation_pairs")
+        config.one_of(self, "select_by", ("loss", "bleu"))
 
 
 @dataclass
@@ -86,13 +87,13 @@ class MTEvalConfig:
     tokenized_bleu: str = "13a"
 
     def __post_init__(self):
-        checks.positive(self, "beam", "max_tokens")
-        checks.at_least(self, 0, "length_penalty")
-        checks.one_of(self, "tokenized_bleu", TOKENIZED_BLEU)
+        config.positive(self, "beam", "max_tokens")
+        config.at_least(self, 0, "length_penalty")
+        config.one_of(self, "tokenized_bleu", TOKENIZED_BLEU)
 
 
 @dataclass
-class MTConfig(runtime.TaskConfig):
+class MTConfig(TaskConfig):
     """The schema of ``g2lstm/conf/mt/config.yaml``."""
 
     data: MTDataConfig = MISSING
@@ -101,8 +102,8 @@ class MTConfig(runtime.TaskConfig):
     eval: MTEvalConfig = field(default_factory=MTEvalConfig)
 
 
-checks.store(MTTrainConfig, "mt_train_schema", group="train")
-checks.store(MTConfig, "mt_schema")
+config.store(MTTrainConfig, "mt_train_schema", group="train")
+config.store(MTConfig, "mt_schema")
 
 
 def mt_config(overrides: list[str] | None = None):
@@ -165,16 +166,45 @@ def validation_record(model, tokenizers, pairs, val_src, val_tgt, t, ev, device)
     return record
 
 
-def shard_batch(run: Run, pairs: list[int], src_ids, tgt_ids) -> tuple[dict[str, torch.Tensor], int, tuple]:
+def shard_batch(world: World, pairs: list[int], src_ids, tgt_ids) -> tuple[dict[str, torch.Tensor], int, tuple]:
     """This rank's rows of a global batch (the example indices ``pairs``), the global batch's
     target token count and the arguments of :func:`g2lstm.shard.batch_shard` for these rows. The
     tensors are those of the global batch, cut: padded to the global lengths, so every rank runs
     the decoder for as many steps (and draws as many random numbers) as one process."""
     whole = training_batch([src_ids[i] for i in pairs], [tgt_ids[i] for i in pairs])
-    offset, rows = run.world.split_rows(len(pairs))
+    offset, rows = world.split_rows(len(pairs))
     tokens = int((whole["tgt_out"] != PAD).sum())
     where = (offset, rows, len(pairs), whole["src_lengths"].tolist())  # lengths: the packed encoder's
     return {k: v[offset:offset + rows] for k, v in whole.items()}, tokens, where
+
+
+@dataclass
+class MTState(EpochState):
+    """The MT trainer's state: :class:`EpochState` (``best`` is the BLEU or the negated loss) with
+    the learning rate's decay on a plateau."""
+
+    lr_scale: float = 1.0
+    evals_since_decay: int = 0
+
+    def observe_validation(self, value: float, train_cfg: dict) -> bool:
+        """A validation score (larger is better): on a plateau of ``decay_patience`` validations the
+        learning rate decays; training stops after ``early_stop_patience`` validations without a
+        better score, or once the learning rate falls below ``min_lr``. True if it is the best."""
+        improved = self.best is None or value > self.best
+        if improved:
+            self.best, self.bad_evals, self.evals_since_decay = value, 0, 0
+        else:
+            self.bad_evals += 1
+            self.evals_since_decay += 1
+            if self.evals_since_decay >= train_cfg["decay_patience"]:
+                self.lr_scale *= train_cfg["lr_decay"]
+                self.evals_since_decay = 0
+        self.stopped = None
+        if self.bad_evals >= train_cfg["early_stop_patience"]:
+            self.stopped = f"no improvement in {self.bad_evals} validations"
+        elif train_cfg["lr"] * self.lr_scale < train_cfg["min_lr"]:
+            self.stopped = f"learning rate fell below min_lr={train_cfg['min_lr']}"
+        return improved
 
 
 def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -182,15 +212,16 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
     line's ``overrides``, a resumed run takes its saved config with only those applied.
 
     Returns the test scores with ``run_dir``, ``steps``, ``epochs``, ``stopped``; with
-    ``stopped='max_steps'`` only the first four (no test: run the folder again to go on).
+    ``stopped='max_steps'`` only ``run_dir``, ``steps``, ``stopped`` and ``train_minutes`` (no
+    test: run the folder again to go on).
     """
-    checks.validate(cfg, MTConfig)  # before anything is read or written
+    config.validate(cfg, MTConfig)  # before anything is read or written
     run_dir = run_dir if run_dir is not None else Path("runs/mt") / time.strftime("%Y%m%d-%H%M%S")
     run = Run(cfg, TASK, run_dir, overrides)
     if run.finished:
         return run.result()
     cfg = run.cfg
-    t, ev = cfg["train"], cfg["eval"]
+    train_cfg, eval_cfg = cfg["train"], cfg["eval"]
     device = torch.device(cfg.get("device", "cpu"))
 
     data = build_data(cfg)
@@ -199,69 +230,37 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
     else:
         tk = cfg["data"]["tokenizer"]
         tokenizers = train_tokenizers(data["train"], tk["joint"], tk["vocab_size"], tk["model_type"], tk["character_coverage"])
-    src_ids = tokenizers.src.encode([s for s, _ in data["train"]])
-    tgt_ids = tokenizers.tgt.encode([t_ for _, t_ in data["train"]])
-    val_src = tokenizers.src.encode([s for s, _ in data["valid"]])
-    val_tgt = tokenizers.tgt.encode([t_ for _, t_ in data["valid"]])
+    src_ids = tokenizers.src.encode([source for source, _ in data["train"]])
+    tgt_ids = tokenizers.tgt.encode([target for _, target in data["train"]])
+    val_src = tokenizers.src.encode([source for source, _ in data["valid"]])
+    val_tgt = tokenizers.tgt.encode([target for _, target in data["valid"]])
 
     model = Seq2Seq(ModelConfig(**cfg["model"]), tokenizers.src.vocab_size, tokenizers.tgt.vocab_size).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=t["lr"], betas=tuple(t.get("betas", (0.9, 0.999))))
-    # trainer state: everything besides weights and optimizer that an exact resume needs
-    ts = run.restore(model, optimizer) or {"epoch": 0, "batch_in_epoch": 0, "lr_scale": 1.0, "best": None,
-                                           "bad_evals": 0, "evals_since_decay": 0, "stopped": None}
-    ts["stopped"] = None  # a resumed run continues; its limits (maybe raised) are checked again
+    optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg["lr"], betas=tuple(train_cfg.get("betas", (0.9, 0.999))))
+    state = MTState.restore(run.restore(model, optimizer))
     print(f"{cfg['model']['cell']}: {sum(p.numel() for p in model.parameters()):,} parameters, "
           f"{len(data['train'])} training pairs, vocab {model.src_vocab}/{model.tgt_vocab}, run_dir {run.dir}")
     payload = {"model_config": model.config_dict(), "tokenizers": tokenizers.state()}
 
-    def validate() -> bool:
-        """Score on the validation split, decay / stop on a plateau; True means stop training."""
-        record = run.on_main(lambda: validation_record(model, tokenizers, data["valid"], val_src, val_tgt, t, ev, device))
-        record.update(step=run.step, epoch=ts["epoch"])
-        loss = record["loss"]
-        value = record["bleu"] if t["select_by"] == "bleu" else -loss  # larger is better
-        improved = ts["best"] is None or value > ts["best"]
-        if improved:
-            ts["best"], ts["bad_evals"], ts["evals_since_decay"] = value, 0, 0
-        else:
-            ts["bad_evals"] += 1
-            ts["evals_since_decay"] += 1
-            if ts["evals_since_decay"] >= t["decay_patience"]:
-                ts["lr_scale"] *= t["lr_decay"]
-                ts["evals_since_decay"] = 0
-        stop = None
-        if ts["bad_evals"] >= t["early_stop_patience"]:
-            stop = f"no improvement in {ts['bad_evals']} validations"
-        elif t["lr"] * ts["lr_scale"] < t["min_lr"]:
-            stop = f"learning rate fell below min_lr={t['min_lr']}"
-        record.update(improved=improved, lr=t["lr"] * ts["lr_scale"])
-        run.metrics.write(**record)
-        tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
-        if improved:
-            run.save_best(model, **payload)
-        ts["stopped"] = stop
-        return stop is not None
-
-    watched = min(t["saturation_pairs"], len(val_src))  # the valid pairs whose gates are watched in training
+    schedules = GateSchedules(train_cfg, cfg["model"])
+    watched = min(train_cfg["saturation_pairs"], len(val_src))  # the valid pairs whose gates are watched in training
     probe = [tuple(b[k].to(device) for k in ("src", "src_lengths", "tgt_in"))
              for b in (training_batch(val_src[i:min(i + 50, watched)], val_tgt[i:min(i + 50, watched)])
                        for i in range(0, watched, 50))]
-    gates = None if run.resumed else run.watch_gates(model, probe)  # step 0: the initial gates
-    def save() -> None:
-        run.save(model, optimizer, ts, **payload)
-
-    budget = None
+    watch = GateWatch(train_cfg["saturation_every"], probe, enabled=run.world.is_main)
+    gates = None if run.resumed else watch(model, run.step, run.metrics)  # step 0: the initial gates
+    # a run stopped by train.max_steps and started again as it was takes no step (and writes nothing)
+    budget = "max_steps" if run.budget_reached() == "max_steps" else None
     model.train()
-    while ts["stopped"] is None and ts["epoch"] < t["max_epochs"] and budget is None:
-        batches = token_batches([len(s) + 1 for s in src_ids], [len(x) + 1 for x in tgt_ids], t["max_tokens"],
-                                seed=cfg["seed"] * 100_003 + ts["epoch"])
-        bar = run.progress(len(batches), ts["batch_in_epoch"], f"epoch {ts['epoch'] + 1}")
-        while ts["batch_in_epoch"] < len(batches):
-            batch = batches[ts["batch_in_epoch"]]
-            b, n_tokens, where = shard_batch(run, batch, src_ids, tgt_ids)
+    while budget is None and state.stopped is None and state.epoch < train_cfg["max_epochs"]:
+        batches = token_batches([len(s) + 1 for s in src_ids], [len(x) + 1 for x in tgt_ids], train_cfg["max_tokens"],
+                                seed=cfg["seed"] * 100_003 + state.epoch)
+        bar = run.progress(len(batches), state.batch_in_epoch, f"epoch {state.epoch + 1}")
+        for batch in batches[state.batch_in_epoch:]:
+            b, n_tokens, where = shard_batch(run.world, batch, src_ids, tgt_ids)
             b = {k: v.to(device) for k, v in b.items()}
-            run.apply_schedules(model)
-            lr = t["lr"] * ts["lr_scale"] * min(1.0, (run.step + 1) / max(t["warmup_steps"], 1))
+            schedules.apply(model, run.step)
+            lr = train_cfg["lr"] * state.lr_scale * min(1.0, (run.step + 1) / max(train_cfg["warmup_steps"], 1))
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with shard.batch_shard(*where):  # gate noise and dropout masks of these rows
@@ -269,32 +268,51 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
             # sum over this rank's tokens / the global batch's tokens: the shares add up to the
             # per-token mean of the whole batch whatever each rank's token count
             loss = F.cross_entropy(logits.flatten(0, 1).float(), b["tgt_out"].flatten(), ignore_index=PAD,
-                                   label_smoothing=t["label_smoothing"], reduction="sum") / n_tokens
-            loss, grad_norm = run.optimizer_step(model, optimizer, loss, t["clip_norm"])
+                                   label_smoothing=train_cfg["label_smoothing"], reduction="sum") / n_tokens
+            loss, grad_norm = run.optimizer_step(model, optimizer, loss, train_cfg["clip_norm"])
             bar.update(1)
-            gates = run.watch_gates(model, probe) or gates
+            gates = watch(model, run.step, run.metrics) or gates
             bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", **(gates or {}))
-            if run.step % t["log_every"] == 0:
-                run.metrics.write(split="train", step=run.step, epoch=ts["epoch"], loss=loss, lr=lr,
+            due = run.due(end_of_epoch=state.is_last_batch(len(batches)))
+            if due.log:
+                run.metrics.write(split="train", step=run.step, epoch=state.epoch, loss=loss, lr=lr,
                                   grad_norm=grad_norm, tokens=n_tokens, elapsed=run.elapsed)
-            leave, budget = run.after_epoch_step(ts, len(batches), validate, save)
-            if leave:
+            end_of_epoch = state.count_batch(len(batches))
+            if due.validate:
+                record = run.world.on_main(lambda: validation_record(model, tokenizers, data["valid"], val_src, val_tgt,
+                                                                     train_cfg, eval_cfg, device))
+                record.update(step=run.step, epoch=state.epoch)
+                score = record["bleu"] if train_cfg["select_by"] == "bleu" else -record["loss"]  # larger is better
+                improved = state.observe_validation(score, train_cfg)
+                record.update(improved=improved, lr=train_cfg["lr"] * state.lr_scale)
+                run.metrics.write(**record)
+                print_record(record)
+                if improved:
+                    run.save_best(model, **payload)
+            if due.save:
+                run.save(model, optimizer, state.as_dict(), **payload)
+            budget = due.budget
+            if budget or state.stopped or end_of_epoch:
                 break
         bar.close()
-    partial = run.end_epochs(ts, budget, save)
-    if partial is not None:
-        return partial
+    if budget == "max_steps" and state.stopped is None:
+        return run.stopped_early(epochs=state.epoch)
 
+    state.stopped = state.why_ended(budget, run.elapsed, train_cfg["max_epochs"])
+    run.save(model, optimizer, state.as_dict(), **payload)
+    print(f"stopped: {state.stopped}")
     # final test score of the best validation checkpoint, on rank 0
     model.load_state_dict(load_checkpoint(run.best_path)["model"])
-    test = run.on_main(lambda: bleu_of(model, tokenizers, data["test"], beam=ev["beam"], length_penalty=ev["length_penalty"],
-                                       max_tokens=ev["max_tokens"], tokenized=ev["tokenized_bleu"], return_hypotheses=True))
+    test = run.world.on_main(lambda: bleu_of(model, tokenizers, data["test"], beam=eval_cfg["beam"],
+                                             length_penalty=eval_cfg["length_penalty"], max_tokens=eval_cfg["max_tokens"],
+                                             tokenized=eval_cfg["tokenized_bleu"], return_hypotheses=True))
     hypotheses = test.pop("hypotheses")
     if run.world.is_main:
         (run.dir / "test.hyp").write_text("\n".join(hypotheses) + "\n", encoding="utf-8")
+    watch.plot(run.metrics, run.dir / "saturation.png", f"{run.dir.name}: gate saturation")
     result = run.finish({"checkpoint": str(run.best_path), "cell": cfg["model"]["cell"],
-                         "test_split": cfg["data"]["splits"]["test"], "epochs": ts["epoch"],
-                         "stopped": ts["stopped"], "best_valid": ts["best"], **test})
+                         "test_split": cfg["data"]["splits"]["test"], "epochs": state.epoch,
+                         "stopped": state.stopped, "best_valid": state.best, **test})
     print(f"test {result['test_split']}: BLEU {test['bleu']:.2f} chrF {test['chrf']:.2f} tokBLEU {test['tok_bleu']:.2f}")
     print(test["bleu_signature"])
     return result

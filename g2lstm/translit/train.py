@@ -7,7 +7,7 @@ order drawn from (seed, epoch) (so a resumed run sees the same batches), cross-e
 input character, Adam, gradient clipping, and every ``eval_every`` steps (and after each epoch) a
 validation (character and word accuracy) that saves ``best.pt`` on a better word accuracy and stops
 early after ``early_stop_patience`` validations without one. At the end ``best.pt`` is scored on
-the test books. The run folder, resume and budgets are :class:`g2lstm.runtime.Run`'s; ``cfg`` is
+the test books. The run folder, resume and budgets are :class:`g2lstm.train.Run`'s; ``cfg`` is
 the Hydra config of ``g2lstm/conf/translit``.
 """
 
@@ -22,13 +22,15 @@ import torch
 import torch.nn.functional as F
 from omegaconf import MISSING
 
-from .. import config as checks
+from .. import config
 from ..classify.model import RecurrentModelConfig
-from ..classify.train import EpochTrainConfig, batches, keep_best, shard_logits
 from ..config import compose_config
+from ..config.run import EpochTrainConfig, TaskConfig
 from ..data.symbols import SymbolTable
 from ..data.translit import Aligned, TranslitDataConfig, load_translit, words
-from ..runtime import Run, TaskConfig, load_checkpoint
+from ..train import EpochState, GateSchedules, GateWatch, Run, load_checkpoint, print_record
+from ..train.distributed import forward_rows
+from ..train.epochs import epoch_batches
 from .model import Transliterator, transliterator_config
 
 TASK = "translit"
@@ -47,7 +49,7 @@ class TranslitTrainConfig(EpochTrainConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        checks.positive(self, "valid_pieces", optional=True)
+        config.positive(self, "valid_pieces", optional=True)
 
 
 @dataclass
@@ -59,8 +61,8 @@ class TranslitConfig(TaskConfig):
     train: TranslitTrainConfig = MISSING
 
 
-checks.store(TranslitTrainConfig, "translit_train_schema", group="train")
-checks.store(TranslitConfig, "translit_schema")
+config.store(TranslitTrainConfig, "translit_train_schema", group="train")
+config.store(TranslitConfig, "translit_schema")
 
 
 def translit_config(overrides: list[str] | None = None):
@@ -91,7 +93,7 @@ def evaluate(model: Transliterator, inputs: SymbolTable, outputs: SymbolTable, p
     model.eval()
     device = next(model.parameters()).device
     right_chars = chars = right_words = all_words = 0
-    for index in batches(len(pieces), batch_size):
+    for index in epoch_batches(len(pieces), batch_size):
         chunk = [pieces[i] for i in index]
         tokens, lengths, targets = encode(chunk, inputs, outputs)
         correct = (model(tokens.to(device), lengths.to(device)).argmax(-1).cpu() == targets)
@@ -110,11 +112,11 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
     """Train (or resume, if ``run_dir`` has a ``last.pt``) and test one run; with the command line's
     ``overrides`` a resumed run takes its saved config with only those applied. With
     ``stopped='max_steps'`` the result has no test scores: run the folder again to go on."""
-    checks.validate(cfg, TranslitConfig)  # before anything is read or written
+    config.validate(cfg, TranslitConfig)  # before anything is read or written
     run = Run(cfg, TASK, run_dir if run_dir is not None else Path("runs/translit") / time.strftime("%Y%m%d-%H%M%S"), overrides)
     if run.finished:
         return run.result()
-    cfg, t = run.cfg, run.cfg["train"]
+    cfg, train_cfg = run.cfg, run.cfg["train"]
     device = torch.device(cfg.get("device", "cpu"))
 
     data = build_data(cfg)
@@ -124,56 +126,65 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
         inputs = SymbolTable.build(p.latin for p in data["train"])
         outputs = SymbolTable.build(p.target for p in data["train"])
     model = Transliterator(transliterator_config(len(inputs), len(outputs), **cfg["model"])).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=t["lr"])
-    ts = run.restore(model, optimizer) or {"epoch": 0, "batch_in_epoch": 0, "best": None, "bad_evals": 0}
-    ts["stopped"] = None  # a resumed run continues; its limits (maybe raised) are checked again
+    optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg["lr"])
+    state = EpochState.restore(run.restore(model, optimizer))
     payload = {"model_config": model.config_dict(), "input_symbols": inputs.symbols, "output_symbols": outputs.symbols}
-    valid = data["valid"][:t["valid_pieces"]] if t.get("valid_pieces") else data["valid"]
+    valid = data["valid"][:train_cfg["valid_pieces"]] if train_cfg.get("valid_pieces") else data["valid"]
     print(f"{cfg['model']['cell']}: {sum(p.numel() for p in model.parameters()):,} parameters, "
           f"{len(data['train'])} training pieces, {len(inputs)} input / {len(outputs)} output symbols, run_dir {run.dir}")
 
-    def validate() -> None:
-        record = {"split": "valid", "step": run.step, "epoch": ts["epoch"],
-                  **run.on_main(lambda: evaluate(model, inputs, outputs, valid, t["eval_batch_size"]))}
-        keep_best(run, ts, record, "word_accuracy", t["early_stop_patience"], lambda: run.save_best(model, **payload))
-
-    def save() -> None:
-        run.save(model, optimizer, ts, **payload)
-
-    probe = [encode(valid[:t["saturation_examples"]], inputs, outputs)[:2]]  # the gates watched in training
-    probe = [tuple(x.to(device) for x in probe[0])]
-    gates = None if run.resumed else run.watch_gates(model, probe)
-    budget = None
+    schedules = GateSchedules(train_cfg, cfg["model"])
+    probe = [tuple(x.to(device) for x in encode(valid[:train_cfg["saturation_examples"]], inputs, outputs)[:2])]
+    watch = GateWatch(train_cfg["saturation_every"], probe, enabled=run.world.is_main)  # the gates watched in training
+    gates = None if run.resumed else watch(model, run.step, run.metrics)
+    # a run stopped by train.max_steps and started again as it was takes no step (and writes nothing)
+    budget = "max_steps" if run.budget_reached() == "max_steps" else None
     model.train()
-    while ts["stopped"] is None and ts["epoch"] < t["max_epochs"] and budget is None:
-        epoch_batches = batches(len(data["train"]), t["batch_size"], seed=cfg["seed"] * 100_003 + ts["epoch"])
-        bar = run.progress(len(epoch_batches), ts["batch_in_epoch"], f"epoch {ts['epoch'] + 1}")
-        leave = False
-        while not leave:
+    while budget is None and state.stopped is None and state.epoch < train_cfg["max_epochs"]:
+        batches = epoch_batches(len(data["train"]), train_cfg["batch_size"], seed=cfg["seed"] * 100_003 + state.epoch)
+        bar = run.progress(len(batches), state.batch_in_epoch, f"epoch {state.epoch + 1}")
+        for index in batches[state.batch_in_epoch:]:
             # the global batch; each rank computes its rows
-            tokens, lengths, targets = encode([data["train"][i] for i in epoch_batches[ts["batch_in_epoch"]]], inputs, outputs)
-            run.apply_schedules(model)
-            logits, mine = shard_logits(run, model, tokens, lengths, device)
+            tokens, lengths, targets = encode([data["train"][i] for i in index], inputs, outputs)
+            schedules.apply(model, run.step)
+            logits, mine = forward_rows(run.world, model, tokens, lengths, device)
             # this rank's summed loss over the global batch's character count: the shares add up to the mean
             loss = F.cross_entropy(logits.flatten(0, 1), targets[mine].to(device).flatten(), ignore_index=IGNORE,
                                    reduction="sum") / int((targets != IGNORE).sum())
-            loss, grad_norm = run.optimizer_step(model, optimizer, loss, t["clip_norm"])
-            gates = run.watch_gates(model, probe) or gates
+            loss, grad_norm = run.optimizer_step(model, optimizer, loss, train_cfg["clip_norm"])
+            gates = watch(model, run.step, run.metrics) or gates
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}", **(gates or {}))
-            if run.step % t["log_every"] == 0:
-                run.metrics.write(split="train", step=run.step, epoch=ts["epoch"], loss=loss,
+            due = run.due(end_of_epoch=state.is_last_batch(len(batches)))
+            if due.log:
+                run.metrics.write(split="train", step=run.step, epoch=state.epoch, loss=loss,
                                   grad_norm=grad_norm, elapsed=run.elapsed)
-            leave, budget = run.after_epoch_step(ts, len(epoch_batches), validate, save)
+            end_of_epoch = state.count_batch(len(batches))
+            if due.validate:
+                record = {"split": "valid", "step": run.step, "epoch": state.epoch,
+                          **run.world.on_main(lambda: evaluate(model, inputs, outputs, valid, train_cfg["eval_batch_size"]))}
+                improved = state.observe(record["word_accuracy"], train_cfg["early_stop_patience"], "word_accuracy")
+                if improved:
+                    run.save_best(model, **payload)
+                run.metrics.write(**record, improved=improved)
+                print_record(record)
+            if due.save:
+                run.save(model, optimizer, state.as_dict(), **payload)
+            budget = due.budget
+            if budget or state.stopped or end_of_epoch:
+                break
         bar.close()
-    partial = run.end_epochs(ts, budget, save)
-    if partial is not None:
-        return partial
+    if budget == "max_steps" and state.stopped is None:
+        return run.stopped_early(epochs=state.epoch)
 
+    state.stopped = state.why_ended(budget, run.elapsed, train_cfg["max_epochs"])
+    run.save(model, optimizer, state.as_dict(), **payload)
+    print(f"stopped: {state.stopped}")
     model.load_state_dict(load_checkpoint(run.best_path)["model"])
-    test = run.on_main(lambda: evaluate(model, inputs, outputs, data["test"], t["eval_batch_size"]))
-    result = run.finish({"checkpoint": str(run.best_path), "cell": cfg["model"]["cell"], "epochs": ts["epoch"],
-                         "stopped": ts["stopped"], "best_valid_word_accuracy": ts["best"],
+    test = run.world.on_main(lambda: evaluate(model, inputs, outputs, data["test"], train_cfg["eval_batch_size"]))
+    watch.plot(run.metrics, run.dir / "saturation.png", f"{run.dir.name}: gate saturation")
+    result = run.finish({"checkpoint": str(run.best_path), "cell": cfg["model"]["cell"], "epochs": state.epoch,
+                         "stopped": state.stopped, "best_valid_word_accuracy": state.best,
                          "test_books": cfg["data"]["test_books"], **test})
     print(f"test books {cfg['data']['test_books']}: character accuracy {test['char_accuracy']:.4f}, "
           f"word accuracy {test['word_accuracy']:.4f} ({test['words']} words)")

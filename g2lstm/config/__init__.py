@@ -21,7 +21,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-CONF_ROOT = Path(__file__).resolve().parent / "conf"  # shipped inside the package (pyproject package-data)
+CONF_ROOT = Path(__file__).resolve().parent.parent / "conf"  # shipped inside the package (pyproject package-data)
 
 # config root -> the module whose import registers the root's schemas in the ConfigStore
 SCHEMA_MODULES = {
