@@ -42,6 +42,7 @@ class GateStats:
     below: dict[str, torch.Tensor] = field(default_factory=dict)  # (3,) int64
     above: dict[str, torch.Tensor] = field(default_factory=dict)  # (3,) int64
     sums: dict[str, torch.Tensor] = field(default_factory=dict)  # (3,) float64
+    squares: dict[str, torch.Tensor] = field(default_factory=dict)  # (3,) float64: sums of squares
     total: dict[str, int] = field(default_factory=dict)  # values per gate
 
     def add(self, key: str, gates: torch.Tensor, mask: torch.Tensor) -> None:
@@ -55,11 +56,13 @@ class GateStats:
             self.below[key] = torch.zeros(3, dtype=torch.int64)
             self.above[key] = torch.zeros(3, dtype=torch.int64)
             self.sums[key] = torch.zeros(3, dtype=torch.float64)
+            self.squares[key] = torch.zeros(3, dtype=torch.float64)
             self.total[key] = 0
         self.counts[key] += counts
         self.below[key] += (values < LOW).sum(1).cpu()
         self.above[key] += (values > HIGH).sum(1).cpu()
         self.sums[key] += values.sum(1).cpu()
+        self.squares[key] += values.pow(2).sum(1).cpu()
         self.total[key] += values.shape[1]
 
     def histogram(self, key: str) -> torch.Tensor:
@@ -77,6 +80,7 @@ class GateStats:
                     "share_below_0.1": self.below[key][g].item() / n,
                     "share_above_0.9": self.above[key][g].item() / n,
                     "mean": self.sums[key][g].item() / n,
+                    "mean_square": self.squares[key][g].item() / n,
                     "count": n,
                 }
                 for g, gate in enumerate(RECORDED_GATES)
@@ -104,6 +108,9 @@ class GateStats:
             stats.below[key] = torch.tensor([round(g["share_below_0.1"] * n) for g in gates])
             stats.above[key] = torch.tensor([round(g["share_above_0.9"] * n) for g in gates])
             stats.sums[key] = torch.tensor([g["mean"] * n for g in gates], dtype=torch.float64)
+            # (files written before mean_square was recorded: the squares of values at the mean)
+            stats.squares[key] = torch.tensor([g.get("mean_square", g["mean"] ** 2) * n for g in gates],
+                                              dtype=torch.float64)
             stats.total[key] = n
         return stats
 

@@ -27,7 +27,7 @@ from typing import Any, Optional
 import torch
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from g2lstm import config as checks, diagnostics, tasks
+from g2lstm import config, diagnostics, tasks
 from g2lstm.compress import evaluate_under_compression, gate_weight_stats
 from g2lstm.config import compose_config
 from g2lstm.protocol import CELLS
@@ -56,8 +56,8 @@ class PaperTaskConfig:
 
     def __post_init__(self):
         for key in ("model_overrides", "checkpoints"):
-            checks.require(self, key, lambda d: set(d) <= set(CELLS), f"keys among the model kinds {list(CELLS)}")
-        checks.all_of(self, "gates", lambda g: g in GATES, f"gates among {list(GATES)}")
+            config.require(self, key, lambda d: set(d) <= set(CELLS), f"keys among the model kinds {list(CELLS)}")
+        config.all_of(self, "gates", lambda g: g in GATES, f"gates among {list(GATES)}")
 
 
 @dataclass
@@ -79,14 +79,14 @@ class PaperConfig:
 
     def __post_init__(self):
         configured = [key for key in TABLE_TASKS if getattr(self, key) is not None]
-        checks.all_of(self, "tasks", lambda t: t in configured, f"tasks with a config group among {configured}")
-        checks.all_of(self, "models", lambda m: m in CELLS, f"model kinds among {list(CELLS)}")
-        checks.positive(self, "threads")
+        config.all_of(self, "tasks", lambda t: t in configured, f"tasks with a config group among {configured}")
+        config.all_of(self, "models", lambda m: m in CELLS, f"model kinds among {list(CELLS)}")
+        config.positive(self, "threads")
 
 
-checks.store(PaperConfig, "paper_schema")
+config.store(PaperConfig, "paper_schema")
 for _task in TABLE_TASKS:
-    checks.store(PaperTaskConfig, "paper_task_schema", group=_task)
+    config.store(PaperTaskConfig, "paper_task_schema", group=_task)
 
 
 class PaperTask:

@@ -25,7 +25,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from . import config as checks
+from . import config
 from .rnn import G2LSTM
 
 # model.cell -> G2LSTM(gates=...): the paper's baseline, its sharpened-sigmoid baseline, G2-LSTM.
@@ -36,7 +36,7 @@ G2_OPTIONS = ("stochastic_gates", "noise_mode", "eval_gates", "weight_drop", "im
 
 def check_g2_options(cfg) -> None:
     """Refuse, at composition, a ``model.g2_options`` key that G2LSTM would reject only when built."""
-    checks.require(cfg, "g2_options", lambda o: set(o) <= set(G2_OPTIONS), f"G2LSTM keywords among {list(G2_OPTIONS)}")
+    config.require(cfg, "g2_options", lambda o: set(o) <= set(G2_OPTIONS), f"G2LSTM keywords among {list(G2_OPTIONS)}")
 
 
 def check_cell(cell: str) -> str:

@@ -15,7 +15,8 @@ from g2lstm.data import bible
 from g2lstm.lm.evaluate import SplitOutputs, cache_pointer_loss
 from g2lstm.lm.model import AWDLSTM
 from g2lstm.report import collect, markdown
-from g2lstm.lm.train import lm_config, load_model, nt_trigger, train
+from g2lstm.lm.nt_asgd import nt_trigger
+from g2lstm.lm.train import lm_config, load_model, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -169,10 +170,10 @@ def test_checkpoint_holds_what_resume_needs_and_loads_weights_only(tiny_corpus, 
 
 def test_resume_refuses_a_different_model(tiny_corpus, tmp_path):
     train(tiny_config(tiny_corpus, "train.max_steps=3"), tmp_path)
-    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
     with pytest.raises(ValueError, match=r"the config changed:\n  model.nhid: 12 in the checkpoint, 16 now"):
         train(tiny_config(tiny_corpus, "model.nhid=16"), tmp_path)
-    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # refused before writing
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before  # refused before writing
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_corpus, tmp_path, monkeypatch):

@@ -14,7 +14,8 @@ from test_translit_train import SMALL
 
 
 def _files(folder):
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+    """Every file under ``folder`` (TensorBoard events included), by relative path."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def _twice(capsys, train, make_config, run_dir, steps):

@@ -15,7 +15,8 @@ CFG = {"seed": 3, "threads": None, "data": {"name": "toy"}, "model": {"size": 4}
 
 
 def _files(folder):
-    return {p.name: p.read_bytes() for p in folder.iterdir()}
+    """Every file under ``folder`` (TensorBoard events included), by relative path."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def _run_steps(run, model, optimizer, until):

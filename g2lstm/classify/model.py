@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .. import config as checks, shard
+from .. import config, shard
 from ..protocol import CELLS, Batch, check_g2_options, recurrent_layer
 
 POOLINGS = ("last", "mean", "max", "none")
@@ -48,10 +48,10 @@ class RecurrentModelConfig:
     g2_options: dict[str, Any] = field(default_factory=dict)  # further G2LSTM keywords (noise_mode, ...)
 
     def __post_init__(self):
-        checks.one_of(self, "cell", CELLS)
-        checks.positive(self, "embed_dim", "hidden_dim", "num_layers", "tau")
-        checks.dropout(self, "dropout")
-        checks.probability(self, "noise_p")
+        config.one_of(self, "cell", CELLS)
+        config.positive(self, "embed_dim", "hidden_dim", "num_layers", "tau")
+        config.dropout(self, "dropout")
+        config.probability(self, "noise_p")
         check_g2_options(self)
 
 
@@ -64,7 +64,7 @@ class ClassifierModelConfig(RecurrentModelConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        checks.one_of(self, "pooling", POOLINGS)
+        config.one_of(self, "pooling", POOLINGS)
 
 
 @dataclass
@@ -77,10 +77,10 @@ class ClassifierConfig(ClassifierModelConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        checks.positive(self, "vocab_size", "num_classes")
+        config.positive(self, "vocab_size", "num_classes")
 
 
-checks.store(ClassifierModelConfig, "classifier_schema", group="model")
+config.store(ClassifierModelConfig, "classifier_schema", group="model")
 
 
 class RNNClassifier(nn.Module):

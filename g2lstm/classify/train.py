@@ -131,6 +131,7 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
         batches = epoch_batches(len(train_tokens), train_cfg["batch_size"], seed=cfg["seed"] * 100_003 + state.epoch)
         bar = run.progress(len(batches), state.batch_in_epoch, f"epoch {state.epoch + 1}")
         for index in batches[state.batch_in_epoch:]:
+            tick = time.time()
             tokens, lengths = table.batch([train_tokens[i] for i in index])  # the global batch
             schedules.apply(model, run.step)
             logits, mine = forward_rows(run.world, model, tokens, lengths, device)
@@ -142,8 +143,9 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
             bar.set_postfix(loss=f"{loss:.3f}", **(gates or {}))
             due = run.due(end_of_epoch=state.is_last_batch(len(batches)))
             if due.log:
-                run.metrics.write(split="train", step=run.step, epoch=state.epoch, loss=loss,
-                                  grad_norm=grad_norm, elapsed=run.elapsed)
+                run.metrics.write(split="train", step=run.step, epoch=state.epoch, loss=loss, grad_norm=grad_norm,
+                                  lr=optimizer.param_groups[0]["lr"],
+                                  tokens_per_s=int(lengths.sum()) / max(time.time() - tick, 1e-9), elapsed=run.elapsed)
             end_of_epoch = state.count_batch(len(batches))
             if due.validate:
                 record = {"split": "valid", "step": run.step, "epoch": state.epoch,

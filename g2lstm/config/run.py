@@ -48,6 +48,7 @@ class RunConfig:
     divergence_factor: Optional[float] = 10.0
     resume: bool = True
     init_from: Optional[str] = None  # a checkpoint whose weights start a fresh run (a finetune)
+    tensorboard: Optional[bool] = None  # TensorBoard events in <run>/tensorboard; null: if the extra is installed
 
     def __post_init__(self):
         config.positive(self, "log_every", "checkpoint_every")

@@ -27,7 +27,7 @@ from typing import ClassVar, Iterable, Optional, Sequence
 import torch
 from omegaconf import MISSING
 
-from g2lstm import config as checks
+from g2lstm import config
 from g2lstm.data import data_root, read_text
 
 UNK = "<unk>"
@@ -240,11 +240,11 @@ class LMDataConfig:
     min_count: int = 1
 
     def __post_init__(self):
-        checks.require(self, "source", lambda v: v in self.sources,
+        config.require(self, "source", lambda v: v in self.sources,
                        f"one of {list(self.sources)} (the sources this data group reads; pick a corpus with "
                        f"data=<bible|brown|ptb|wikitext2|text>)")
-        checks.at_least(self, 3, "vocab_size", optional=True)
-        checks.at_least(self, 1, "min_count")
+        config.at_least(self, 3, "vocab_size", optional=True)
+        config.at_least(self, 1, "min_count")
 
 
 @dataclass
@@ -260,9 +260,9 @@ class BibleDataConfig(LMDataConfig):
         from g2lstm.data.bible import NUM_BOOKS
 
         for key in ("valid_books", "test_books"):
-            checks.require(self, key, lambda books: all(1 <= b <= NUM_BOOKS for b in books),
+            config.require(self, key, lambda books: all(1 <= b <= NUM_BOOKS for b in books),
                            f"Bible book numbers in 1..{NUM_BOOKS}")
-        checks.require(self, "test_books", lambda books: not set(books) & set(self.valid_books),
+        config.require(self, "test_books", lambda books: not set(books) & set(self.valid_books),
                        "books not also in data.valid_books")
 
 
@@ -275,7 +275,7 @@ class BrownDataConfig(LMDataConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        checks.positive(self, "train_words", "valid_words")
+        config.positive(self, "train_words", "valid_words")
 
 
 @dataclass
@@ -287,7 +287,7 @@ class TokenFilesDataConfig(LMDataConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        checks.require(self, "files", lambda f: len(f) == 3, "three file names [train, valid, test]")
+        config.require(self, "files", lambda f: len(f) == 3, "three file names [train, valid, test]")
 
 
 @dataclass
@@ -299,13 +299,13 @@ class TextDataConfig(TokenFilesDataConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        checks.require(self, "path", lambda v: bool(v), "the folder of the text files")
+        config.require(self, "path", lambda v: bool(v), "the folder of the text files")
 
 
-checks.store(BibleDataConfig, "lm_bible_schema", group="data")
-checks.store(BrownDataConfig, "lm_brown_schema", group="data")
-checks.store(TokenFilesDataConfig, "lm_token_files_schema", group="data")
-checks.store(TextDataConfig, "lm_text_schema", group="data")
+config.store(BibleDataConfig, "lm_bible_schema", group="data")
+config.store(BrownDataConfig, "lm_brown_schema", group="data")
+config.store(TokenFilesDataConfig, "lm_token_files_schema", group="data")
+config.store(TextDataConfig, "lm_text_schema", group="data")
 
 
 def read_splits(source: str, path: str | None = None, *, lowercase: bool = True,

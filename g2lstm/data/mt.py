@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 from omegaconf import MISSING
 
-from .. import config as checks
+from .. import config
 from ..mt.tokenizer import TokenizerConfig
 from . import data_root, read_text
 
@@ -203,10 +203,10 @@ class PairFilter:
     max_ratio: Optional[float] = 3.0
 
     def __post_init__(self):
-        checks.at_least(self, 0, "min_len")
-        checks.require(self, "max_len", lambda v: v >= max(self.min_len, 1), "a length >= min_len and >= 1",
+        config.at_least(self, 0, "min_len")
+        config.require(self, "max_len", lambda v: v >= max(self.min_len, 1), "a length >= min_len and >= 1",
                        optional=True)
-        checks.at_least(self, 1, "max_ratio", optional=True)
+        config.at_least(self, 1, "max_ratio", optional=True)
 
 
 @dataclass
@@ -223,16 +223,16 @@ class MTDataConfig:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
 
     def __post_init__(self):
-        checks.one_of(self, "name", CORPUS_OPTIONS)
+        config.one_of(self, "name", CORPUS_OPTIONS)
         allowed = CORPUS_OPTIONS[self.name]
-        checks.require(self, "options", lambda o: set(o) <= set(allowed),
+        config.require(self, "options", lambda o: set(o) <= set(allowed),
                        f"options of corpus {self.name!r} among {list(allowed)}")
-        checks.require(self, "tgt", lambda v: v != self.src, "a target language other than data.src")
+        config.require(self, "tgt", lambda v: v != self.src, "a target language other than data.src")
         if self.name in ("folder", "iwslt_raw"):
-            checks.require(self, "path", lambda v: bool(v), f"the folder of the {self.name!r} corpus")
+            config.require(self, "path", lambda v: bool(v), f"the folder of the {self.name!r} corpus")
 
 
-checks.store(MTDataConfig, "mt_data_schema", group="data")
+config.store(MTDataConfig, "mt_data_schema", group="data")
 
 
 def load_corpus(name: str, src: str, tgt: str, path: str | Path | None = None, **options) -> Splits:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from .. import config as checks
+from .. import config
 from . import data_root
 
 MOVIES = "movieReviewSnippets"
@@ -122,12 +122,12 @@ class SentimentDataConfig:
     min_count: int = 2  # training words seen fewer times become <unk>
 
     def __post_init__(self):
-        checks.require(self, "out_of_domain", lambda names: set(names) <= set(OUT_OF_DOMAIN),
+        config.require(self, "out_of_domain", lambda names: set(names) <= set(OUT_OF_DOMAIN),
                        f"out-of-domain sets among {list(OUT_OF_DOMAIN)}")
-        checks.positive(self, "min_count")
+        config.positive(self, "min_count")
 
 
-checks.store(SentimentDataConfig, "rotten_tomatoes_schema", group="data")
+config.store(SentimentDataConfig, "rotten_tomatoes_schema", group="data")
 
 
 def load_sentiment(root: str | Path | None = None, seed: int = SPLIT_SEED,

@@ -35,7 +35,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
-from .. import config as checks
+from .. import config
 
 PLACEHOLDER = "∅"
 RUSSIAN_SYNODAL = "r"
@@ -158,18 +158,18 @@ class TranslitDataConfig:
     def __post_init__(self):
         from .bible import NUM_BOOKS
 
-        checks.all_of(self, "schemas", lambda name: name in SCHEMAS, f"romanisation schemas among {sorted(SCHEMAS)}")
-        checks.positive(self, "max_chars")
+        config.all_of(self, "schemas", lambda name: name in SCHEMAS, f"romanisation schemas among {sorted(SCHEMAS)}")
+        config.positive(self, "max_chars")
         for key in ("valid_books", "test_books", "train_books"):
-            checks.require(self, key, lambda books: all(1 <= b <= NUM_BOOKS for b in books),
+            config.require(self, key, lambda books: all(1 <= b <= NUM_BOOKS for b in books),
                            f"Bible book numbers in 1..{NUM_BOOKS}", optional=key == "train_books")
-        checks.require(self, "test_books", lambda books: not set(books) & set(self.valid_books),
+        config.require(self, "test_books", lambda books: not set(books) & set(self.valid_books),
                        "books not also in data.valid_books")
-        checks.require(self, "train_books", lambda books: not set(books) & {*self.valid_books, *self.test_books},
+        config.require(self, "train_books", lambda books: not set(books) & {*self.valid_books, *self.test_books},
                        "books not also in data.valid_books or data.test_books", optional=True)
 
 
-checks.store(TranslitDataConfig, "russian_bible_schema", group="data")
+config.store(TranslitDataConfig, "russian_bible_schema", group="data")
 
 
 def load_translit(translation: str = RUSSIAN_SYNODAL, seed: int = 0, max_chars: int = 80,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .. import config as checks
+from .. import config
 from .sections import (AttributionConfig, InformationConfig, NeuronsConfig, RNNVisConfig, SectionConfig,
                        attribution_section, gate_token_section, information_section, neuron_section, rnnvis_section)
 from .states import collect_states
@@ -39,10 +39,10 @@ class InterpretConfig:
     information: InformationConfig = field(default_factory=InformationConfig)
 
     def __post_init__(self):
-        checks.positive(self, "max_texts", "threads", "batch_size")
+        config.positive(self, "max_texts", "threads", "batch_size")
 
 
-checks.store(InterpretConfig, "interpret_schema")
+config.store(InterpretConfig, "interpret_schema")
 
 
 def write_report(models: dict, texts: Sequence, out: Path, cfg, command: str) -> Path:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
-from .. import config as checks, trace
+from .. import config, trace
 from ..diagnostics import RECORDED_GATES, plot_heatmap
 from .attribution import TokenAttribution, repeat_batch, target_string, time_major, token_attributions
 from .neurons import rank_neurons
@@ -52,9 +52,9 @@ class AttributionConfig(SectionConfig):
     views: int = 4
 
     def __post_init__(self):
-        checks.positive(self, "n_steps", "batch_size")
-        checks.positive(self, "internal_batch_size", optional=True)
-        checks.at_least(self, 0, "views")
+        config.positive(self, "n_steps", "batch_size")
+        config.positive(self, "internal_batch_size", optional=True)
+        config.at_least(self, 0, "views")
 
 
 @dataclass
@@ -68,12 +68,12 @@ class RNNVisConfig(SectionConfig):
     seed: int = 0
 
     def __post_init__(self):
-        checks.all_of(self, "states", lambda s: s in FIELDS, f"recorded states among {list(FIELDS)}")
-        checks.require(self, "view_states", lambda names: set(names) <= set(self.states),
+        config.all_of(self, "states", lambda s: s in FIELDS, f"recorded states among {list(FIELDS)}")
+        config.require(self, "view_states", lambda names: set(names) <= set(self.states),
                        "states also in rnnvis.states")
-        checks.positive(self, "top_k", "n_clusters")
-        checks.one_of(self, "mode", CO_CLUSTER_MODES)
-        checks.at_least(self, 0, "sparse_below")
+        config.positive(self, "top_k", "n_clusters")
+        config.one_of(self, "mode", CO_CLUSTER_MODES)
+        config.at_least(self, 0, "sparse_below")
 
 
 @dataclass
@@ -88,10 +88,10 @@ class NeuronsConfig(SectionConfig):
     seed: int = 0
 
     def __post_init__(self):
-        checks.positive(self, "pairs", "min_group", "top", "permutations")
-        checks.all_of(self, "internals", lambda s: s in FIELDS, f"recorded internals among {list(FIELDS)}")
-        checks.require(self, "alpha", lambda v: 0 < v <= 1, "a significance level in (0, 1]")
-        checks.at_least(self, 0, "views")
+        config.positive(self, "pairs", "min_group", "top", "permutations")
+        config.all_of(self, "internals", lambda s: s in FIELDS, f"recorded internals among {list(FIELDS)}")
+        config.require(self, "alpha", lambda v: 0 < v <= 1, "a significance level in (0, 1]")
+        config.at_least(self, 0, "views")
 
 
 @dataclass
@@ -105,8 +105,8 @@ class InformationConfig(SectionConfig):
     seed: int = 0
 
     def __post_init__(self):
-        checks.positive(self, "max_texts", "lam", "scale", "steps", "draws")
-        checks.at_least(self, 0, "views")
+        config.positive(self, "max_texts", "lam", "scale", "steps", "draws")
+        config.at_least(self, 0, "views")
 
 
 GATE_FIELDS = {"input": "i", "forget": "f", "cell": "g", "output": "o"}

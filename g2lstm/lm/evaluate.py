@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from g2lstm import config as checks
+from g2lstm import config
 from g2lstm.data.lm import batchify
 from g2lstm.train.metrics import exp_or_inf
 
@@ -28,9 +28,9 @@ class CacheConfig:
     lambdahs: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.2])
 
     def __post_init__(self):
-        checks.positive(self, "window")
-        checks.all_of(self, "thetas", lambda v: v > 0, "values > 0")
-        checks.all_of(self, "lambdahs", lambda v: 0 <= v <= 1, "probabilities in [0, 1]")
+        config.positive(self, "window")
+        config.all_of(self, "thetas", lambda v: v > 0, "values > 0")
+        config.all_of(self, "lambdahs", lambda v: 0 <= v <= 1, "probabilities in [0, 1]")
 
 
 @dataclass
@@ -41,10 +41,10 @@ class LMEvalConfig:
     cache: CacheConfig = field(default_factory=CacheConfig)
 
     def __post_init__(self):
-        checks.positive(self, "test_batch_size")
+        config.positive(self, "test_batch_size")
 
 
-checks.store(LMEvalConfig, "cache_pointer_schema", group="eval")
+config.store(LMEvalConfig, "cache_pointer_schema", group="eval")
 
 
 @dataclass

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from g2lstm import config as checks, shard
+from g2lstm import config, shard
 from g2lstm.noise import NOISE_MODES
 from g2lstm.protocol import CELLS, Batch, check_cell, lstm_layers, recurrent_layer
 
@@ -39,14 +39,14 @@ class LMModelConfig:
     tie_weights: bool = True
 
     def __post_init__(self):
-        checks.one_of(self, "cell", CELLS)
-        checks.positive(self, "emsize", "nhid", "nlayers", "tau")
-        checks.probability(self, "noise_p")
-        checks.one_of(self, "noise_mode", NOISE_MODES)
-        checks.dropout(self, "dropout", "dropouth", "dropouti", "dropoute", "wdrop")
+        config.one_of(self, "cell", CELLS)
+        config.positive(self, "emsize", "nhid", "nlayers", "tau")
+        config.probability(self, "noise_p")
+        config.one_of(self, "noise_mode", NOISE_MODES)
+        config.dropout(self, "dropout", "dropouth", "dropouti", "dropoute", "wdrop")
 
 
-checks.store(LMModelConfig, "awd_lstm_schema", group="model")
+config.store(LMModelConfig, "awd_lstm_schema", group="model")
 
 
 class LockedDropout(nn.Module):

@@ -21,7 +21,7 @@ def nt_trigger(history: list[float], val_loss: float, nonmono: int) -> bool:
     return len(history) > nonmono and val_loss > min(history[:-nonmono])
 
 
-# What the trainer must do after an epoch (NTASGD.end_epoch, NTASGD.go_on)
+# What the trainer must do after an epoch (NTASGD.end_epoch, NTASGD.extend)
 SWITCH_TO_ASGD = "switch_to_asgd"  # a fresh ASGD over the current weights
 START_FINETUNE = "start_finetune"  # the best weights, with a fresh ASGD
 
@@ -90,7 +90,7 @@ class NTASGD:
         """End training now (the minute budget)."""
         self._end()
 
-    def go_on(self, epochs: int, finetune_epochs: int) -> str | None:
+    def extend(self, epochs: int, finetune_epochs: int) -> str | None:
         """A finished run resumed with a raised ``train.epochs`` or ``train.finetune_epochs`` goes on
         where it ended; returns :data:`START_FINETUNE` when that means starting the finetune."""
         if self.done_stage == "train" and self.epoch <= epochs:

@@ -17,7 +17,6 @@ Python use (e.g. from another experiment)::
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from g2lstm.config.run import RunConfig, TaskConfig
 from g2lstm.data.lm import Corpus, LMDataConfig, Vocab, batchify, load_corpus
 from g2lstm.lm.evaluate import LMEvalConfig, evaluate, gate_data, perplexity
 from g2lstm.lm.model import AWDLSTM, LMModelConfig, detach_hidden
-from g2lstm.lm.nt_asgd import NTASGD, START_FINETUNE, nt_trigger  # noqa: F401  (nt_trigger: imported from here)
+from g2lstm.lm.nt_asgd import NTASGD, START_FINETUNE
 from g2lstm.train import GateSchedules, GateWatch, Run, exp_or_inf, load_checkpoint
 
 TASK = "lm"
@@ -208,7 +207,7 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None, overrides: 
         model.load_state_dict(load_checkpoint(run.best_path, map_location=device)["model"])
         return make_optimizer("asgd", model.parameters(), train_cfg)
 
-    if schedule.done and schedule.go_on(train_cfg.epochs, train_cfg.finetune_epochs) == START_FINETUNE:
+    if schedule.done and schedule.extend(train_cfg.epochs, train_cfg.finetune_epochs) == START_FINETUNE:
         optimizer = restart_from_best()
 
     gate_schedules = GateSchedules(run.cfg["train"], run.cfg["model"])
@@ -284,7 +283,8 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None, overrides: 
         due = run.due()
         if due.log:
             run.metrics.write(event="train", stage=schedule.stage, epoch=schedule.epoch, step=run.step,
-                              loss=raw_loss, ppl=exp_or_inf(min(raw_loss, 50)), tokens_per_s=tokens_per_s)
+                              loss=raw_loss, ppl=exp_or_inf(min(raw_loss, 50)), lr=train_cfg.lr * seq_len / train_cfg.bptt,
+                              tokens_per_s=tokens_per_s)
         if due.save:
             run.save(model, optimizer, schedule.as_dict(), **payload, hidden=gathered(run, hidden))
     if bar is not None:
@@ -316,6 +316,6 @@ def check_splits(corpus: Corpus, cfg: DictConfig) -> None:
 def final_evaluation(cfg: DictConfig, best_path: Path, corpus: Corpus) -> dict:
     """Valid and test perplexity of the best weights, and with the cache pointer if enabled."""
     model, _, _ = load_model(best_path, cfg.device)
-    ev = cfg.eval
-    cache = OmegaConf.to_container(ev.cache, resolve=True) if ev.cache.enabled else None
-    return evaluate(model, corpus.valid, corpus.test, ev.test_batch_size, cfg.train.bptt, cache)
+    eval_cfg = cfg.eval
+    cache = OmegaConf.to_container(eval_cfg.cache, resolve=True) if eval_cfg.cache.enabled else None
+    return evaluate(model, corpus.valid, corpus.test, eval_cfg.test_batch_size, cfg.train.bptt, cache)

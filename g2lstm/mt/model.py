@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .. import config as checks, shard
+from .. import config, shard
 from ..protocol import CELLS, Batch, check_g2_options, lstm_layers, recurrent_layer as g2_layer
 from .tokenizer import PAD
 
@@ -47,16 +47,16 @@ class ModelConfig:
     g2_options: dict[str, Any] = field(default_factory=dict)  # further G2LSTM keywords (noise_mode, ...)
 
     def __post_init__(self):
-        checks.one_of(self, "cell", CELLS)
-        checks.positive(self, "embed_dim", "hidden_dim", "encoder_layers", "decoder_layers", "tau")
-        checks.require(self, "hidden_dim", lambda v: v % 2 == 0, "an even size (split over two encoder directions)")
-        checks.one_of(self, "attention", ATTENTIONS)
-        checks.dropout(self, "dropout")
-        checks.probability(self, "noise_p")
+        config.one_of(self, "cell", CELLS)
+        config.positive(self, "embed_dim", "hidden_dim", "encoder_layers", "decoder_layers", "tau")
+        config.require(self, "hidden_dim", lambda v: v % 2 == 0, "an even size (split over two encoder directions)")
+        config.one_of(self, "attention", ATTENTIONS)
+        config.dropout(self, "dropout")
+        config.probability(self, "noise_p")
         check_g2_options(self)
 
 
-checks.store(ModelConfig, "seq2seq_schema", group="model")
+config.store(ModelConfig, "seq2seq_schema", group="model")
 
 
 def recurrent_layer(cfg: ModelConfig, input_size: int, hidden_size: int, num_layers: int, bidirectional: bool) -> nn.LSTM:

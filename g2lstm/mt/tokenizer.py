@@ -12,7 +12,7 @@ from typing import Iterable, Sequence
 
 import sentencepiece as spm
 
-from .. import config as checks
+from .. import config
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 MODEL_TYPES = ("bpe", "unigram", "char", "word")
@@ -28,9 +28,9 @@ class TokenizerConfig:
     character_coverage: float = 1.0
 
     def __post_init__(self):
-        checks.require(self, "vocab_size", lambda v: v >= 5, "a vocabulary size >= 5 (4 special pieces and a word)")
-        checks.one_of(self, "model_type", MODEL_TYPES)
-        checks.require(self, "character_coverage", lambda v: 0 < v <= 1, "a share in (0, 1]")
+        config.require(self, "vocab_size", lambda v: v >= 5, "a vocabulary size >= 5 (4 special pieces and a word)")
+        config.one_of(self, "model_type", MODEL_TYPES)
+        config.require(self, "character_coverage", lambda v: 0 < v <= 1, "a share in (0, 1]")
 
 
 class Tokenizer:

@@ -157,12 +157,12 @@ def validation_loss(model: Seq2Seq, src_ids, tgt_ids, max_tokens: int, device) -
     return total / max(tokens, 1)
 
 
-def validation_record(model, tokenizers, pairs, val_src, val_tgt, t, ev, device) -> dict[str, Any]:
+def validation_record(model, tokenizers, pairs, val_src, val_tgt, train_cfg, eval_cfg, device) -> dict[str, Any]:
     """``{'split': 'valid', 'loss', 'ppl'}``, and ``'bleu'`` when the run selects by BLEU."""
-    loss = validation_loss(model, val_src, val_tgt, t["max_tokens"], device)
+    loss = validation_loss(model, val_src, val_tgt, train_cfg["max_tokens"], device)
     record = {"split": "valid", "loss": loss, "ppl": math.exp(min(loss, 50))}
-    if t["select_by"] == "bleu":
-        record["bleu"] = bleu_of(model, tokenizers, pairs, beam=t["valid_beam"], max_tokens=ev["max_tokens"])["bleu"]
+    if train_cfg["select_by"] == "bleu":
+        record["bleu"] = bleu_of(model, tokenizers, pairs, beam=train_cfg["valid_beam"], max_tokens=eval_cfg["max_tokens"])["bleu"]
     return record
 
 
@@ -257,6 +257,7 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
                                 seed=cfg["seed"] * 100_003 + state.epoch)
         bar = run.progress(len(batches), state.batch_in_epoch, f"epoch {state.epoch + 1}")
         for batch in batches[state.batch_in_epoch:]:
+            tick = time.time()
             b, n_tokens, where = shard_batch(run.world, batch, src_ids, tgt_ids)
             b = {k: v.to(device) for k, v in b.items()}
             schedules.apply(model, run.step)
@@ -275,8 +276,9 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
             bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", **(gates or {}))
             due = run.due(end_of_epoch=state.is_last_batch(len(batches)))
             if due.log:
-                run.metrics.write(split="train", step=run.step, epoch=state.epoch, loss=loss, lr=lr,
-                                  grad_norm=grad_norm, tokens=n_tokens, elapsed=run.elapsed)
+                run.metrics.write(split="train", step=run.step, epoch=state.epoch, loss=loss, lr=lr, grad_norm=grad_norm,
+                                  tokens=n_tokens, tokens_per_s=n_tokens / max(time.time() - tick, 1e-9),
+                                  elapsed=run.elapsed)
             end_of_epoch = state.count_batch(len(batches))
             if due.validate:
                 record = run.world.on_main(lambda: validation_record(model, tokenizers, data["valid"], val_src, val_tgt,

@@ -61,6 +61,7 @@ class GateWatch:
         stats = collect_gate_stats(model, self.batches, self.forward)
         pooled = pooled_saturation(stats.summary())
         metrics.write(event="gates", step=step, layers=saturation_record(stats), pooled=pooled)
+        metrics.histograms(step, stats)
         return {f"{gate[0]}_bin": round(pooled[f"{gate}_share_below_0.1"] + pooled[f"{gate}_share_above_0.9"], 3)
                 for gate in ("input", "forget")}
 

@@ -1,5 +1,6 @@
 """The metrics log of a run: ``metrics.jsonl``, one JSON object per line, appended and flushed at
-once so that a kill loses nothing."""
+once so that a kill loses nothing; mirrored to TensorBoard events when the run writes them
+(:mod:`g2lstm.train.tensorboard`)."""
 
 from __future__ import annotations
 
@@ -17,16 +18,32 @@ def exp_or_inf(loss: float) -> float:
 
 
 class MetricsLog:
-    """Append-only JSON-lines log: one dict per line, flushed at once so a kill loses nothing."""
+    """Append-only JSON-lines log: one dict per line, flushed at once so a kill loses nothing.
+    With ``tensorboard`` (a :class:`~g2lstm.train.tensorboard.TensorBoardLog`), every line is
+    mirrored there too."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, tensorboard=None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tensorboard = tensorboard
 
     def write(self, **record: Any) -> None:
         record.setdefault("time", time.time())
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+        if self.tensorboard is not None:
+            self.tensorboard.record(record)
+
+    def histograms(self, step: int, stats) -> None:
+        """The gate histograms of a saturation probe (a :class:`g2lstm.diagnostics.GateStats`):
+        TensorBoard only (``metrics.jsonl`` keeps the shares)."""
+        if self.tensorboard is not None:
+            self.tensorboard.gate_histograms(step, stats)
+
+    def close(self, cfg: dict, result: dict[str, Any]) -> None:
+        """The end of the run: its config and final result to TensorBoard's hparams view."""
+        if self.tensorboard is not None:
+            self.tensorboard.final(cfg, result)
 
     def read(self) -> list[dict[str, Any]]:
         if not self.path.exists():
@@ -49,6 +66,12 @@ class NoMetrics(MetricsLog):
     """The metrics log of a rank other than 0: writes nothing, reads nothing."""
 
     def write(self, **record: Any) -> None:
+        pass
+
+    def histograms(self, step: int, stats) -> None:
+        pass
+
+    def close(self, cfg: dict, result: dict[str, Any]) -> None:
         pass
 
     def read(self) -> list[dict[str, Any]]:

@@ -25,7 +25,9 @@ from .checkpoint import (BEST, LAST, PREVIOUS, checkpoint_task, load_checkpoint,
                          seed_everything, set_rng_state)
 from .distributed import World, init_distributed
 from .guard import DivergenceGuard
+from . import tensorboard
 from .metrics import MetricsLog, NoMetrics
+from .tensorboard import TensorBoardLog
 
 
 @dataclass(frozen=True)
@@ -113,10 +115,12 @@ class Run:
         if self.cfg.get("threads"):
             torch.set_num_threads(int(self.cfg["threads"]))
         seed_everything(int(self.cfg["seed"]))
-        self.metrics = (MetricsLog if self.world.is_main else NoMetrics)(self.dir / "metrics.jsonl")
         run_state = (self.saved or {}).get("run", {})
         self.step: int = run_state.get("step", 0)
         self._saved_step = self.step
+        # purge_step: a resumed run hides the events of the steps it replays
+        events = TensorBoardLog(self.dir, self.step + 1 if self.resumed else None) if tensorboard.enabled(train_cfg.get("tensorboard")) else None
+        self.metrics = MetricsLog(self.dir / "metrics.jsonl", events) if self.world.is_main else NoMetrics(self.dir / "metrics.jsonl")
         self._elapsed_before = run_state.get("elapsed", 0.0)
         self._started = time.time()
         self.max_steps = train_cfg.get("max_steps")
@@ -262,6 +266,7 @@ class Run:
         if self.world.is_main:
             (self.dir / "results.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
             self.metrics.write(event="final", **result)
+            self.metrics.close(self.cfg, result)
             state = load_checkpoint(self.last_path)
             state["run"]["finished"] = True
             save_checkpoint(state, self.last_path)

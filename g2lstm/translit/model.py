@@ -9,11 +9,11 @@ tasks share one implementation of the model protocol; features are the per-chara
 
 from __future__ import annotations
 
-from .. import config as checks
+from .. import config
 from ..classify.model import ClassifierConfig, RecurrentModelConfig, RNNClassifier
 
 # the schema of g2lstm/conf/translit/model: the recurrent part; pooling and directions are fixed here
-checks.store(RecurrentModelConfig, "transliterator_schema", group="model")
+config.store(RecurrentModelConfig, "transliterator_schema", group="model")
 
 
 def transliterator_config(input_symbols: int, output_symbols: int, **options) -> ClassifierConfig:
