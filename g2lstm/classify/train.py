@@ -26,7 +26,7 @@ from ..config import compose_config
 from ..config.run import EpochTrainConfig, TaskConfig
 from ..data.sentiment import Example, SentimentDataConfig, load_sentiment, tokenize
 from ..data.symbols import SymbolTable
-from ..train import EpochState, GateSchedules, GateWatch, Run, load_checkpoint, print_record
+from ..train import EpochState, GateSchedules, GateWatch, Run, load_checkpoint
 from ..train.distributed import forward_rows
 from ..train.epochs import epoch_batches
 from .model import ClassifierConfig, ClassifierModelConfig, RNNClassifier
@@ -151,10 +151,7 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
                 record = {"split": "valid", "step": run.step, "epoch": state.epoch,
                           **run.world.on_main(lambda: evaluate(model, table, data["valid"], train_cfg["eval_batch_size"]))}
                 improved = state.observe(record["accuracy"], train_cfg["early_stop_patience"], "accuracy")
-                if improved:
-                    run.save_best(model, **payload)
-                run.metrics.write(**record, improved=improved)
-                print_record(record)
+                run.record_validation(record, improved, model, **payload)
             if due.save:
                 run.save(model, optimizer, state.as_dict(), **payload)
             budget = due.budget

@@ -30,7 +30,7 @@ from .. import config, shard
 from ..config import compose_config
 from ..config.run import RunConfig, TaskConfig
 from ..data.mt import MTDataConfig, filter_pairs, load_corpus
-from ..train import EpochState, GateSchedules, GateWatch, Run, load_checkpoint, print_record
+from ..train import EpochState, GateSchedules, GateWatch, Run, load_checkpoint
 from ..train.distributed import World
 from .batching import token_batches, training_batch
 from .evaluate import TOKENIZED_BLEU, bleu_of
@@ -286,11 +286,8 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
                 record.update(step=run.step, epoch=state.epoch)
                 score = record["bleu"] if train_cfg["select_by"] == "bleu" else -record["loss"]  # larger is better
                 improved = state.observe_validation(score, train_cfg)
-                record.update(improved=improved, lr=train_cfg["lr"] * state.lr_scale)
-                run.metrics.write(**record)
-                print_record(record)
-                if improved:
-                    run.save_best(model, **payload)
+                record.update(lr=train_cfg["lr"] * state.lr_scale)
+                run.record_validation(record, improved, model, **payload)
             if due.save:
                 run.save(model, optimizer, state.as_dict(), **payload)
             budget = due.budget

@@ -24,6 +24,7 @@ from ..config.resume import check_resumable, config_for_resume, differences
 from .checkpoint import (BEST, LAST, PREVIOUS, checkpoint_task, load_checkpoint, rng_state, save_checkpoint,
                          seed_everything, set_rng_state)
 from .distributed import World, init_distributed
+from .epochs import print_record
 from .guard import DivergenceGuard
 from . import tensorboard
 from .metrics import MetricsLog, NoMetrics
@@ -244,6 +245,14 @@ class Run:
         if self.world.is_main:
             save_checkpoint(self.checkpoint(model, step=self.step, **payload), self.best_path)
         self.world.barrier()
+
+    def record_validation(self, record: dict[str, Any], improved: bool, model, **payload: Any) -> None:
+        """A validation's ``record`` to ``metrics.jsonl`` and the console; ``best.pt`` when it
+        ``improved`` (with ``payload``, as :meth:`save_best`)."""
+        if improved:
+            self.save_best(model, **payload)
+        self.metrics.write(**record, improved=improved)
+        print_record(record)
 
     def progress(self, total: int, initial: int = 0, desc: str = "", unit: str = "it") -> tqdm:
         """The progress bar every trainer shows (refreshed at most every 2 s; off when not a tty,

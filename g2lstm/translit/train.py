@@ -28,7 +28,7 @@ from ..config import compose_config
 from ..config.run import EpochTrainConfig, TaskConfig
 from ..data.symbols import SymbolTable
 from ..data.translit import Aligned, TranslitDataConfig, load_translit, words
-from ..train import EpochState, GateSchedules, GateWatch, Run, load_checkpoint, print_record
+from ..train import EpochState, GateSchedules, GateWatch, Run, load_checkpoint
 from ..train.distributed import forward_rows
 from ..train.epochs import epoch_batches
 from .model import Transliterator, transliterator_config
@@ -166,10 +166,7 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
                 record = {"split": "valid", "step": run.step, "epoch": state.epoch,
                           **run.world.on_main(lambda: evaluate(model, inputs, outputs, valid, train_cfg["eval_batch_size"]))}
                 improved = state.observe(record["word_accuracy"], train_cfg["early_stop_patience"], "word_accuracy")
-                if improved:
-                    run.save_best(model, **payload)
-                run.metrics.write(**record, improved=improved)
-                print_record(record)
+                run.record_validation(record, improved, model, **payload)
             if due.save:
                 run.save(model, optimizer, state.as_dict(), **payload)
             budget = due.budget
