@@ -66,7 +66,7 @@ class PaperConfig:
 
     tasks: list[str] = field(default_factory=lambda: list(TABLE_TASKS))
     models: list[str] = field(default_factory=lambda: list(CELLS))
-    out_dir: str = "results/paper"
+    out_dir: str = "runs/paper/table"
     runs_dir: str = "runs/paper"
     threads: int = 1
     seed: int = 1

@@ -28,7 +28,7 @@ class InterpretConfig:
     names: Optional[list[str]] = None
     texts: Optional[str] = None
     max_texts: int = 200
-    out_dir: str = "results/interpret/report"
+    out_dir: str = "runs/interpret/report"
     threads: int = 1
     seed: int = 0
     batch_size: int = 16  # texts per forward when recording states
