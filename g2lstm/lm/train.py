@@ -202,13 +202,8 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None, overrides: 
         hidden = model.init_hidden(rows)
     payload = {"vocab": corpus.vocab.tokens}
 
-    def restart_from_best() -> torch.optim.Optimizer:
-        """AWD-LSTM's finetune: the best weights, with a fresh ASGD."""
-        model.load_state_dict(load_checkpoint(run.best_path, map_location=device)["model"])
-        return make_optimizer("asgd", model.parameters(), train_cfg)
-
     if schedule.done and schedule.extend(train_cfg.epochs, train_cfg.finetune_epochs) == START_FINETUNE:
-        optimizer = restart_from_best()
+        optimizer = restart_from_best(model, run.best_path, train_cfg)
 
     gate_schedules = GateSchedules(run.cfg["train"], run.cfg["model"])
     watch = GateWatch(train_cfg.saturation_every, *gate_data(corpus.valid, train_cfg.saturation_tokens,
@@ -237,7 +232,7 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None, overrides: 
             action = schedule.end_epoch(val["loss"], train_cfg.epochs, train_cfg.finetune_epochs, train_cfg.nonmono,
                                         train_cfg.asgd)
             if action == START_FINETUNE:
-                optimizer = restart_from_best()
+                optimizer = restart_from_best(model, run.best_path, train_cfg)
             elif action is not None:  # the non-monotone trigger: averaged SGD from here on
                 optimizer = make_optimizer("asgd", model.parameters(), train_cfg)
             if budget == "max_minutes":
@@ -301,6 +296,12 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None, overrides: 
 def gathered(run: Run, hidden) -> list[list[torch.Tensor]]:
     """The hidden state of the global batch (the ranks' columns joined), as ``last.pt`` keeps it."""
     return [[run.world.gather_rows(h, 1), run.world.gather_rows(c, 1)] for h, c in hidden]
+
+
+def restart_from_best(model: AWDLSTM, best_path: Path, train_cfg: DictConfig) -> torch.optim.Optimizer:
+    """AWD-LSTM's finetune: ``model`` takes the best weights, with a fresh ASGD."""
+    model.load_state_dict(load_checkpoint(best_path, map_location=next(model.parameters()).device)["model"])
+    return make_optimizer("asgd", model.parameters(), train_cfg)
 
 
 def check_splits(corpus: Corpus, cfg: DictConfig) -> None:
