@@ -12,6 +12,7 @@ checkout; run folders, data and result paths are relative to the current directo
 """
 
 import argparse
+import functools
 import shlex
 import sys
 from pathlib import Path
@@ -33,11 +34,47 @@ from g2lstm.classify.train import train as train_classifier_run
 from g2lstm.translit.train import train as train_translit_run
 from g2lstm.paper import PaperTask, run_task
 from g2lstm.report import write_table
-from g2lstm.train import CheckpointError
+from g2lstm.train import CheckpointError, NonFiniteLossError
+
+# The package's own errors: bad input, refused runs, a diverged training. An entry point ends on them
+# with their message on one line (exit code 1); anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, KeyError, OSError, CheckpointError, NonFiniteLossError)
+
+
+def one_line(error: BaseException) -> str:
+    """An error's message on one line (a multi-line message's lines joined)."""
+    text = error.args[0] if isinstance(error, KeyError) and error.args else error
+    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def exits_on_user_errors(main):
+    """An entry point's body: the package's own errors (:data:`USER_ERRORS`) end the program with
+    ``error: <message>`` on one line of stderr and exit code 1, and a run folder that Hydra made
+    for the failed command and that is still empty is removed. Python callers of the functions
+    below the entry points (``g2lstm.lm.train.train``, ...) get the exceptions themselves."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except USER_ERRORS as error:
+            if HydraConfig.initialized():
+                _remove_if_empty(Path(HydraConfig.get().runtime.output_dir))
+            sys.exit(f"error: {one_line(error)}")
+
+    return wrapper
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """Remove ``folder`` and then its parent (Hydra's date folder) while they are empty."""
+    for path in (folder, folder.parent):
+        if path.is_dir() and path.resolve() != Path.cwd().resolve() and not any(path.iterdir()):
+            path.rmdir()
 
 
 # an absolute folder: Hydra would read a relative one as a module path (pkg://g2lstm.conf.lm)
 @hydra.main(config_path=str(CONF_ROOT / "lm"), config_name="config", version_base="1.3")
+@exits_on_user_errors
 def train_lm(cfg: DictConfig) -> dict:
     """Train and evaluate a word-level language model (see docs/lm.md)."""
     hydra_cfg = HydraConfig.get()
@@ -56,6 +93,7 @@ def train_lm(cfg: DictConfig) -> dict:
 
 
 @hydra.main(config_path=str(CONF_ROOT / "mt"), config_name="config", version_base="1.3")
+@exits_on_user_errors
 def train_mt(cfg: DictConfig) -> float | None:
     """Train a translation model; returns its test BLEU (see docs/mt.md)."""
     hydra_cfg = HydraConfig.get()
@@ -63,6 +101,7 @@ def train_mt(cfg: DictConfig) -> float | None:
 
 
 @hydra.main(config_path=str(CONF_ROOT / "classify"), config_name="config", version_base="1.3")
+@exits_on_user_errors
 def train_classifier(cfg: DictConfig) -> float | None:
     """Train a sentence-polarity classifier; returns its test accuracy (see docs/tasks.md)."""
     hydra_cfg = HydraConfig.get()
@@ -70,6 +109,7 @@ def train_classifier(cfg: DictConfig) -> float | None:
 
 
 @hydra.main(config_path=str(CONF_ROOT / "translit"), config_name="config", version_base="1.3")
+@exits_on_user_errors
 def train_translit(cfg: DictConfig) -> float | None:
     """Train a Latin -> Cyrillic transliterator; returns its test word accuracy (see docs/tasks.md)."""
     hydra_cfg = HydraConfig.get()
@@ -147,6 +187,7 @@ def compose_or_exit(root: str, argv: list[str]) -> DictConfig:
         sys.exit(f"Error in the config: {error}")
 
 
+@exits_on_user_errors
 def paper_table(argv: list[str] | None = None) -> None:
     """The paper's compression table (see g2lstm/paper.py and docs/compression.md); ``out_dir``,
     ``runs_dir`` and checkpoints are relative to the current directory."""
@@ -177,6 +218,7 @@ def read_texts(loaded, path: str | None, count: int) -> list:
     raise ValueError(f"task {loaded.task!r} has no default texts here: pass texts=<file>")
 
 
+@exits_on_user_errors
 def interpret(argv: list[str] | None = None) -> None:
     """The interpretability report on trained models of one task, side by side (docs/interpret.md):
     ``out_dir/report.md`` and ``report.json``; paths are relative to the current directory."""

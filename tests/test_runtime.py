@@ -31,6 +31,7 @@ def _run_steps(run, model, optimizer, until):
 
 def test_a_run_saves_resumes_with_its_rng_and_budget(tmp_path):
     run = runtime.Run(CFG, "toy", tmp_path)
+    run.start()
     model = nn.Linear(4, 4)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     assert run.restore(model, optimizer) is None and not run.resumed
@@ -39,6 +40,7 @@ def test_a_run_saves_resumes_with_its_rng_and_budget(tmp_path):
     run.metrics.write(step=4, loss=9.0)  # written after the checkpoint: replayed on resume
 
     again = runtime.Run(CFG, "toy", tmp_path)
+    again.start()
     fresh = nn.Linear(4, 4)
     opt = torch.optim.SGD(fresh.parameters(), lr=0.1)
     assert again.restore(fresh, opt) == {"note": 3} and again.step == 3
@@ -53,6 +55,7 @@ def test_a_run_saves_resumes_with_its_rng_and_budget(tmp_path):
 
 def test_a_changed_config_or_another_task_is_refused_before_anything_is_written(tmp_path):
     run = runtime.Run(CFG, "toy", tmp_path)
+    run.start()
     model = nn.Linear(4, 4)
     run.save(model, torch.optim.SGD(model.parameters(), lr=0.1), {})
     (tmp_path / "last.pt.abc.tmp").write_bytes(b"")  # what a kill during a save leaves
@@ -64,7 +67,7 @@ def test_a_changed_config_or_another_task_is_refused_before_anything_is_written(
     with pytest.raises(ValueError, match="is a checkpoint of task 'toy', this trainer is 'lm'"):
         runtime.Run(CFG, "lm", tmp_path)
     assert _files(tmp_path) == before
-    runtime.Run(dict(CFG, train=dict(CFG["train"], max_steps=9)), "toy", tmp_path)  # train settings may change
+    runtime.Run(dict(CFG, train=dict(CFG["train"], max_steps=9)), "toy", tmp_path).start()  # train settings may change
     assert not list(tmp_path.glob("*.tmp"))  # leftovers of a killed save are removed
 
 
@@ -83,11 +86,12 @@ def test_mt_resume_refuses_another_model_and_a_finished_run_is_left_alone(corpus
 def test_mt_metrics_have_no_replayed_steps_after_a_staged_resume(corpus, tmp_path):  # noqa: F811
     overrides = ["train.max_epochs=2", "model.cell=g2lstm", "eval.beam=1", "train.log_every=1",
                  "train.checkpoint_every=3"]
-    staged = train_mt(mt_config(corpus, *overrides, "train.max_steps=4"), tmp_path)
+    run_dir = tmp_path / "run"
+    staged = train_mt(mt_config(corpus, *overrides, "train.max_steps=4"), run_dir)
     assert staged["stopped"] == "max_steps" and staged["steps"] == 4
-    assert not (tmp_path / "results.json").exists()
-    done = train_mt(mt_config(corpus, *overrides), tmp_path)
-    steps = [r["step"] for r in runtime.MetricsLog(tmp_path / "metrics.jsonl").read() if r.get("split") == "train"]
+    assert not (run_dir / "results.json").exists()
+    done = train_mt(mt_config(corpus, *overrides), run_dir)
+    steps = [r["step"] for r in runtime.MetricsLog(run_dir / "metrics.jsonl").read() if r.get("split") == "train"]
     assert steps == list(range(1, done["steps"] + 1))
 
 
@@ -97,6 +101,7 @@ def test_mt_metrics_have_no_replayed_steps_after_a_staged_resume(corpus, tmp_pat
 def test_divergence_guard_stops_before_the_step_and_keeps_the_checkpoints_before_it(tmp_path):
     cfg = dict(CFG, train=dict(CFG["train"], max_steps=None, divergence_factor=4.0))
     run = runtime.Run(cfg, "toy", tmp_path)
+    run.start()
     model = nn.Linear(4, 4)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     for step in range(22):
@@ -118,10 +123,10 @@ def test_divergence_guard_stops_before_the_step_and_keeps_the_checkpoints_before
 def test_mt_training_that_diverges_stops_with_finite_kept_weights(corpus, tmp_path):  # noqa: F811
     with pytest.raises(runtime.DivergedError, match="the step was not applied"):
         train_mt(mt_config(corpus, "train.lr=1e6", "train.warmup_steps=1", "train.checkpoint_every=1",
-                           "train.max_epochs=30", "model.cell=g2lstm"), tmp_path)
-    kept = runtime.load_checkpoint(tmp_path / "last.pt")
+                           "train.max_epochs=30", "model.cell=g2lstm"), tmp_path / "run")
+    kept = runtime.load_checkpoint(tmp_path / "run" / "last.pt")
     assert all(torch.isfinite(t).all() for t in kept["model"].values())
-    assert not (tmp_path / "results.json").exists()
+    assert not (tmp_path / "run" / "results.json").exists()
 
 
 def test_empty_validation_split_is_refused_at_start(corpus, tmp_path):  # noqa: F811
@@ -150,6 +155,7 @@ def test_resuming_a_run_folder_takes_its_saved_config(corpus, tmp_path):  # noqa
 
 def test_init_from_starts_a_fresh_run_from_another_runs_weights_and_checks_task_and_data(tmp_path):
     first = runtime.Run(CFG, "toy", tmp_path / "first")
+    first.start()
     model = nn.Linear(4, 4)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     first.restore(model, optimizer)
@@ -159,6 +165,7 @@ def test_init_from_starts_a_fresh_run_from_another_runs_weights_and_checks_task_
 
     finetune_cfg = dict(CFG, train=dict(CFG["train"], init_from=str(tmp_path / "first" / "best.pt")))
     finetune = runtime.Run(finetune_cfg, "toy", tmp_path / "finetune")
+    finetune.start()
     fresh = nn.Linear(4, 4)
     assert not torch.equal(fresh.weight, trained["weight"])
     assert finetune.restore(fresh, torch.optim.SGD(fresh.parameters(), lr=0.1)) is None and finetune.step == 0
@@ -175,6 +182,7 @@ def test_init_from_starts_a_fresh_run_from_another_runs_weights_and_checks_task_
 
 def test_init_from_given_to_a_folder_that_resumes_is_refused_not_ignored(tmp_path):
     run = runtime.Run(CFG, "toy", tmp_path)
+    run.start()
     model = nn.Linear(4, 4)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     run.restore(model, optimizer)

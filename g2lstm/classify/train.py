@@ -29,6 +29,7 @@ from ..data.symbols import SymbolTable
 from ..train import EpochState, GateSchedules, GateWatch, Run, load_checkpoint
 from ..train.distributed import forward_rows
 from ..train.epochs import epoch_batches
+from ..train.fingerprint import fingerprint
 from .model import ClassifierConfig, ClassifierModelConfig, RNNClassifier
 
 TASK = "classify"
@@ -114,6 +115,7 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
     table = SymbolTable(run.saved["symbols"]) if run.resumed else SymbolTable.build(train_tokens, cfg["data"]["min_count"])
     model = RNNClassifier(ClassifierConfig(vocab_size=len(table), num_classes=2, **cfg["model"])).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"])
+    run.start(fingerprint(data, table.symbols))
     state = EpochState.restore(run.restore(model, optimizer))
     payload = {"model_config": model.config_dict(), "symbols": table.symbols}
     print(f"{cfg['model']['cell']}: {sum(p.numel() for p in model.parameters()):,} parameters, "

@@ -64,4 +64,5 @@ def check_resumable(saved_task: str, saved_config: dict, task: str, cfg: dict, p
     changed += [d for key in fixed_keys for d in differences(value_at(saved_config, key), value_at(cfg, key), key)]
     if changed:
         raise ValueError(f"cannot resume from {path}: the config changed:\n  " + "\n  ".join(changed)
-                         + "\nuse a new run folder, or train.resume=false to start this folder afresh")
+                         + "\nuse a new run folder, or train.resume=false to start this folder afresh (its run is kept in "
+                         "previous-N/ inside it)")

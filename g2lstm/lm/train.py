@@ -37,6 +37,7 @@ from g2lstm.lm.evaluate import LMEvalConfig, evaluate, gate_data, perplexity
 from g2lstm.lm.model import AWDLSTM, LMModelConfig, detach_hidden
 from g2lstm.lm.nt_asgd import NTASGD, START_FINETUNE
 from g2lstm.train import GateSchedules, GateWatch, Run, exp_or_inf, load_checkpoint
+from g2lstm.train.fingerprint import fingerprint
 
 TASK = "lm"
 
@@ -195,6 +196,7 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None, overrides: 
     schedule = NTASGD.restore(run.saved["trainer"] if run.resumed else None,
                               run.saved["config"]["train"] if run.resumed else None)
     optimizer = make_optimizer(schedule.optimizer_kind, model.parameters(), train_cfg)
+    run.start(fingerprint({"train": corpus.train, "valid": corpus.valid, "test": corpus.test}, corpus.vocab.tokens))
     run.restore(model, optimizer if run.resumed else None)  # a fresh run: the weights of train.init_from, if given
     if run.resumed:  # the checkpoint holds the global batch's hidden state: resumes at any world size
         hidden = [(h[:, columns].to(device), c[:, columns].to(device)) for h, c in run.saved["hidden"]]

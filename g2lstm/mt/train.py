@@ -32,6 +32,7 @@ from ..config.run import RunConfig, TaskConfig
 from ..data.mt import MTDataConfig, filter_pairs, load_corpus
 from ..train import EpochState, GateSchedules, GateWatch, Run, load_checkpoint
 from ..train.distributed import World
+from ..train.fingerprint import fingerprint
 from .batching import token_batches, training_batch
 from .evaluate import TOKENIZED_BLEU, bleu_of
 from .model import ModelConfig, Seq2Seq
@@ -237,6 +238,8 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
 
     model = Seq2Seq(ModelConfig(**cfg["model"]), tokenizers.src.vocab_size, tokenizers.tgt.vocab_size).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg["lr"], betas=tuple(train_cfg.get("betas", (0.9, 0.999))))
+    pieces = [tokenizer.sp.id_to_piece(i) for tokenizer in (tokenizers.src, tokenizers.tgt) for i in range(tokenizer.vocab_size)]
+    run.start(fingerprint(data, pieces))
     state = MTState.restore(run.restore(model, optimizer))
     print(f"{cfg['model']['cell']}: {sum(p.numel() for p in model.parameters()):,} parameters, "
           f"{len(data['train'])} training pairs, vocab {model.src_vocab}/{model.tgt_vocab}, run_dir {run.dir}")

@@ -61,7 +61,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     way_on = ("Load another checkpoint of the run (best.pt or last.pt), or start its run folder afresh "
-              "with train.resume=false")
+              "with train.resume=false (the files there are kept in previous-N/ inside it)")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is an empty file (0 bytes), not a checkpoint: a crash or a full disk "
                               f"while it was written? {way_on}")

@@ -53,4 +53,5 @@ class DivergenceGuard:
         raise DivergedError(
             f"{what} at step {step}; the step was not applied and training stops. Kept: "
             + (", ".join(kept) or "no checkpoint yet") + ". Resume from them with a smaller train.lr "
-            "(the run folder resumes from last.pt), or start afresh with train.resume=false.")
+            "(the run folder resumes from last.pt), or start afresh with train.resume=false (the run is kept in "
+            "previous-N/ inside its folder).")

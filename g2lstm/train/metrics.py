@@ -23,12 +23,12 @@ class MetricsLog:
     mirrored there too."""
 
     def __init__(self, path: str | os.PathLike, tensorboard=None):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = Path(path)  # (its folder is made by the first write, not here: reading writes nothing)
         self.tensorboard = tensorboard
 
     def write(self, **record: Any) -> None:
         record.setdefault("time", time.time())
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         if self.tensorboard is not None:

@@ -21,12 +21,13 @@ import torch
 from tqdm import tqdm
 
 from ..config.resume import check_resumable, config_for_resume, differences
+from . import fingerprint, tensorboard
 from .checkpoint import (BEST, LAST, PREVIOUS, checkpoint_task, load_checkpoint, rng_state, save_checkpoint,
                          seed_everything, set_rng_state)
 from .distributed import World, init_distributed
 from .epochs import print_record
+from .folder import LOCK, RunLock, run_files, set_aside
 from .guard import DivergenceGuard
-from . import tensorboard
 from .metrics import MetricsLog, NoMetrics
 from .tensorboard import TensorBoardLog
 
@@ -91,7 +92,9 @@ class Run:
         self.last_path, self.best_path = self.dir / LAST, self.dir / BEST
         self.previous_path = self.dir / PREVIOUS
         self.saved: dict[str, Any] | None = None
-        if self.cfg.get("train", {}).get("resume", True):
+        self.resume = self.cfg.get("train", {}).get("resume", True)
+        existing = run_files(self.dir, task)  # refuses a folder that is not a run's
+        if self.resume:
             resume_from = self.last_path if self.last_path.exists() else self.previous_path
             if resume_from.exists():  # (only the previous one is there after a kill inside save())
                 self.saved = load_checkpoint(resume_from)
@@ -100,6 +103,8 @@ class Run:
                 # train.init_from starts a fresh run only: given to a folder that resumes, it would be ignored
                 check_resumable(checkpoint_task(self.saved, resume_from), self.saved["config"], task, self.cfg,
                                 resume_from, fixed_keys + ("train.init_from",))
+        # train.resume=false on a folder that holds a run: its files move to previous-N/ at start()
+        self._set_aside = [] if self.resume else existing
         train_cfg = self.cfg.get("train", {})
         if (self.saved is not None and self.saved["run"].get("finished")
                 and self.saved["config"].get("train") == train_cfg):
@@ -108,20 +113,12 @@ class Run:
             self.finished = True
             return
         self.finished = False
-        if self.world.is_main:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            for leftover in self.dir.glob("*.pt.*.tmp"):  # a kill during save_checkpoint leaves these
-                leftover.unlink()
-            (self.dir / "config.yaml").write_text(_yaml(self.cfg), encoding="utf-8")
         if self.cfg.get("threads"):
             torch.set_num_threads(int(self.cfg["threads"]))
         seed_everything(int(self.cfg["seed"]))
         run_state = (self.saved or {}).get("run", {})
         self.step: int = run_state.get("step", 0)
         self._saved_step = self.step
-        # purge_step: a resumed run hides the events of the steps it replays
-        events = TensorBoardLog(self.dir, self.step + 1 if self.resumed else None) if tensorboard.enabled(train_cfg.get("tensorboard")) else None
-        self.metrics = MetricsLog(self.dir / "metrics.jsonl", events) if self.world.is_main else NoMetrics(self.dir / "metrics.jsonl")
         self._elapsed_before = run_state.get("elapsed", 0.0)
         self._started = time.time()
         self.max_steps = train_cfg.get("max_steps")
@@ -131,8 +128,39 @@ class Run:
         self.checkpoint_every = train_cfg.get("checkpoint_every", 200)
         self.guard = DivergenceGuard(train_cfg.get("divergence_factor"), (self.last_path, self.previous_path),
                                      run_state.get("loss_average"))
+        # purge_step: a resumed run hides the events of the steps it replays
+        events = TensorBoardLog(self.dir, self.step + 1 if self.resumed else None) if tensorboard.enabled(train_cfg.get("tensorboard")) else None
+        self.metrics = MetricsLog(self.dir / "metrics.jsonl", events) if self.world.is_main else NoMetrics(self.dir / "metrics.jsonl")
+        self.data_fingerprint: dict[str, Any] | None = None
+        self._lock: RunLock | None = None
+        self.started = False  # start() says when the folder may be written
+
+    def start(self, data_fingerprint: dict[str, Any] | None = None) -> None:
+        """Begin writing, once the trainer has read its data and built its model, so that a command
+        that fails before (bad data, a bad ``train.init_from``) leaves the folder as it was.
+        ``data_fingerprint`` (:func:`g2lstm.train.fingerprint.fingerprint`) must match a resumed
+        run's. Then: a lock against a second process in the folder, the files of a run set aside
+        by ``train.resume=false`` moved to ``previous-N/``, ``config.yaml`` written, and the metrics
+        lines after the checkpoint dropped (a resumed run replays those steps)."""
+        saved = (self.saved or {}).get("data_fingerprint")
+        if saved is not None and data_fingerprint is not None:
+            changed = fingerprint.changes(saved, data_fingerprint)
+            if changed:
+                raise ValueError(f"cannot resume from {self.last_path}: the data changed since it was written:\n  "
+                                 + "\n  ".join(changed) + "\nuse a new run folder (or the data the run was trained on)")
+        self.data_fingerprint = data_fingerprint
+        if self.world.is_main:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._lock = RunLock(self.dir / LOCK)
+            if self._set_aside:
+                kept = set_aside(self.dir, self._set_aside)
+                print(f"train.resume=false: the run that was in {self.dir} is kept in {kept}", flush=True)
+            for leftover in self.dir.glob("*.pt.*.tmp"):  # a kill during save_checkpoint leaves these
+                leftover.unlink()
+            (self.dir / "config.yaml").write_text(_yaml(self.cfg), encoding="utf-8")
         # Lines logged after the checkpoint (or by a run killed before its first one) are replayed.
         self.metrics.truncate(self.step)
+        self.started = True
 
     @property
     def resumed(self) -> bool:
@@ -176,6 +204,10 @@ class Run:
         if changed:
             raise ValueError(f"train.init_from={path}: trained on other data (its vocabulary would not fit):\n  "
                              + "\n  ".join(changed))
+        if state.get("data_fingerprint") and self.data_fingerprint:
+            changed = fingerprint.changes(state["data_fingerprint"], self.data_fingerprint, what=("vocabulary",))
+            if changed:  # the same word would start from another word's embedding
+                raise ValueError(f"train.init_from={path}: its vocabulary is not this run's:\n  " + "\n  ".join(changed))
         try:
             model.load_state_dict(state["model"])
         except RuntimeError as error:
@@ -226,12 +258,15 @@ class Run:
     # ------------------------------------------------------------------ I/O
     def checkpoint(self, model: torch.nn.Module, **payload: Any) -> dict[str, Any]:
         """What every checkpoint of this run holds: task, config, weights, plus ``payload``."""
-        return {"task": self.task, "config": self.cfg, "model": model.state_dict(), **payload}
+        return {"task": self.task, "config": self.cfg, "data_fingerprint": self.data_fingerprint,
+                "model": model.state_dict(), **payload}
 
     def save(self, model, optimizer, trainer: dict, **payload: Any) -> None:
         """Write ``last.pt`` (atomically): everything an exact resume needs, ``trainer`` being the
         trainer's own state. The one it replaces is kept as ``last.prev.pt``, so a state saved just
         before a divergence is not all that's left."""
+        if not self.started:
+            raise RuntimeError("Run.save() before Run.start(): a trainer starts its run once its data and model are built")
         if self.world.is_main:  # every rank holds the same state (the generators move alike)
             state = self.checkpoint(
                 model, optimizer=optimizer.state_dict(), trainer=trainer, rng=rng_state(),
@@ -265,6 +300,7 @@ class Run:
         test: the folder goes on when run again with a raised budget; run again as it is, it
         changes nothing)."""
         print(f"stopped at step {self.step} (train.max_steps); run the folder again to go on", flush=True)
+        self._unlock()
         return {"run_dir": str(self.dir), "steps": self.step, **details, "stopped": "max_steps"}
 
     def finish(self, result: dict[str, Any]) -> dict[str, Any]:
@@ -279,8 +315,14 @@ class Run:
             state = load_checkpoint(self.last_path)
             state["run"]["finished"] = True
             save_checkpoint(state, self.last_path)
+        self._unlock()
         self.world.barrier()
         return result
+
+    def _unlock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def result(self) -> dict[str, Any]:
         """The result of a finished run, as :meth:`finish` recorded it."""

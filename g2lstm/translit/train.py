@@ -31,6 +31,7 @@ from ..data.translit import Aligned, TranslitDataConfig, load_translit, words
 from ..train import EpochState, GateSchedules, GateWatch, Run, load_checkpoint
 from ..train.distributed import forward_rows
 from ..train.epochs import epoch_batches
+from ..train.fingerprint import fingerprint
 from .model import Transliterator, transliterator_config
 
 TASK = "translit"
@@ -127,6 +128,7 @@ def train(cfg, run_dir: str | Path | None = None, overrides: list[str] | None = 
         outputs = SymbolTable.build(p.target for p in data["train"])
     model = Transliterator(transliterator_config(len(inputs), len(outputs), **cfg["model"])).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg["lr"])
+    run.start(fingerprint(data, [inputs.symbols, outputs.symbols]))
     state = EpochState.restore(run.restore(model, optimizer))
     payload = {"model_config": model.config_dict(), "input_symbols": inputs.symbols, "output_symbols": outputs.symbols}
     valid = data["valid"][:train_cfg["valid_pieces"]] if train_cfg.get("valid_pieces") else data["valid"]
