@@ -125,20 +125,34 @@ def _gather(data: _ModelData, texts, tracked: set[int], words: dict[str, int], b
         bar.update(len(chunk))
 
 
-def _step_bytes(loaded, probe_text, bits: Mapping[str, int]) -> dict[str, int]:
-    """Bytes of one step's full track per input side (all layers, all fields) of one model."""
-    per_side: dict[str, int] = {}
-    for layer in collect_states(loaded, [probe_text]).values():
-        size = sum(layer.values[f][0].shape[1] * bits.get(f, 8) // 8 for f in FIELDS)
-        per_side[layer.side] = per_side.get(layer.side, 0) + size
-    return per_side
+def _probe(loaded, text) -> dict:
+    """The layers of one model, from one text: per layer key, its side and units per field."""
+    return {key: (layer.side, {f: layer.values[f][0].shape[1] for f in FIELDS})
+            for key, layer in collect_states(loaded, [text]).items()}
+
+
+def reserved_bytes(models: Mapping, texts: Sequence, top_words: int, states: int) -> int:
+    """What the page holds besides the full tracks, estimated from above (after base64): the page's
+    code, texts and tokens, per-text numbers, per-unit aggregates and response matrices."""
+    text_bytes = sum(len(_display(t).encode("utf-8")) for t in texts)
+    per_model = 0
+    for loaded in models.values():
+        for side, units in _probe(loaded, texts[0]).values():
+            per_model += top_words * units["h"] * states + 2 * 3 * 8 * units["i"] + 4 * 60 * 8
+        per_model += 3 * text_bytes + 80 * len(texts)  # predictions, outputs, values, loss per token
+    return PAGE_OVERHEAD + int(4 / 3 * (3 * text_bytes + 20 * len(texts) + per_model))
 
 
 def choose_tracked(models: Mapping, texts: Sequence, budget_bytes: int, bits: Mapping[str, int],
                    reserved: int) -> list[int]:
     """The first texts whose full tracks fit in what the budget leaves after ``reserved`` bytes;
     counted before compression and with base64's 4/3, so the page stays under the budget."""
-    cost_per_side = {name: _step_bytes(m, texts[0], bits) for name, m in models.items()}
+    cost_per_side = {}
+    for name, loaded in models.items():
+        cost_per_side[name] = {}
+        for side, units in _probe(loaded, texts[0]).values():
+            size = sum(units[f] * bits.get(f, 8) // 8 for f in FIELDS)
+            cost_per_side[name][side] = cost_per_side[name].get(side, 0) + size
     available = (budget_bytes - reserved) * 3 / 4
     chosen, used = [], 0.0
     for n, text in enumerate(texts):
@@ -208,10 +222,8 @@ def build(
         if state not in FIELDS:
             raise ValueError(f"response_states must be among {list(FIELDS)}; got {state!r}")
     budget = int(budget_mb * 1e6)
-    reserved = PAGE_OVERHEAD + 4 * len(texts) * 400  # texts, tokens, per-text numbers (base64 included)
-    reserved += sum(top_words * 4 * 1024 * len(response_states) for _ in named)
     if tracked is None:
-        chosen = choose_tracked(named, texts, budget, bits, reserved)
+        chosen = choose_tracked(named, texts, budget, bits, reserved_bytes(named, texts, top_words, len(response_states)))
     else:
         chosen = list(range(min(tracked, len(texts))))
     words: dict[str, int] = {}

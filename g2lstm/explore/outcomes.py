@@ -79,7 +79,8 @@ def outcomes(loaded, texts: Sequence, references: Sequence | None = None, batch_
             loss = -steps.gather(1, gold[:, None])[:, 0]
             result.token_loss.append(loss.numpy())
             result.outputs.append([target_string(loaded, int(t)) for t in gold.tolist()])
-            result.values.append(float(np.exp(loss.mean())) if task == "lm" else float(loss.mean()))
+            mean = float(loss.mean())
+            result.values.append(float(np.exp(mean)) if task == "lm" else mean)
     if task == "mt":
         _sentence_bleu(loaded, texts, result)
     return result
