@@ -30,7 +30,11 @@ def lm_pair():
 
 
 def lm_texts():
-    return LM_TEXTS * 3
+    """Nine texts of the tiny LM's words, varied enough that units separate 'the' before 'dog' from
+    'the' before 'cat' to different degrees (the Hellinger search has something to rank)."""
+    return LM_TEXTS + ["the dog sleeps and a cat runs .", "a dog runs and the cat sleeps", "the cat sleeps .",
+                       "a cat runs and the dog runs and the cat sleeps .", "the dog and the cat .",
+                       "the cat and a dog sleeps and the dog runs ."]
 
 
 def tiny_classifier(cell: str, seed: int) -> ClassificationTask:
