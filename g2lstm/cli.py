@@ -6,6 +6,7 @@
     g2lstm-translate CKPT --input F        # = python experiments/translate.py
     g2lstm-paper-table [key=value ...]     # = python experiments/paper_table.py (config g2lstm/conf/paper)
     g2lstm-interpret checkpoints=[A,B] ... # = python experiments/interpret.py (config g2lstm/conf/interpret)
+    g2lstm-explore checkpoints=[A,B] ...   # = python experiments/explore.py (config g2lstm/conf/explore)
 
 The Hydra configs ship inside the package (``g2lstm/conf``), so the commands work outside a
 checkout; run folders, data and result paths are relative to the current directory.
@@ -239,3 +240,31 @@ def interpret(argv: list[str] | None = None) -> None:
     command = ("python experiments/interpret.py " + " ".join(map(shlex.quote, argv))).strip()
     report = write_report(dict(zip(names, loaded)), texts, Path(cfg.out_dir), cfg, command)
     print(f"wrote {report}")
+
+
+def explore(argv: list[str] | None = None) -> None:
+    """The explorer page of trained models of one task, side by side (docs/explore.md): one offline
+    HTML file at ``out``; paths are relative to the current directory."""
+    from g2lstm.explore import build
+    from g2lstm.explore.texts import read_text_file, split_texts
+    from g2lstm.tasks import load
+
+    argv = sys.argv[1:] if argv is None else argv
+    cfg = compose_or_exit("explore", argv)
+    if not cfg.checkpoints:
+        raise ValueError("checkpoints is empty: pass checkpoints=[path/best.pt,...]")
+    torch.set_num_threads(int(cfg.threads))
+    loaded = [load(path) for path in cfg.checkpoints]
+    names = list(cfg.names) if cfg.names else [m.config["model"]["cell"] for m in loaded]
+    if len(names) != len(loaded) or len(set(names)) != len(names):
+        raise ValueError(f"names must give a distinct label per checkpoint; got {names} for {len(loaded)} checkpoints")
+    if cfg.texts is not None:
+        texts, references = read_text_file(loaded[0].task, cfg.texts, int(cfg.max_texts)), None
+    else:
+        texts, references = split_texts(loaded[0], cfg.split, int(cfg.max_texts))
+    a = cfg.attribution
+    build(dict(zip(names, loaded)), texts, cfg.out, references=references, budget_mb=float(cfg.budget_mb),
+          tracked=cfg.tracked, bits={f: 16 for f in cfg.bits16}, batch_size=int(cfg.batch_size),
+          attribution_texts=int(a.texts), ig_steps=int(a.n_steps), ig_max_steps=int(a.max_steps),
+          ig_tolerance=float(a.tolerance), ig_position=int(a.position), response_states=tuple(cfg.rnnvis.states),
+          top_words=int(cfg.rnnvis.top_words), clusters=int(cfg.rnnvis.clusters), seed=int(cfg.seed))

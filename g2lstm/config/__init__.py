@@ -31,6 +31,7 @@ SCHEMA_MODULES = {
     "translit": "g2lstm.translit.train",
     "interpret": "g2lstm.interpret.report",
     "paper": "g2lstm.paper",
+    "explore": "g2lstm.explore.config",
 }
 
 

@@ -174,3 +174,45 @@ def target_string(loaded, target_id: int) -> str:
     if hasattr(loaded, "tokenizers"):
         return loaded.tokenizers.tgt.sp.id_to_piece(target_id)
     return str(target_id)
+
+
+def converged_attributions(
+    loaded,
+    texts: Sequence,
+    position: int = -1,
+    n_steps: int = 50,
+    max_steps: int = 800,
+    tolerance: float = 0.05,
+    batch_size: int = 16,
+    internal_batch_size: int | None = None,
+    progress: bool = False,
+) -> tuple[list[TokenAttribution], list[int]]:
+    """:func:`token_attributions` whose quadrature is refined per text until the completeness gap
+    is small: a text whose ``|delta| > tolerance * |F(x) - F(baseline)|`` is attributed again with
+    twice the steps, up to ``max_steps``.
+
+    Returns:
+        ``(attributions, steps)``: per text the last attribution and the number of steps it used;
+        a text still outside the bound at ``max_steps`` keeps that result (:func:`within_bound`
+        says which).
+    """
+    if max_steps < n_steps:
+        raise ValueError(f"max_steps ({max_steps}) must be >= n_steps ({n_steps})")
+    results = token_attributions(loaded, texts, position, n_steps, batch_size, internal_batch_size, progress)
+    steps = [n_steps] * len(texts)
+    current = n_steps
+    while current < max_steps:
+        missing = [n for n, a in enumerate(results) if not within_bound(a, tolerance)]
+        if not missing:
+            break
+        current = min(2 * current, max_steps)
+        again = token_attributions(loaded, [texts[n] for n in missing], position, current, batch_size,
+                                   internal_batch_size, progress)
+        for n, a in zip(missing, again):
+            results[n], steps[n] = a, current
+    return results, steps
+
+
+def within_bound(a: TokenAttribution, tolerance: float = 0.05) -> bool:
+    """Whether ``|delta| <= tolerance * |F(x) - F(baseline)|`` (IG's completeness, relative)."""
+    return abs(a.delta) <= tolerance * abs(a.logit - a.baseline_logit)
