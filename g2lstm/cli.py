@@ -242,6 +242,7 @@ def interpret(argv: list[str] | None = None) -> None:
     print(f"wrote {report}")
 
 
+@exits_on_user_errors
 def explore(argv: list[str] | None = None) -> None:
     """The explorer page of trained models of one task, side by side (docs/explore.md): one offline
     HTML file at ``out``; paths are relative to the current directory."""

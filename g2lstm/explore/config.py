@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .. import config as checks
+from .. import config
 from ..interpret.states import FIELDS
 
 
@@ -18,9 +18,9 @@ class AttributionOptions:
     position: int = -1
 
     def __post_init__(self):
-        checks.at_least(self, 0, "texts")
-        checks.positive(self, "n_steps", "max_steps", "tolerance")
-        checks.require(self, "max_steps", lambda v: v >= self.n_steps, f"at least n_steps ({self.n_steps})")
+        config.at_least(self, 0, "texts")
+        config.positive(self, "n_steps", "max_steps", "tolerance")
+        config.require(self, "max_steps", lambda v: v >= self.n_steps, f"at least n_steps ({self.n_steps})")
 
 
 @dataclass
@@ -30,8 +30,8 @@ class RNNVisOptions:
     clusters: int = 6
 
     def __post_init__(self):
-        checks.all_of(self, "states", lambda s: s in FIELDS, f"recorded states among {list(FIELDS)}")
-        checks.positive(self, "top_words", "clusters")
+        config.all_of(self, "states", lambda s: s in FIELDS, f"recorded states among {list(FIELDS)}")
+        config.positive(self, "top_words", "clusters")
 
 
 @dataclass
@@ -52,9 +52,9 @@ class ExploreConfig:
     rnnvis: RNNVisOptions = field(default_factory=RNNVisOptions)
 
     def __post_init__(self):
-        checks.positive(self, "max_texts", "budget_mb", "batch_size", "threads")
-        checks.at_least(self, 0, "tracked", optional=True)
-        checks.require(self, "bits16", lambda names: set(names) <= set(FIELDS), f"fields among {list(FIELDS)}")
+        config.positive(self, "max_texts", "budget_mb", "batch_size", "threads")
+        config.at_least(self, 0, "tracked", optional=True)
+        config.require(self, "bits16", lambda names: set(names) <= set(FIELDS), f"fields among {list(FIELDS)}")
 
 
-checks.store(ExploreConfig, "explore_schema")
+config.store(ExploreConfig, "explore_schema")
