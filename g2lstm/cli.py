@@ -51,14 +51,18 @@ def one_line(error: BaseException) -> str:
 def exits_on_user_errors(main):
     """An entry point's body: the package's own errors (:data:`USER_ERRORS`) end the program with
     ``error: <message>`` on one line of stderr and exit code 1, and a run folder that Hydra made
-    for the failed command and that is still empty is removed. Python callers of the functions
-    below the entry points (``g2lstm.lm.train.train``, ...) get the exceptions themselves."""
+    for the failed command and that is still empty is removed. Python callers get the exceptions
+    themselves: of the functions below the entry points (``g2lstm.lm.train.train``, ...), and of
+    an argv-style entry point given its ``argv`` (``interpret(["checkpoints=[...]"])``)."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
+        from_python = bool(args) and isinstance(args[0], list) or kwargs.get("argv") is not None
         try:
             return main(*args, **kwargs)
         except USER_ERRORS as error:
+            if from_python:
+                raise
             if HydraConfig.initialized():
                 _remove_if_empty(Path(HydraConfig.get().runtime.output_dir))
             sys.exit(f"error: {one_line(error)}")
