@@ -93,7 +93,8 @@ class Run:
         self.previous_path = self.dir / PREVIOUS
         self.saved: dict[str, Any] | None = None
         self.resume = self.cfg.get("train", {}).get("resume", True)
-        existing = run_files(self.dir, task)  # refuses a folder that is not a run's
+        # refuses a folder that is not a run's; rank 0 alone looks (the others would race its writes)
+        existing = run_files(self.dir, task) if self.world.is_main else []
         if self.resume:
             resume_from = self.last_path if self.last_path.exists() else self.previous_path
             if resume_from.exists():  # (only the previous one is there after a kill inside save())
