@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -46,13 +47,15 @@ def main() -> None:
     loaded = LanguageModelTask(model, vocab, {"data": {"source": "ptb"}}, "untrained", "cpu")
     rng = np.random.default_rng(0)
     texts = [" ".join(rng.choice(words, size=rng.integers(10, 31))) for _ in range(args.sentences)]
+    loadavg_start = os.getloadavg()  # the machine's other load, which the timing depends on
     start = time.perf_counter()
     results = token_attributions(loaded, texts, position=-2, n_steps=args.n_steps, batch_size=args.batch_size,
                                  progress=True)
     seconds = time.perf_counter() - start
     summary = {"sentences": args.sentences, "seconds": seconds, "sentences_per_s": args.sentences / seconds,
                "abs_delta_max": max(abs(r.delta) for r in results), "threads": torch.get_num_threads(),
-               "cell": args.cell, "n_steps": args.n_steps, "vocab": args.vocab}
+               "cell": args.cell, "n_steps": args.n_steps, "vocab": args.vocab,
+               "loadavg_start": loadavg_start, "loadavg_end": os.getloadavg()}
     print(json.dumps(summary, indent=2))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")

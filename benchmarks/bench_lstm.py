@@ -193,6 +193,7 @@ def main(argv=None) -> None:
         gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else None,
     )
     print(json.dumps(machine))
+    loadavg_start = os.getloadavg()  # the machine's other load, which the ratios' spread depends on
     memory_label = "peak MiB" if device.type == "cuda" else "saved MiB"
     records = []
     for name in args.sizes:
@@ -202,7 +203,8 @@ def main(argv=None) -> None:
         records.append(record)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        report = dict(machine=machine, args={k: str(v) for k, v in vars(args).items()}, sizes=records)
+        report = dict(machine=machine, args={k: str(v) for k, v in vars(args).items()}, sizes=records,
+                      loadavg_start=loadavg_start, loadavg_end=os.getloadavg())
         args.json.write_text(json.dumps(report, indent=1))
         print(f"\nwrote {args.json}")
 

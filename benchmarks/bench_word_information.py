@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -79,6 +80,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    loadavg_start = os.getloadavg()  # the machine's other load, which the timing depends on
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -132,6 +134,7 @@ def main() -> None:
         "loop_vs_loop_other_seed": agreement(loop, loop_again),
     }
     result["speedup"] = result["batched_sentences_per_s"] / result["loop_sentences_per_s"]
+    result["loadavg_start"], result["loadavg_end"] = loadavg_start, os.getloadavg()
     print(json.dumps({key: value for key, value in result.items() if key != "args"}, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
