@@ -6,7 +6,6 @@ import pytest
 
 from g2lstm import binarization
 from g2lstm.lm.train import train as train_lm
-from test_lm_train import tiny_config, tiny_corpus  # noqa: F401  (fixture)
 
 
 def test_target_needs_input_and_forget_binary_in_every_layer():
@@ -15,9 +14,9 @@ def test_target_needs_input_and_forget_binary_in_every_layer():
     assert not binarization.meets_target(dict(good, l1={"input": 0.9, "forget": 0.49, "output": 1.0}))
 
 
-def test_summary_of_a_finished_run(tiny_corpus, tmp_path):  # noqa: F811
+def test_summary_of_a_finished_run(tiny_lm_config, tmp_path):
     run_dir = tmp_path / "g2_run"
-    train_lm(tiny_config(tiny_corpus, "train.epochs=1", "eval.cache.enabled=false", "train.saturation_every=5",
+    train_lm(tiny_lm_config("train.epochs=1", "eval.cache.enabled=false", "train.saturation_every=5",
                          "train.schedules.tau={end: 0.5, steps: 10, shape: linear}"), run_dir)
     summary = binarization.main([str(tmp_path / "out"), str(run_dir), "--evaluate", "batch_size=4", "bptt=12",
                                  "--gates", "tokens=200", "batch_size=4", "bptt=12"])

@@ -6,14 +6,12 @@ import torch
 from g2lstm import runtime
 from g2lstm.lm.train import train as train_lm
 from g2lstm.mt.train import train as train_mt
-from test_lm_train import tiny_config, tiny_corpus  # noqa: F401  (fixture)
-from test_mt_train import config as mt_config, corpus  # noqa: F401  (fixture)
 
 
-def test_lm_logs_saturation_without_changing_training(tiny_corpus, tmp_path):  # noqa: F811
+def test_lm_logs_saturation_without_changing_training(tiny_lm_config, tmp_path):
     common = ["train.epochs=1", "eval.cache.enabled=false", "train.saturation_tokens=200"]
-    watched = train_lm(tiny_config(tiny_corpus, *common, "train.saturation_every=5"), tmp_path / "watched")
-    plain = train_lm(tiny_config(tiny_corpus, *common, "train.saturation_every=null"), tmp_path / "plain")
+    watched = train_lm(tiny_lm_config(*common, "train.saturation_every=5"), tmp_path / "watched")
+    plain = train_lm(tiny_lm_config(*common, "train.saturation_every=null"), tmp_path / "plain")
     a = runtime.load_checkpoint(tmp_path / "watched" / "last.pt")["model"]
     b = runtime.load_checkpoint(tmp_path / "plain" / "last.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)  # the probe draws no random numbers
@@ -30,13 +28,13 @@ def test_lm_logs_saturation_without_changing_training(tiny_corpus, tmp_path):  #
     assert not (tmp_path / "plain" / "saturation.png").exists()
 
 
-def test_schedules_move_tau_and_noise_p_and_resume_exactly(corpus, tmp_path):  # noqa: F811
+def test_schedules_move_tau_and_noise_p_and_resume_exactly(tiny_mt_config, tmp_path):
     overrides = ["model.cell=g2lstm", "model.tau=1.0", "model.noise_p=0.2", "train.max_epochs=2", "eval.beam=1",
                  "train.schedules.tau={end: 0.1, steps: 10, shape: exponential}",
                  "train.schedules.noise_p={end: 1.0, steps: 4, shape: linear}"]
-    straight = train_mt(mt_config(corpus, *overrides), tmp_path / "a")
-    train_mt(mt_config(corpus, *overrides, "train.max_steps=3"), tmp_path / "b")
-    resumed = train_mt(mt_config(corpus, *overrides), tmp_path / "b")
+    straight = train_mt(tiny_mt_config(*overrides), tmp_path / "a")
+    train_mt(tiny_mt_config(*overrides, "train.max_steps=3"), tmp_path / "b")
+    resumed = train_mt(tiny_mt_config(*overrides), tmp_path / "b")
     assert straight["steps"] == resumed["steps"] > 10 and straight["bleu"] == resumed["bleu"]
     a = runtime.load_checkpoint(tmp_path / "a" / "last.pt")["model"]
     b = runtime.load_checkpoint(tmp_path / "b" / "last.pt")["model"]

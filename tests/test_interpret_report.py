@@ -7,8 +7,6 @@ import pytest
 
 from g2lstm.lm.train import train as train_lm
 from g2lstm.mt.train import train as train_mt
-from test_lm_train import tiny_config, tiny_corpus  # noqa: F401  (fixture)
-from test_mt_train import config as mt_config, corpus  # noqa: F401  (fixture)
 
 from g2lstm.cli import interpret
 
@@ -18,10 +16,10 @@ FAST = ["attribution.n_steps=16", "attribution.views=2", "information.steps=4", 
 
 
 @pytest.fixture(scope="module")
-def lm_runs(tiny_corpus, tmp_path_factory):  # noqa: F811
+def lm_runs(tiny_lm_config, tmp_path_factory):
     root = tmp_path_factory.mktemp("interpret_runs")
     for cell in ("lstm", "g2lstm"):
-        train_lm(tiny_config(tiny_corpus, "train.max_steps=6", f"model.cell={cell}", "eval.cache.enabled=false"),
+        train_lm(tiny_lm_config("train.max_steps=6", f"model.cell={cell}", "eval.cache.enabled=false"),
                  root / cell)
     return root
 
@@ -62,9 +60,9 @@ def test_report_on_two_lm_models(lm_runs, tmp_path):
 
 
 @pytest.mark.slow
-def test_report_on_two_mt_models(corpus, tmp_path):  # noqa: F811
+def test_report_on_two_mt_models(tiny_mt_config, tmp_path):
     for cell in ("lstm", "g2lstm"):
-        train_mt(mt_config(corpus, "train.max_epochs=1", f"model.cell={cell}", "eval.beam=1"), tmp_path / cell)
+        train_mt(tiny_mt_config("train.max_epochs=1", f"model.cell={cell}", "eval.beam=1"), tmp_path / cell)
     out = tmp_path / "report"
     interpret([f"checkpoints=[{tmp_path}/lstm/best.pt,{tmp_path}/g2lstm/best.pt]", f"out_dir={out}",
                     "neurons.min_group=1", "attribution.position=1", "rnnvis.enabled=false", *FAST])

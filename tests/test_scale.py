@@ -11,7 +11,6 @@ import torch
 import yaml
 
 from g2lstm.config import CONF_ROOT
-from test_lm_train import tiny_corpus  # noqa: F401  (fixture)
 
 tomllib = pytest.importorskip("tomllib")  # the standard library's from Python 3.11
 
@@ -61,11 +60,11 @@ def test_the_hydra_entry_points_compose_their_packaged_config_outside_the_checko
     assert list(tmp_path.iterdir()) == []  # printing the config writes nothing
 
 
-def test_a_joblib_sweep_runs_four_tiny_lm_runs_in_parallel(tiny_corpus, tmp_path):  # noqa: F811
+def test_a_joblib_sweep_runs_four_tiny_lm_runs_in_parallel(lm_corpus, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     sweep = tmp_path / "sweep"
     done = _run([str(REPO / "experiments" / "train_lm.py"), "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                 f"hydra.sweep.dir={sweep}", *TINY_LM, f"data.path={tiny_corpus}", "train.max_steps=2",
+                 f"hydra.sweep.dir={sweep}", *TINY_LM, f"data.path={lm_corpus}", "train.max_steps=2",
                  "seed=1,2,3,4"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "Joblib.Parallel(n_jobs=2" in done.stdout + done.stderr
