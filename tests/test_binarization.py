@@ -3,8 +3,10 @@
 import json
 
 import pytest
+import torch
 
-from g2lstm import binarization
+import g2lstm
+from g2lstm import binarization, trace
 from g2lstm.lm.train import train as train_lm
 
 
@@ -25,9 +27,24 @@ def test_summary_of_a_finished_run(tiny_lm_config, tmp_path):
     assert entry["quality"] == pytest.approx(result["test_ppl"], rel=1e-6)  # the task's own test metric
     assert entry["schedules"] == {"tau": {"end": 0.5, "steps": 10, "shape": "linear"}}
     assert set(entry["binary_share"]) == {"rnns.0/l0", "rnns.1/l0"}
-    shares = [s for layer in entry["binary_share"].values() for s in layer.values()]
-    assert all(0.0 <= s <= 1.0 for s in shares)
-    assert entry["meets_target"] == binarization.meets_target(entry["binary_share"])
+    # the shares recomputed from the gates as g2lstm.trace records them on the same test batches
+    loaded = g2lstm.load(run_dir / "best.pt")
+    batches, forward = loaded.gate_batches(tokens=200, batch_size=4, bptt=12)
+    values = {}
+    with torch.no_grad():
+        for batch in batches:
+            with trace.record(loaded.model.eval()) as recorded:
+                forward(loaded.model, batch)
+            for layer in recorded:
+                for gate in ("input", "forget", "output"):
+                    values.setdefault(layer.key, {}).setdefault(gate, []).append(layer.gate(gate)[layer.mask])
+    for key, per_gate in values.items():
+        for gate, parts in per_gate.items():
+            gate_values = torch.cat(parts)
+            share = ((gate_values < 0.1) | (gate_values > 0.9)).double().mean().item()
+            assert entry["binary_share"][key][gate] == pytest.approx(share, abs=1e-9), (key, gate)
+    target = all(entry["binary_share"][key][gate] >= 0.5 for key in values for gate in ("input", "forget"))
+    assert entry["meets_target"] is target
     assert set(entry["compression"]) == {"round_clip", "round_relative", "svd"}
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["lm/g2_run"]["quality"] == entry["quality"]
     table = (tmp_path / "out" / "lm.md").read_text()
