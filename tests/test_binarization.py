@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import g2lstm
-from g2lstm import binarization, trace
+from g2lstm import binarization, runtime
+from g2lstm.diagnostics import BINS, GateStats
 from g2lstm.lm.train import train as train_lm
 
 
@@ -16,7 +17,7 @@ def test_target_needs_input_and_forget_binary_in_every_layer():
     assert not binarization.meets_target(dict(good, l1={"input": 0.9, "forget": 0.49, "output": 1.0}))
 
 
-def test_summary_of_a_finished_run(tiny_lm_config, tmp_path):
+def test_summary_of_a_finished_run(tiny_lm_config, traced_gates, figures, tmp_path):
     run_dir = tmp_path / "g2_run"
     train_lm(tiny_lm_config("train.epochs=1", "eval.cache.enabled=false", "train.saturation_every=5",
                          "train.schedules.tau={end: 0.5, steps: 10, shape: linear}"), run_dir)
@@ -29,18 +30,10 @@ def test_summary_of_a_finished_run(tiny_lm_config, tmp_path):
     assert set(entry["binary_share"]) == {"rnns.0/l0", "rnns.1/l0"}
     # the shares recomputed from the gates as g2lstm.trace records them on the same test batches
     loaded = g2lstm.load(run_dir / "best.pt")
-    batches, forward = loaded.gate_batches(tokens=200, batch_size=4, bptt=12)
-    values = {}
-    with torch.no_grad():
-        for batch in batches:
-            with trace.record(loaded.model.eval()) as recorded:
-                forward(loaded.model, batch)
-            for layer in recorded:
-                for gate in ("input", "forget", "output"):
-                    values.setdefault(layer.key, {}).setdefault(gate, []).append(layer.gate(gate)[layer.mask])
+    values = traced_gates(loaded.model, *loaded.gate_batches(tokens=200, batch_size=4, bptt=12))
+    assert set(values) == set(entry["binary_share"])
     for key, per_gate in values.items():
-        for gate, parts in per_gate.items():
-            gate_values = torch.cat(parts)
+        for gate, gate_values in per_gate.items():
             share = ((gate_values < 0.1) | (gate_values > 0.9)).double().mean().item()
             assert entry["binary_share"][key][gate] == pytest.approx(share, abs=1e-9), (key, gate)
     target = all(entry["binary_share"][key][gate] >= 0.5 for key in values for gate in ("input", "forget"))
@@ -49,5 +42,14 @@ def test_summary_of_a_finished_run(tiny_lm_config, tmp_path):
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["lm/g2_run"]["quality"] == entry["quality"]
     table = (tmp_path / "out" / "lm.md").read_text()
     assert "| g2lstm tau=1 p=0.2, tau->0.5 (linear) | 1 |" in table
-    for name in ("lm_histograms.png", "saturation_lm_g2_run.png"):
-        assert (tmp_path / "out" / name).stat().st_size > 0
+    # the histograms drawn are those of the gate statistics written beside them, and of the traced gates
+    stats = {"g2lstm tau=1 p=0.2, tau->0.5 (linear) s1": GateStats.from_json(tmp_path / "out" / "gates_lm_g2_run.json")}
+    figures.check_histograms(tmp_path / "out" / "lm_histograms.png", stats)
+    for key, per_gate in values.items():
+        for g, gate in enumerate(("input", "forget")):
+            counts = torch.histc(per_gate[gate].double(), bins=BINS, min=0, max=1)
+            torch.testing.assert_close(stats[next(iter(stats))].histogram(key)[g].double(), counts / counts.sum())
+    # the run's saturation curves, copied
+    records = [r for r in runtime.MetricsLog(run_dir / "metrics.jsonl").read() if r.get("event") == "gates"]
+    assert (tmp_path / "out" / "saturation_lm_g2_run.png").read_bytes() == (run_dir / "saturation.png").read_bytes()
+    figures.check_saturation(tmp_path / "out" / "saturation_lm_g2_run.png", records, saved_as=run_dir / "saturation.png")

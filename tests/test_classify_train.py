@@ -118,7 +118,7 @@ def test_resume_is_bit_exact(tmp_path):
 
 
 @needs_data
-def test_a_run_finishes_with_test_and_out_of_domain_scores(tmp_path):
+def test_a_run_finishes_with_test_and_out_of_domain_scores(figures, tmp_path):
     result = train(classify_config([*TINY, "model.cell=sharpened", "train.max_epochs=1", "train.batch_size=256"]), tmp_path)
     assert result["stopped"] == "max_epochs=1 reached" and result["steps"] == 34  # ceil(8454 / 256)
     assert result["sentences"] == 1057
@@ -127,7 +127,7 @@ def test_a_run_finishes_with_test_and_out_of_domain_scores(tmp_path):
     watched = [r for r in runtime.MetricsLog(tmp_path / "metrics.jsonl").read() if r.get("event") == "gates"]
     assert [r["step"] for r in watched] == [0]  # train.saturation_every=50: the initial gates only
     assert set(watched[0]["layers"]) == {"rnn/l0", "rnn/l0_reverse"}
-    assert (tmp_path / "saturation.png").stat().st_size > 0
+    figures.check_saturation(tmp_path / "saturation.png", watched)
 
     loaded = g2lstm.load(tmp_path / "best.pt")
     assert loaded.task == "classify" and not loaded.model.training and isinstance(loaded.model, InspectableModel)
