@@ -204,6 +204,7 @@ def _documented_commands():
 ROOTS = ("lm", "mt", "classify", "translit", "paper", "interpret")
 
 
+@pytest.mark.slow
 def test_every_documented_command_and_experiment_composes_and_validates():
     commands = _documented_commands()
     assert len(commands) > 10
@@ -272,6 +273,7 @@ def test_the_classify_and_translit_trainers_check_a_plain_dict_before_reading_da
     assert snapshot(run_folder) == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script, override", [("train_lm", "train.batch_size=0"), ("train_classifier", "train.batch_size=0")])
 def test_the_hydra_entry_point_refuses_a_bad_value_without_a_traceback_or_writing(run_folder, script, override):
     before = snapshot(run_folder)

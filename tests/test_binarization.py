@@ -17,6 +17,7 @@ def test_target_needs_input_and_forget_binary_in_every_layer():
     assert not binarization.meets_target(dict(good, l1={"input": 0.9, "forget": 0.49, "output": 1.0}))
 
 
+@pytest.mark.slow
 def test_summary_of_a_finished_run(tiny_lm_config, traced_gates, figures, tmp_path):
     run_dir = tmp_path / "g2_run"
     train_lm(tiny_lm_config("train.epochs=1", "eval.cache.enabled=false", "train.saturation_every=5",

@@ -99,6 +99,7 @@ def test_tiny_model_overfits_a_small_batch(cell, one_thread):
     assert torch.equal(model(tokens, lengths).argmax(-1), labels)
 
 
+@pytest.mark.slow
 @needs_data
 def test_resume_is_bit_exact(tmp_path):
     """4 steps, a stop, 4 more after a resume == 8 steps in one go (validation every 3 steps)."""
@@ -117,6 +118,7 @@ def test_resume_is_bit_exact(tmp_path):
     assert torch.equal(a["optimizer"]["state"][0]["exp_avg"], b["optimizer"]["state"][0]["exp_avg"])
 
 
+@pytest.mark.slow
 @needs_data
 def test_a_run_finishes_with_test_and_out_of_domain_scores(figures, tmp_path):
     result = train(classify_config([*TINY, "model.cell=sharpened", "train.max_epochs=1", "train.batch_size=256"]), tmp_path)

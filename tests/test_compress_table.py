@@ -97,6 +97,7 @@ def test_run_task_and_table(figures, tmp_path):
     assert int(row["bits_per_weight"]) == sharp["round_clip"]["report"]["bits_per_weight"]
 
 
+@pytest.mark.slow
 def test_merge_adds_a_model_and_keeps_the_others(figures, tmp_path):
     task = ToyTask()
     task.cfg.compression["round_relative"] = {"method": "round_relative", "precision": 1.0, "clip": 2.0}

@@ -25,6 +25,8 @@ from g2lstm.lm.train import lm_config, train as train_lm
 from g2lstm.mt.train import mt_config, train as train_mt
 from g2lstm.translit.train import translit_config, train as train_translit
 
+pytestmark = pytest.mark.slow  # trains through the trainers
+
 REPO = Path(__file__).resolve().parents[1]
 LM_STEPS, MT_STEPS = 4, 4
 

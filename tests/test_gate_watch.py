@@ -10,6 +10,7 @@ from g2lstm.lm.train import train as train_lm
 from g2lstm.mt.train import train as train_mt
 
 
+@pytest.mark.slow
 def test_lm_logs_saturation_without_changing_training(tiny_lm_config, traced_gates, figures, tmp_path):
     common = ["train.epochs=1", "eval.cache.enabled=false", "train.saturation_tokens=200"]
     watched = train_lm(tiny_lm_config(*common, "train.saturation_every=4"), tmp_path / "watched")  # 148 steps
@@ -37,6 +38,7 @@ def test_lm_logs_saturation_without_changing_training(tiny_lm_config, traced_gat
     assert not (tmp_path / "plain" / "saturation.png").exists()
 
 
+@pytest.mark.slow
 def test_schedules_move_tau_and_noise_p_and_resume_exactly(tiny_mt_config, tmp_path):
     overrides = ["model.cell=g2lstm", "model.tau=1.0", "model.noise_p=0.2", "train.max_epochs=2", "eval.beam=1",
                  "train.schedules.tau={end: 0.1, steps: 10, shape: exponential}",

@@ -498,6 +498,7 @@ print("compiled")
 '''
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not kernels.HAS_TRITON, reason="triton is not installed")
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the kernels run for real above")
 def test_triton_kernels_compile_for_h100(tmp_path):

@@ -109,6 +109,7 @@ def _same_weights(a, b):
     (["train.epochs=2"], "train"),  # stopped mid-way through the second SGD epoch
     (["train.epochs=1", "train.finetune_epochs=2"], "finetune"),  # stopped inside the ASGD finetune
 ])
+@pytest.mark.slow
 def test_resumed_run_ends_exactly_like_an_uninterrupted_one(tiny_lm_config, tmp_path, stage_overrides, stop_stage):
     whole = train(tiny_lm_config(*stage_overrides), tmp_path / "whole")
     assert whole["stopped"] == "done"
@@ -129,6 +130,7 @@ def test_resumed_run_ends_exactly_like_an_uninterrupted_one(tiny_lm_config, tmp_
     assert resumed["cache"] == whole["cache"]
 
 
+@pytest.mark.slow
 def test_checkpoint_holds_what_resume_needs_and_loads_weights_only(tiny_lm_config, tmp_path):
     result = train(tiny_lm_config("train.epochs=1", "train.finetune_epochs=1", "train.nonmono=1"),
                    tmp_path / "run")
@@ -177,6 +179,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_lm_config, tmp_p
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
 
 
+@pytest.mark.slow
 def test_main_job_entry_point_prints_perplexities_and_run_folder(lm_corpus, tmp_path):
     run_dir = tmp_path / "run"
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -207,6 +210,7 @@ def test_time_budget_stops_validates_and_evaluates(tiny_lm_config, tmp_path):
     assert again["steps"] == 0 and again["test_ppl"] == result["test_ppl"]  # spent budget: only re-evaluates
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("more", ["train.epochs=2", "train.finetune_epochs=1"])
 def test_a_finished_run_resumed_with_a_raised_budget_goes_on_like_a_straight_run(tiny_lm_config, tmp_path, more):
     straight = train(tiny_lm_config("train.epochs=2" if more == "train.epochs=2" else "train.epochs=1",

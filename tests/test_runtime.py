@@ -78,6 +78,7 @@ def test_mt_resume_refuses_another_model_and_a_finished_run_is_left_alone(tiny_m
     assert _files(run_dir) == before
 
 
+@pytest.mark.slow
 def test_mt_metrics_have_no_replayed_steps_after_a_staged_resume(tiny_mt_config, tmp_path):
     overrides = ["train.max_epochs=2", "model.cell=g2lstm", "eval.beam=1", "train.log_every=1",
                  "train.checkpoint_every=3"]

@@ -53,6 +53,7 @@ def test_the_package_data_holds_every_config_and_the_cpu_kernel_source():
     assert not (REPO / "conf").exists()  # one copy of the configs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entry, model_key", [("train_lm", "nhid"), ("train_mt", "hidden_dim")])
 def test_the_hydra_entry_points_compose_their_packaged_config_outside_the_checkout(tmp_path, entry, model_key):
     done = _run(["-c", f"from g2lstm.cli import {entry}; {entry}()", "--cfg", "job", "train.max_steps=5"], cwd=tmp_path)
@@ -63,6 +64,7 @@ def test_the_hydra_entry_points_compose_their_packaged_config_outside_the_checko
     assert list(tmp_path.iterdir()) == []  # printing the config writes nothing
 
 
+@pytest.mark.slow
 def test_a_joblib_sweep_runs_four_tiny_lm_runs_in_parallel(lm_corpus, tmp_path):
     sweep = tmp_path / "sweep"
     done = _run([str(REPO / "experiments" / "train_lm.py"), "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
@@ -81,6 +83,7 @@ def test_a_joblib_sweep_runs_four_tiny_lm_runs_in_parallel(lm_corpus, tmp_path):
     assert all(not torch.equal(weights[0], w) for w in weights[1:])  # each job got its own seed
 
 
+@pytest.mark.slow
 def test_the_submitit_slurm_launcher_of_the_readme_composes(tmp_path):
     readme = (REPO / "README.md").read_text()
     command = next(line for line in readme.splitlines() if "hydra/launcher=submitit_slurm" in line)

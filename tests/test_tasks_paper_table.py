@@ -14,6 +14,8 @@ from g2lstm.config import compose_config
 from g2lstm.data.sentiment import MOVIES, sentiment_path
 from g2lstm.paper import PaperTask, run_task
 
+pytestmark = pytest.mark.slow  # trains through the trainers
+
 TINY = {
     "classify": ["model.embed_dim=8", "model.hidden_dim=8", "train.max_epochs=1", "train.batch_size=1024",
                  "data.out_of_domain=[]", "threads=1"],

@@ -54,6 +54,7 @@ def test_tiny_model_overfits_a_small_batch(cell):
     assert scores["words"] == 16 and scores["characters"] == sum(len(p.latin) for p in pieces)
 
 
+@pytest.mark.slow
 def test_resume_is_bit_exact(tmp_path):
     """3 steps, a stop, 3 more after a resume == 6 steps in one go (validation every 2 steps)."""
     overrides = [*SMALL, "model.cell=g2lstm", "train.eval_every=2"]
@@ -69,6 +70,7 @@ def test_resume_is_bit_exact(tmp_path):
     assert load_checkpoint(tmp_path / "a" / "last.pt")["trainer"] == load_checkpoint(tmp_path / "b" / "last.pt")["trainer"]
 
 
+@pytest.mark.slow
 def test_a_run_finishes_on_the_test_books(tmp_path):
     # 18 steps at a high learning rate: enough to beat copying the input (0.68 measured)
     finished = [*SMALL, "model.cell=sharpened", "train.max_epochs=3", "train.batch_size=8", "train.lr=0.03",
