@@ -4,9 +4,10 @@ import json
 
 import pytest
 import torch
+from torch import nn
 
 import g2lstm
-from g2lstm import binarization, runtime
+from g2lstm import binarization, diagnostics, runtime
 from g2lstm.diagnostics import BINS, GateStats
 from g2lstm.lm.train import train as train_lm
 
@@ -15,6 +16,20 @@ def test_target_needs_input_and_forget_binary_in_every_layer():
     good = {"l0": {"input": 0.6, "forget": 0.5, "output": 0.0}, "l1": {"input": 0.9, "forget": 0.7, "output": 0.1}}
     assert binarization.meets_target(good)
     assert not binarization.meets_target(dict(good, l1={"input": 0.9, "forget": 0.49, "output": 1.0}))
+
+
+def test_binary_shares_count_the_values_near_0_and_near_1():
+    """Gates planted by their biases: input near 0, forget near 1, output near 1/2."""
+    torch.manual_seed(0)
+    lstm = nn.LSTM(3, 4)
+    with torch.no_grad():
+        lstm.weight_ih_l0.mul_(0.01), lstm.weight_hh_l0.mul_(0.01), lstm.bias_hh_l0.zero_()
+        lstm.bias_ih_l0.copy_(torch.tensor([-20.0] * 4 + [20.0] * 4 + [0.0] * 8))  # i, f, g, o
+    stats = diagnostics.collect_gate_stats(nn.ModuleDict({"rnn": lstm}), [torch.randn(5, 2, 3)],
+                                           forward=lambda model, x: model["rnn"](x))
+    shares = binarization.binary_shares(stats)
+    assert shares == {"rnn/l0": {"input": 1.0, "forget": 1.0, "output": 0.0}}
+    assert binarization.meets_target(shares)
 
 
 @pytest.mark.slow
