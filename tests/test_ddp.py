@@ -10,7 +10,6 @@ in this process.
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path

@@ -15,7 +15,7 @@ from g2lstm import runtime
 from g2lstm.lm.evaluate import SplitOutputs, cache_pointer_loss
 from g2lstm.lm.model import AWDLSTM
 from g2lstm.report import collect, markdown
-from g2lstm.lm.train import lm_config, load_model, nt_trigger, train
+from g2lstm.lm.train import load_model, nt_trigger, train
 
 REPO = Path(__file__).resolve().parents[1]
 
