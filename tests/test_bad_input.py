@@ -29,8 +29,6 @@ from g2lstm.mt.tokenizer import train_tokenizers
 from g2lstm.mt.train import build_data, train as train_mt
 from g2lstm.runtime import CheckpointError
 from g2lstm.translit.train import train as train_translit
-from test_lm_train import tiny_config, tiny_corpus  # noqa: F401  (fixture)
-from test_mt_train import PAIRS, config as mt_config, corpus  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -206,6 +204,7 @@ def _documented_commands():
 ROOTS = ("lm", "mt", "classify", "translit", "paper", "interpret")
 
 
+@pytest.mark.slow
 def test_every_documented_command_and_experiment_composes_and_validates():
     commands = _documented_commands()
     assert len(commands) > 10
@@ -247,10 +246,10 @@ def test_accepted_configs_compose_to_the_values_they_had():
 # ----------------------------------------------------------------------------- trainers and entry points
 
 
-def test_a_trainer_given_a_plain_dict_checks_it_before_touching_the_run_folder(corpus, run_folder):
+def test_a_trainer_given_a_plain_dict_checks_it_before_touching_the_run_folder(tiny_mt_config, run_folder):
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.to_container(mt_config(corpus), resolve=True)
+    cfg = OmegaConf.to_container(tiny_mt_config(), resolve=True)
     cfg["model"]["hidden_dim"] = 7
     before = snapshot(run_folder)
     with pytest.raises(ConfigValueError, match=r"^model\.hidden_dim=7: expected an even size"):
@@ -274,6 +273,7 @@ def test_the_classify_and_translit_trainers_check_a_plain_dict_before_reading_da
     assert snapshot(run_folder) == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script, override", [("train_lm", "train.batch_size=0"), ("train_classifier", "train.batch_size=0")])
 def test_the_hydra_entry_point_refuses_a_bad_value_without_a_traceback_or_writing(run_folder, script, override):
     before = snapshot(run_folder)
@@ -292,11 +292,11 @@ def test_interpret_refuses_a_bad_value_before_loading_a_checkpoint(tmp_path, cap
     assert not out.exists()
 
 
-def test_lm_resume_with_another_batch_size_is_refused_naming_the_key(tiny_corpus, tmp_path):  # noqa: F811
-    train_lm(tiny_config(tiny_corpus, "train.max_steps=2"), tmp_path / "run")
+def test_lm_resume_with_another_batch_size_is_refused_naming_the_key(tiny_lm_config, tmp_path):
+    train_lm(tiny_lm_config("train.max_steps=2"), tmp_path / "run")
     before = snapshot(tmp_path / "run")
     with pytest.raises(ValueError, match=r"train\.batch_size: 4 in the checkpoint, 6 now"):
-        train_lm(tiny_config(tiny_corpus, "train.max_steps=3", "train.batch_size=6"), tmp_path / "run")
+        train_lm(tiny_lm_config("train.max_steps=3", "train.batch_size=6"), tmp_path / "run")
     assert snapshot(tmp_path / "run") == before
 
 
@@ -339,22 +339,22 @@ def test_an_empty_lm_split_is_named_with_its_file(tmp_path):
         load_corpus("brown", str(brown), train_words=100, valid_words=100)
 
 
-def test_an_empty_mt_split_is_named_by_role_split_and_path(corpus):  # noqa: F811
+def test_an_empty_mt_split_is_named_by_role_split_and_path(tiny_mt_config, mt_corpus):
     for side in ("de", "en"):
-        (corpus / f"valid.{side}").write_text("", encoding="utf-8")
+        (mt_corpus / f"valid.{side}").write_text("", encoding="utf-8")
     with pytest.raises(ValueError, match=re.escape(f"the valid split (data.splits.valid='valid', data.name=folder, "
-                                                   f"data.path={corpus}) has no sentence pairs")):
-        build_data(mt_config(corpus))
+                                                   f"data.path={mt_corpus}) has no sentence pairs")):
+        build_data(tiny_mt_config())
     with pytest.raises(ValueError, match=r"the train split \(data.splits.train='train'.* has no sentence pairs left after data.filter"):
-        build_data(mt_config(corpus, "data.filter.min_len=50", "data.filter.max_len=60"))
+        build_data(tiny_mt_config("data.filter.min_len=50", "data.filter.max_len=60"))
 
 
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def _mt_checkpoint(path: Path) -> Path:
+def _mt_checkpoint(path: Path, pairs) -> Path:
     """A small (untrained) translation checkpoint as the trainer writes it."""
-    tokenizers = train_tokenizers(PAIRS * 4, vocab_size=60)
+    tokenizers = train_tokenizers(pairs * 4, vocab_size=60)
     model = Seq2Seq(ModelConfig(embed_dim=8, hidden_dim=8), tokenizers.src.vocab_size, tokenizers.tgt.vocab_size)
     runtime.save_checkpoint({"task": "mt", "config": {"model": {"cell": "lstm"}}, "model": model.state_dict(),
                              "model_config": model.config_dict(), "tokenizers": tokenizers.state()}, path)
@@ -367,10 +367,10 @@ def _mt_checkpoint(path: Path) -> Path:
     (b"step,loss\n1,2.0\n", "is not a readable checkpoint"),
     ("tensor", "holds a Tensor, not a g2lstm checkpoint"),
 ])
-def test_an_unreadable_checkpoint_names_the_path_and_the_way_on(tmp_path, content, message):
+def test_an_unreadable_checkpoint_names_the_path_and_the_way_on(tmp_path, mt_pairs, content, message):
     path = tmp_path / "best.pt"
     if content == "truncated":
-        whole = _mt_checkpoint(tmp_path / "whole.pt").read_bytes()
+        whole = _mt_checkpoint(tmp_path / "whole.pt", mt_pairs).read_bytes()
         path.write_bytes(whole[: len(whole) // 2])
     elif content == "tensor":
         torch.save(torch.zeros(2), path)
@@ -382,11 +382,11 @@ def test_an_unreadable_checkpoint_names_the_path_and_the_way_on(tmp_path, conten
     assert text.startswith(str(path)) and message in text and "train.resume=false" in text
 
 
-def test_a_damaged_last_checkpoint_stops_resume_before_anything_is_written(corpus, run_folder):  # noqa: F811
+def test_a_damaged_last_checkpoint_stops_resume_before_anything_is_written(tiny_mt_config, run_folder):
     (run_folder / "last.pt").write_bytes(b"")
     before = snapshot(run_folder)
     with pytest.raises(CheckpointError, match=re.escape(f"{run_folder / 'last.pt'} is an empty file")):
-        train_mt(mt_config(corpus), run_folder)
+        train_mt(tiny_mt_config(), run_folder)
     assert snapshot(run_folder) == before
 
 
@@ -421,8 +421,8 @@ def test_a_failed_save_names_the_path_keeps_the_previous_file_and_leaves_no_temp
 
 
 @pytest.mark.parametrize("reference, count", [("", 0), ("a man rides a bike .\n", 1)])
-def test_translate_with_an_empty_or_short_reference_says_what_it_expected(tmp_path, reference, count):
-    checkpoint = _mt_checkpoint(tmp_path / "best.pt")
+def test_translate_with_an_empty_or_short_reference_says_what_it_expected(tmp_path, mt_pairs, reference, count):
+    checkpoint = _mt_checkpoint(tmp_path / "best.pt", mt_pairs)
     source = tmp_path / "in.de"
     source.write_text("ein hund läuft .\nzwei frauen lesen .\n", encoding="utf-8")
     ref = tmp_path / "ref.en"

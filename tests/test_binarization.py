@@ -3,10 +3,13 @@
 import json
 
 import pytest
+import torch
+from torch import nn
 
-from g2lstm import binarization
+import g2lstm
+from g2lstm import binarization, diagnostics, runtime
+from g2lstm.diagnostics import BINS, GateStats
 from g2lstm.lm.train import train as train_lm
-from test_lm_train import tiny_config, tiny_corpus  # noqa: F401  (fixture)
 
 
 def test_target_needs_input_and_forget_binary_in_every_layer():
@@ -15,9 +18,24 @@ def test_target_needs_input_and_forget_binary_in_every_layer():
     assert not binarization.meets_target(dict(good, l1={"input": 0.9, "forget": 0.49, "output": 1.0}))
 
 
-def test_summary_of_a_finished_run(tiny_corpus, tmp_path):  # noqa: F811
+def test_binary_shares_count_the_values_near_0_and_near_1():
+    """Gates planted by their biases: input near 0, forget near 1, output near 1/2."""
+    torch.manual_seed(0)
+    lstm = nn.LSTM(3, 4)
+    with torch.no_grad():
+        lstm.weight_ih_l0.mul_(0.01), lstm.weight_hh_l0.mul_(0.01), lstm.bias_hh_l0.zero_()
+        lstm.bias_ih_l0.copy_(torch.tensor([-20.0] * 4 + [20.0] * 4 + [0.0] * 8))  # i, f, g, o
+    stats = diagnostics.collect_gate_stats(nn.ModuleDict({"rnn": lstm}), [torch.randn(5, 2, 3)],
+                                           forward=lambda model, x: model["rnn"](x))
+    shares = binarization.binary_shares(stats)
+    assert shares == {"rnn/l0": {"input": 1.0, "forget": 1.0, "output": 0.0}}
+    assert binarization.meets_target(shares)
+
+
+@pytest.mark.slow
+def test_summary_of_a_finished_run(tiny_lm_config, traced_gates, figures, tmp_path):
     run_dir = tmp_path / "g2_run"
-    train_lm(tiny_config(tiny_corpus, "train.epochs=1", "eval.cache.enabled=false", "train.saturation_every=5",
+    train_lm(tiny_lm_config("train.epochs=1", "eval.cache.enabled=false", "train.saturation_every=5",
                          "train.schedules.tau={end: 0.5, steps: 10, shape: linear}"), run_dir)
     summary = binarization.main([str(tmp_path / "out"), str(run_dir), "--evaluate", "batch_size=4", "bptt=12",
                                  "--gates", "tokens=200", "batch_size=4", "bptt=12"])
@@ -26,12 +44,28 @@ def test_summary_of_a_finished_run(tiny_corpus, tmp_path):  # noqa: F811
     assert entry["quality"] == pytest.approx(result["test_ppl"], rel=1e-6)  # the task's own test metric
     assert entry["schedules"] == {"tau": {"end": 0.5, "steps": 10, "shape": "linear"}}
     assert set(entry["binary_share"]) == {"rnns.0/l0", "rnns.1/l0"}
-    shares = [s for layer in entry["binary_share"].values() for s in layer.values()]
-    assert all(0.0 <= s <= 1.0 for s in shares)
-    assert entry["meets_target"] == binarization.meets_target(entry["binary_share"])
+    # the shares recomputed from the gates as g2lstm.trace records them on the same test batches
+    loaded = g2lstm.load(run_dir / "best.pt")
+    values = traced_gates(loaded.model, *loaded.gate_batches(tokens=200, batch_size=4, bptt=12))
+    assert set(values) == set(entry["binary_share"])
+    for key, per_gate in values.items():
+        for gate, gate_values in per_gate.items():
+            share = ((gate_values < 0.1) | (gate_values > 0.9)).double().mean().item()
+            assert entry["binary_share"][key][gate] == pytest.approx(share, abs=1e-9), (key, gate)
+    target = all(entry["binary_share"][key][gate] >= 0.5 for key in values for gate in ("input", "forget"))
+    assert entry["meets_target"] is target
     assert set(entry["compression"]) == {"round_clip", "round_relative", "svd"}
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["lm/g2_run"]["quality"] == entry["quality"]
     table = (tmp_path / "out" / "lm.md").read_text()
     assert "| g2lstm tau=1 p=0.2, tau->0.5 (linear) | 1 |" in table
-    for name in ("lm_histograms.png", "saturation_lm_g2_run.png"):
-        assert (tmp_path / "out" / name).stat().st_size > 0
+    # the histograms drawn are those of the gate statistics written beside them, and of the traced gates
+    stats = {"g2lstm tau=1 p=0.2, tau->0.5 (linear) s1": GateStats.from_json(tmp_path / "out" / "gates_lm_g2_run.json")}
+    figures.check_histograms(tmp_path / "out" / "lm_histograms.png", stats)
+    for key, per_gate in values.items():
+        for g, gate in enumerate(("input", "forget")):
+            counts = torch.histc(per_gate[gate].double(), bins=BINS, min=0, max=1)
+            torch.testing.assert_close(stats[next(iter(stats))].histogram(key)[g].double(), counts / counts.sum())
+    # the run's saturation curves, copied
+    records = [r for r in runtime.MetricsLog(run_dir / "metrics.jsonl").read() if r.get("event") == "gates"]
+    assert (tmp_path / "out" / "saturation_lm_g2_run.png").read_bytes() == (run_dir / "saturation.png").read_bytes()
+    figures.check_saturation(tmp_path / "out" / "saturation_lm_g2_run.png", records, saved_as=run_dir / "saturation.png")

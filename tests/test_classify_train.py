@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from sklearn.metrics import accuracy_score, f1_score
 
 import g2lstm
 from g2lstm import diagnostics, runtime, trace
@@ -98,6 +99,7 @@ def test_tiny_model_overfits_a_small_batch(cell, one_thread):
     assert torch.equal(model(tokens, lengths).argmax(-1), labels)
 
 
+@pytest.mark.slow
 @needs_data
 def test_resume_is_bit_exact(tmp_path):
     """4 steps, a stop, 4 more after a resume == 8 steps in one go (validation every 3 steps)."""
@@ -116,21 +118,29 @@ def test_resume_is_bit_exact(tmp_path):
     assert torch.equal(a["optimizer"]["state"][0]["exp_avg"], b["optimizer"]["state"][0]["exp_avg"])
 
 
+@pytest.mark.slow
 @needs_data
-def test_a_run_finishes_with_test_and_out_of_domain_scores(tmp_path):
+def test_a_run_finishes_with_test_and_out_of_domain_scores(figures, tmp_path):
     result = train(classify_config([*TINY, "model.cell=sharpened", "train.max_epochs=1", "train.batch_size=256"]), tmp_path)
     assert result["stopped"] == "max_epochs=1 reached" and result["steps"] == 34  # ceil(8454 / 256)
-    assert result["sentences"] == 1057 and 0.0 <= result["accuracy"] <= 1.0
+    assert result["sentences"] == 1057
     assert set(result["out_of_domain"]) == {"tweets"} and result["out_of_domain"]["tweets"]["sentences"] == 4196
     assert (tmp_path / "best.pt").is_file() and (tmp_path / "config.yaml").is_file()
     watched = [r for r in runtime.MetricsLog(tmp_path / "metrics.jsonl").read() if r.get("event") == "gates"]
     assert [r["step"] for r in watched] == [0]  # train.saturation_every=50: the initial gates only
     assert set(watched[0]["layers"]) == {"rnn/l0", "rnn/l0_reverse"}
-    assert (tmp_path / "saturation.png").stat().st_size > 0
+    figures.check_saturation(tmp_path / "saturation.png", watched)
 
     loaded = g2lstm.load(tmp_path / "best.pt")
     assert loaded.task == "classify" and not loaded.model.training and isinstance(loaded.model, InspectableModel)
     assert loaded.evaluate() == pytest.approx(100 * result["accuracy"])
+    # the scores recomputed from the loaded model's predictions, one sentence at a time, with sklearn
+    # (34 steps of this tiny model learn little: 0.51 measured, near the majority class's 0.504)
+    test = loaded.data["test"]
+    predicted = [loaded.labels.index(loaded.predict([e.text])[0]) for e in test]
+    labels = [e.label for e in test]
+    assert result["accuracy"] == pytest.approx(accuracy_score(labels, predicted), abs=1e-6)
+    assert result["macro_f1"] == pytest.approx(f1_score(labels, predicted, average="macro"), abs=1e-6)
     assert loaded.evaluate(split="tweets", metric="macro_f1") == pytest.approx(100 * result["out_of_domain"]["tweets"]["macro_f1"])
     batch = loaded.encode(["A gorgeous, witty film.", "Dull"])
     assert batch.tokens["tokens"] == [["a", "gorgeous", ",", "witty", "film", "."], ["dull"]]

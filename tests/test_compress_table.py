@@ -61,13 +61,12 @@ class ToyTask:
             yield [f"t{i}" for i in self.data[:, n].tolist()], self.data[:, n:n + 1], None, None
 
 
-def test_run_task_and_table(tmp_path):
+def test_run_task_and_table(figures, tmp_path):
     task = ToyTask()
     results = run_task(task, OmegaConf.create({"int8": True}), ["lstm", "sharpened", "g2lstm"],
                                    tmp_path / "toy", command="python experiments/paper_table.py toy")
     assert json.loads((tmp_path / "toy" / "results.json").read_text()) == json.loads(json.dumps(results))
-    for name in ("histograms.png", "heatmap_0_rnn_l0.png", "heatmap_0_rnn_l1.png", "gates_g2lstm.json"):
-        assert (tmp_path / "toy" / name).stat().st_size > 0
+    figures.check_task_figures(tmp_path / "toy")  # histograms.png, heatmap_0_rnn_l0.png, heatmap_0_rnn_l1.png
 
     for kind in ("lstm", "sharpened", "g2lstm"):
         rows = results["models"][kind]["rows"]
@@ -98,7 +97,8 @@ def test_run_task_and_table(tmp_path):
     assert int(row["bits_per_weight"]) == sharp["round_clip"]["report"]["bits_per_weight"]
 
 
-def test_merge_adds_a_model_and_keeps_the_others(tmp_path):
+@pytest.mark.slow
+def test_merge_adds_a_model_and_keeps_the_others(figures, tmp_path):
     task = ToyTask()
     task.cfg.compression["round_relative"] = {"method": "round_relative", "precision": 1.0, "clip": 2.0}
     cfg = OmegaConf.create({"int8": False})
@@ -124,8 +124,7 @@ def test_merge_adds_a_model_and_keeps_the_others(tmp_path):
     assert "Made by `cmd one` (LSTM, G2-LSTM); `cmd two` (Sharpened sigmoid)." in text
     assert "Relative round & clip (extra) (r=1.0σ, c=2.0σ)" in text
     assert f"| G2-LSTM | {stats['mean_abs']:.3f} | {stats['std']:.3f} |" in text
-    assert (tmp_path / "toy" / "histograms.png").stat().st_size > 0
-    assert (tmp_path / "toy" / "gate_averages_sharpened.json").exists()
+    figures.check_task_figures(tmp_path / "toy")  # the merged models' histograms and heatmaps, all three
     with pytest.raises(ValueError, match="holds task 'toy'"):
         other = ToyTask()
         other.key = "lm"

@@ -15,8 +15,6 @@ import torch
 from g2lstm import runtime
 from g2lstm.config import compose_config
 from g2lstm.tasks import trainer
-from test_lm_train import tiny_corpus  # noqa: F401  (fixture)
-from test_mt_train import corpus  # noqa: F401  (fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 RUNNER = """
@@ -39,40 +37,51 @@ def _train_steps(run_dir: Path) -> list[int]:
     return [r["step"] for r in records if r.get("event") == "train" or r.get("split") == "train"]
 
 
-def _kill_when(proc, run_dir: Path, steps: int, timeout: float = 120.0) -> None:
-    """kill -9 once the log shows ``steps`` training lines (or the process ends first)."""
+def _kill_when(proc, run_dir: Path, steps: int, timeout: float = 120.0) -> int:
+    """kill -9 once the log shows ``steps`` training lines; returns how many it shows after the kill.
+
+    Fails if the process ends by itself first or never gets there: then no kill was tested."""
     start = time.time()
+    logged = 0
     while proc.poll() is None and time.time() - start < timeout:
         try:
-            if len(_train_steps(run_dir)) >= steps:
-                break
+            logged = len(_train_steps(run_dir))
         except (json.JSONDecodeError, FileNotFoundError):  # a line being written
             pass
+        if logged >= steps:
+            break
         time.sleep(0.05)
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGKILL)
+    assert proc.poll() is None, f"the run ended (exit {proc.returncode}) before it logged {steps} steps: " + \
+        proc.stderr.read()[-2000:]
+    assert logged >= steps, f"the run logged {logged} steps in {timeout} s, not {steps}"
+    proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    return len(_train_steps(run_dir))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("task", ["lm", "mt"])
-def test_kill_nine_then_resume_ends_like_a_straight_run(task, tiny_corpus, corpus, tmp_path):  # noqa: F811
+def test_kill_nine_then_resume_ends_like_a_straight_run(task, lm_corpus, mt_corpus, tmp_path):
     if task == "lm":
-        overrides = ["data=text", f"data.path={tiny_corpus}", "data.vocab_size=300", "model.emsize=8",
+        overrides = ["data=text", f"data.path={lm_corpus}", "data.vocab_size=300", "model.emsize=8",
                      "model.nhid=12", "train.batch_size=4", "train.eval_batch_size=4", "train.bptt=12",
                      "train.max_minutes=null", "train.epochs=1", "train.log_every=1", "train.checkpoint_every=5",
                      "eval.test_batch_size=4", "eval.cache.enabled=false", "threads=1"]
         kill_points = (3, 14)
     else:
-        overrides = ["data=iwslt14", f"data.path={corpus}", "data.tokenizer.vocab_size=60", "model.embed_dim=16",
+        overrides = ["data=iwslt14", f"data.path={mt_corpus}", "data.tokenizer.vocab_size=60", "model.embed_dim=16",
                      "model.hidden_dim=16", "train.max_tokens=60", "train.warmup_steps=3", "train.log_every=1",
                      "train.checkpoint_every=4", "train.max_epochs=3", "eval.beam=1", "model.cell=g2lstm"]
         kill_points = (3, 10)
     trainer(task)(compose_config(task, overrides), tmp_path / "straight")  # in this process
+    total = len(_train_steps(tmp_path / "straight"))
 
     crashed = tmp_path / "crashed"
     for steps in kill_points:  # each restart resumes, then is killed further on
-        _kill_when(_start(task, crashed, overrides), crashed, steps)
+        logged = _kill_when(_start(task, crashed, overrides), crashed, steps)
+        assert steps <= logged < total  # killed mid-way, not after the run had finished
+        assert not (crashed / "results.json").exists()
     last = _start(task, crashed, overrides)
     assert last.wait() == 0, last.stderr.read()[-2000:]
 

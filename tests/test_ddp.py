@@ -10,7 +10,6 @@ in this process.
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,12 +19,12 @@ import torch
 
 from g2lstm import runtime
 from g2lstm.classify.train import classify_config, train as train_classify
-from g2lstm.data import bible
 from g2lstm.data.sentiment import MOVIES, sentiment_path
 from g2lstm.lm.train import lm_config, train as train_lm
 from g2lstm.mt.train import mt_config, train as train_mt
 from g2lstm.translit.train import translit_config, train as train_translit
-from test_mt_train import PAIRS  # the MT trainer tests' German-English pairs
+
+pytestmark = pytest.mark.slow  # trains through the trainers
 
 REPO = Path(__file__).resolve().parents[1]
 LM_STEPS, MT_STEPS = 4, 4
@@ -74,18 +73,10 @@ TRAIN = {"lm": (lm_config, train_lm), "mt": (mt_config, train_mt), "classify": (
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, lm_corpus, mt_corpus_writer):
     """``{name: run folder}`` of the 1-process (``one/``) and 2-process (``two/``) runs."""
     root = tmp_path_factory.mktemp("ddp")
-    corpora = {"lm": root / "lm_corpus", "mt": root / "mt_corpus"}
-    corpora["lm"].mkdir()
-    lines = [text for *_, text in bible.verses("4")[:360]]
-    for name, chunk in (("train.txt", lines[:260]), ("valid.txt", lines[260:310]), ("test.txt", lines[310:])):
-        (corpora["lm"] / name).write_text("\n".join(chunk) + "\n", encoding="utf-8")
-    corpora["mt"].mkdir()
-    for split, pairs in (("train", PAIRS * 4), ("valid", PAIRS[:3]), ("test", PAIRS[3:])):
-        (corpora["mt"] / f"{split}.de").write_text("".join(s + "\n" for s, _ in pairs), encoding="utf-8")
-        (corpora["mt"] / f"{split}.en").write_text("".join(t + "\n" for _, t in pairs), encoding="utf-8")
+    corpora = {"lm": lm_corpus, "mt": mt_corpus_writer(root / "mt_corpus")}
 
     def overrides(task, p, steps):
         if task == "classify":

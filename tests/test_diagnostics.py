@@ -110,7 +110,7 @@ def test_no_lstm_is_a_clear_error():
         collect_gate_stats(nn.Linear(2, 2), [torch.randn(1, 2)])
 
 
-def test_token_averages_heatmap_and_json(tmp_path):
+def test_token_averages_heatmap_and_json(figures, tmp_path):
     torch.manual_seed(3)
     model = Tagger(num_layers=2)
     sentence = torch.randint(0, 13, (6, 1))
@@ -125,10 +125,12 @@ def test_token_averages_heatmap_and_json(tmp_path):
 
     tokens = [f"w{t}" for t in sentence[:, 0].tolist()]
     plot_heatmap(tokens, {"a": averages, "b": averages}, tmp_path / "heat.png", layer="rnn/l0")
+    input_row, forget_row = averages["rnn/l0"][:, 0].tolist(), averages["rnn/l0"][:, 1].tolist()
+    figures.check_heatmap(tmp_path / "heat.png", [input_row, forget_row] * 2,
+                          ["a input", "a forget", "b input", "b forget"], tokens)
     stats = collect_gate_stats(model, [sentence])
     plot_histograms({"a": stats, "b": stats}, tmp_path / "hist.png")
-    for name in ("heat.png", "hist.png"):
-        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    figures.check_histograms(tmp_path / "hist.png", {"a": stats, "b": stats})
     stats.to_json(tmp_path / "gates.json")
     data = json.loads((tmp_path / "gates.json").read_text())
     assert data["bin_edges"][0] == 0.0 and data["bin_edges"][-1] == 1.0

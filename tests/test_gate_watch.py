@@ -3,41 +3,50 @@
 import pytest
 import torch
 
+import g2lstm
 from g2lstm import runtime
+from g2lstm.lm.evaluate import gate_data
 from g2lstm.lm.train import train as train_lm
 from g2lstm.mt.train import train as train_mt
 from g2lstm.train import GateSchedules
-from test_lm_train import tiny_config, tiny_corpus  # noqa: F401  (fixture)
-from test_mt_train import config as mt_config, corpus  # noqa: F401  (fixture)
 
 
-def test_lm_logs_saturation_without_changing_training(tiny_corpus, tmp_path):  # noqa: F811
+@pytest.mark.slow
+def test_lm_logs_saturation_without_changing_training(tiny_lm_config, traced_gates, figures, tmp_path):
     common = ["train.epochs=1", "eval.cache.enabled=false", "train.saturation_tokens=200"]
-    watched = train_lm(tiny_config(tiny_corpus, *common, "train.saturation_every=5"), tmp_path / "watched")
-    plain = train_lm(tiny_config(tiny_corpus, *common, "train.saturation_every=null"), tmp_path / "plain")
+    watched = train_lm(tiny_lm_config(*common, "train.saturation_every=4"), tmp_path / "watched")  # 148 steps
+    plain = train_lm(tiny_lm_config(*common, "train.saturation_every=null"), tmp_path / "plain")
     a = runtime.load_checkpoint(tmp_path / "watched" / "last.pt")["model"]
     b = runtime.load_checkpoint(tmp_path / "plain" / "last.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)  # the probe draws no random numbers
     assert watched["test_ppl"] == plain["test_ppl"]
 
     lines = [r for r in runtime.MetricsLog(tmp_path / "watched" / "metrics.jsonl").read() if r.get("event") == "gates"]
-    assert [r["step"] for r in lines] == list(range(0, watched["steps"] + 1, 5))
+    assert [r["step"] for r in lines] == list(range(0, watched["steps"] + 1, 4))
     assert set(lines[0]["layers"]) == {"rnns.0/l0", "rnns.1/l0"}
-    for record in lines:
-        for per_gate in record["layers"].values():
-            for below, above in per_gate.values():
-                assert 0 <= below <= 1 and 0 <= above <= 1 and below + above <= 1
-    assert (tmp_path / "watched" / "saturation.png").stat().st_size > 0
+    # the last line (step 148, the final weights) recomputed from the gates the trace records on the
+    # probe: the first train.saturation_tokens validation tokens in eval batches
+    assert lines[-1]["step"] == watched["steps"]
+    loaded = g2lstm.load(tmp_path / "watched" / "last.pt")
+    values = traced_gates(loaded.model, *gate_data(loaded.corpus.valid, 200, 4, 12, "cpu"))
+    assert set(values) == set(lines[-1]["layers"])
+    for key, per_gate in values.items():
+        for gate, gate_values in per_gate.items():
+            below, above = lines[-1]["layers"][key][gate]
+            assert below == pytest.approx((gate_values < 0.1).double().mean().item(), abs=1e-5), (key, gate)
+            assert above == pytest.approx((gate_values > 0.9).double().mean().item(), abs=1e-5), (key, gate)
+    figures.check_saturation(tmp_path / "watched" / "saturation.png", lines)
     assert not (tmp_path / "plain" / "saturation.png").exists()
 
 
-def test_schedules_move_tau_and_noise_p_and_resume_exactly(corpus, tmp_path):  # noqa: F811
+@pytest.mark.slow
+def test_schedules_move_tau_and_noise_p_and_resume_exactly(tiny_mt_config, tmp_path):
     overrides = ["model.cell=g2lstm", "model.tau=1.0", "model.noise_p=0.2", "train.max_epochs=2", "eval.beam=1",
                  "train.schedules.tau={end: 0.1, steps: 10, shape: exponential}",
                  "train.schedules.noise_p={end: 1.0, steps: 4, shape: linear}"]
-    straight = train_mt(mt_config(corpus, *overrides), tmp_path / "a")
-    train_mt(mt_config(corpus, *overrides, "train.max_steps=3"), tmp_path / "b")
-    resumed = train_mt(mt_config(corpus, *overrides), tmp_path / "b")
+    straight = train_mt(tiny_mt_config(*overrides), tmp_path / "a")
+    train_mt(tiny_mt_config(*overrides, "train.max_steps=3"), tmp_path / "b")
+    resumed = train_mt(tiny_mt_config(*overrides), tmp_path / "b")
     assert straight["steps"] == resumed["steps"] > 10 and straight["bleu"] == resumed["bleu"]
     a = runtime.load_checkpoint(tmp_path / "a" / "last.pt")["model"]
     b = runtime.load_checkpoint(tmp_path / "b" / "last.pt")["model"]

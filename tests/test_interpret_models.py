@@ -13,7 +13,6 @@ from g2lstm.lm.task import LanguageModelTask
 from g2lstm.mt.model import ModelConfig, Seq2Seq
 from g2lstm.mt.task import TranslationTask
 from g2lstm.mt.tokenizer import train_tokenizers
-from test_mt_train import PAIRS
 
 LM_TEXTS = ["the dog runs .", "a cat sleeps", "the cat runs and the dog sleeps ."]
 
@@ -28,8 +27,8 @@ def tiny_lm(cell: str, **options) -> LanguageModelTask:
 
 
 @pytest.fixture(scope="module")
-def tokenizers():
-    return train_tokenizers(PAIRS, joint=True, vocab_size=60, model_type="word")
+def tokenizers(mt_pairs):
+    return train_tokenizers(mt_pairs, joint=True, vocab_size=60, model_type="word")
 
 
 def tiny_mt(cell: str, tokenizers) -> TranslationTask:
@@ -54,9 +53,9 @@ def test_lm_attributions_are_complete_and_batch_independent(cell):
         np.testing.assert_allclose(a.scores["tokens"], b.scores["tokens"], atol=1e-9)
 
 
-def test_mt_attributes_source_and_target_prefix(tokenizers):
+def test_mt_attributes_source_and_target_prefix(tokenizers, mt_pairs):
     loaded = tiny_mt("g2lstm", tokenizers)
-    pairs = PAIRS[:3]
+    pairs = mt_pairs[:3]
     results = token_attributions(loaded, pairs, position=2)
     batch = loaded.encode(pairs)
     for n, r in enumerate(results):
@@ -83,14 +82,14 @@ def test_position_outside_a_text_is_an_error():
         token_attributions(tiny_lm("lstm"), LM_TEXTS[:1], position=9)
 
 
-def test_layer_features_are_the_traced_hidden_states(tokenizers):
+def test_layer_features_are_the_traced_hidden_states(tokenizers, mt_pairs):
     """The per-word information's phi (module output hook for a module's last layer, trace for
     inner layers) gives every layer direction's h as recorded by collect_states."""
     torch.manual_seed(0)
     size = tokenizers.src.vocab_size
     mt = TranslationTask(Seq2Seq(ModelConfig(embed_dim=8, hidden_dim=8, encoder_layers=2), size, size).double(),
                          tokenizers, {}, "mt.pt", "cpu")
-    for loaded, texts in ((tiny_lm("g2lstm"), LM_TEXTS), (mt, PAIRS[:3])):
+    for loaded, texts in ((tiny_lm("g2lstm"), LM_TEXTS), (mt, mt_pairs[:3])):
         batch = loaded.encode(texts)
         side = list(batch.tokens)[0]
         states = collect_states(loaded, texts)

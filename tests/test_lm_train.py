@@ -1,5 +1,6 @@
 """The AWD-LSTM model, the cache pointer, and the trainer's runs: resume, checkpoints, NaN stop."""
 
+import json
 import math
 import os
 import subprocess
@@ -11,12 +12,11 @@ import torch
 import torch.nn.functional as F
 
 from g2lstm import runtime
-from g2lstm.data import bible
 from g2lstm.lm.evaluate import SplitOutputs, cache_pointer_loss
 from g2lstm.lm.model import AWDLSTM
 from g2lstm.report import collect, markdown
 from g2lstm.lm.nt_asgd import nt_trigger
-from g2lstm.lm.train import lm_config, load_model, train
+from g2lstm.lm.train import load_model, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -100,25 +100,6 @@ def test_cache_pointer_helps_on_repeated_text():
 # ----------------------------------------------------------------------------- runs
 
 
-@pytest.fixture(scope="module")
-def tiny_corpus(tmp_path_factory):
-    """Real text (the first verses of the World English Bible) as plain train/valid/test files."""
-    directory = tmp_path_factory.mktemp("corpus")
-    lines = [text for *_, text in bible.verses("4")[:360]]
-    for name, chunk in (("train.txt", lines[:260]), ("valid.txt", lines[260:310]), ("test.txt", lines[310:])):
-        (directory / name).write_text("\n".join(chunk) + "\n", encoding="utf-8")
-    return directory
-
-
-def tiny_config(corpus_dir, *overrides):
-    return lm_config([
-        "data=text", f"data.path={corpus_dir}", "data.vocab_size=300", "model.cell=g2lstm",
-        "model.emsize=8", "model.nhid=12", "train.batch_size=4", "train.eval_batch_size=4", "train.bptt=12",
-        "train.max_minutes=null", "train.log_every=5", "train.checkpoint_every=7", "eval.test_batch_size=4",
-        "eval.cache.window=20", "threads=1", *overrides,
-    ])
-
-
 def _same_weights(a, b):
     assert a.keys() == b.keys()
     for k in a:
@@ -129,16 +110,17 @@ def _same_weights(a, b):
     (["train.epochs=2"], "train"),  # stopped mid-way through the second SGD epoch
     (["train.epochs=1", "train.finetune_epochs=2"], "finetune"),  # stopped inside the ASGD finetune
 ])
-def test_resumed_run_ends_exactly_like_an_uninterrupted_one(tiny_corpus, tmp_path, stage_overrides, stop_stage):
-    whole = train(tiny_config(tiny_corpus, *stage_overrides), tmp_path / "whole")
+@pytest.mark.slow
+def test_resumed_run_ends_exactly_like_an_uninterrupted_one(tiny_lm_config, tmp_path, stage_overrides, stop_stage):
+    whole = train(tiny_lm_config(*stage_overrides), tmp_path / "whole")
     assert whole["stopped"] == "done"
 
     stop_at = int(whole["steps"] * 0.7)
-    first = train(tiny_config(tiny_corpus, *stage_overrides, f"train.max_steps={stop_at}"), tmp_path / "split")
+    first = train(tiny_lm_config(*stage_overrides, f"train.max_steps={stop_at}"), tmp_path / "split")
     assert first["stopped"] == "max_steps" and first["steps"] == stop_at
     stopped = runtime.load_checkpoint(tmp_path / "split" / "last.pt")["trainer"]
     assert stopped["stage"] == stop_stage and stopped["epoch"] == 2 and stopped["position"] > 0
-    resumed = train(tiny_config(tiny_corpus, *stage_overrides), tmp_path / "split")
+    resumed = train(tiny_lm_config(*stage_overrides), tmp_path / "split")
     assert resumed["steps"] == whole["steps"]
 
     a = runtime.load_checkpoint(tmp_path / "whole" / "last.pt")
@@ -149,34 +131,39 @@ def test_resumed_run_ends_exactly_like_an_uninterrupted_one(tiny_corpus, tmp_pat
     assert resumed["cache"] == whole["cache"]
 
 
-def test_checkpoint_holds_what_resume_needs_and_loads_weights_only(tiny_corpus, tmp_path):
-    result = train(tiny_config(tiny_corpus, "train.epochs=1", "train.finetune_epochs=1", "train.nonmono=1"), tmp_path)
-    ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
+@pytest.mark.slow
+def test_checkpoint_holds_what_resume_needs_and_loads_weights_only(tiny_lm_config, tmp_path):
+    result = train(tiny_lm_config("train.epochs=1", "train.finetune_epochs=1", "train.nonmono=1"),
+                   tmp_path / "run")
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert set(ckpt) >= {"task", "model", "optimizer", "trainer", "run", "hidden", "rng", "vocab", "config"}
     assert ckpt["task"] == "lm" and ckpt["run"]["finished"]
     assert ckpt["trainer"]["optimizer_kind"] == "asgd"  # finetune runs averaged SGD
     assert any("ax" in s for s in ckpt["optimizer"]["state"].values())
     assert isinstance(ckpt["vocab"], list) and ckpt["vocab"][:2] == ["<eos>", "<unk>"]
-    model, vocab, config = load_model(tmp_path / "best.pt")
+    model, vocab, config = load_model(tmp_path / "run" / "best.pt")
     assert len(vocab) == model.encoder.num_embeddings and config["model"]["cell"] == "g2lstm"
     lines = runtime.MetricsLog(Path(result["run_dir"]) / "metrics.jsonl").read()
     assert [r["stage"] for r in lines if r["event"] == "epoch"] == ["train", "finetune"]
     assert lines[-1]["event"] == "final" and lines[-1]["test_ppl"] == result["test_ppl"]
-    assert math.isfinite(result["test_ppl"]) and result["test_ppl"] < 300  # learnt something (vocab 300)
-    rows = collect(tmp_path)
+    # learnt something: the untrained model (the same seed, no step) is near-uniform over the 300 words
+    # (297 measured), 2 epochs bring the test perplexity to 55
+    untrained = train(tiny_lm_config("train.max_minutes=0.0", "eval.cache.enabled=false"), tmp_path / "untrained")
+    assert untrained["steps"] == 0 and result["test_ppl"] < 0.5 * untrained["test_ppl"]
+    rows = collect(tmp_path / "run")
     assert len(rows) == 1 and rows[0]["test_ppl"] == result["test_ppl"] and rows[0]["cell"] == "g2lstm"
     assert f"| g2lstm | 1 | {result['test_ppl']:.1f} |" in markdown(rows)
 
 
-def test_resume_refuses_a_different_model(tiny_corpus, tmp_path):
-    train(tiny_config(tiny_corpus, "train.max_steps=3"), tmp_path)
+def test_resume_refuses_a_different_model(tiny_lm_config, tmp_path):
+    train(tiny_lm_config("train.max_steps=3"), tmp_path)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
     with pytest.raises(ValueError, match=r"the config changed:\n  model.nhid: 12 in the checkpoint, 16 now"):
-        train(tiny_config(tiny_corpus, "model.nhid=16"), tmp_path)
+        train(tiny_lm_config("model.nhid=16"), tmp_path)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before  # refused before writing
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_corpus, tmp_path, monkeypatch):
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_lm_config, tmp_path, monkeypatch):
     calls = {"n": 0}
     real_cross_entropy = F.cross_entropy
 
@@ -187,43 +174,51 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_corpus, tmp_path
 
     monkeypatch.setattr(F, "cross_entropy", poisoned)
     with pytest.raises(runtime.NonFiniteLossError, match="at step 9"):
-        train(tiny_config(tiny_corpus, "train.epochs=1"), tmp_path)
+        train(tiny_lm_config("train.epochs=1"), tmp_path)
     ckpt = runtime.load_checkpoint(tmp_path / "last.pt")
     assert ckpt["run"]["step"] == 7  # checkpoint_every=7: the last one before the NaN
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
 
 
-def test_main_job_entry_point_prints_perplexities_and_run_folder(tiny_corpus, tmp_path):
+@pytest.mark.slow
+def test_main_job_entry_point_prints_perplexities_and_run_folder(lm_corpus, tmp_path):
     run_dir = tmp_path / "run"
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run(
-        [sys.executable, str(REPO / "experiments" / "train_lm.py"), "data=text", f"data.path={tiny_corpus}",
+        [sys.executable, str(REPO / "experiments" / "train_lm.py"), "data=text", f"data.path={lm_corpus}",
          "data.vocab_size=300", "model.emsize=8", "model.nhid=8", "train.batch_size=4", "train.epochs=1",
          "eval.test_batch_size=4", "threads=1", f"hydra.run.dir={run_dir}"],
         capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "valid perplexity" in proc.stdout and "test perplexity" in proc.stdout
-    assert f"run folder: {run_dir}" in proc.stdout
     assert {"config.yaml", "metrics.jsonl", "last.pt", "best.pt", "results.json"} <= {p.name for p in run_dir.iterdir()}
+    # the printed numbers are the run's own, its config the command line's
+    result = json.loads((run_dir / "results.json").read_text())
+    lines = proc.stdout.splitlines()
+    assert f"valid perplexity {result['valid_ppl']:.2f}" in lines and f"test perplexity {result['test_ppl']:.2f}" in lines
+    assert any(line.startswith(f"run folder: {run_dir} ") for line in lines)
+    saved = runtime.load_checkpoint(run_dir / "last.pt")
+    assert saved["run"]["finished"] and saved["run"]["step"] == result["steps"] > 0
+    assert (saved["config"]["model"]["nhid"], saved["config"]["train"]["epochs"]) == (8, 1)
 
 
-def test_time_budget_stops_validates_and_evaluates(tiny_corpus, tmp_path):
-    result = train(tiny_config(tiny_corpus, "train.max_minutes=0.0", "eval.cache.enabled=false"), tmp_path)
+def test_time_budget_stops_validates_and_evaluates(tiny_lm_config, tmp_path):
+    result = train(tiny_lm_config("train.max_minutes=0.0", "eval.cache.enabled=false"), tmp_path)
     assert result["stopped"] == "max_minutes" and result["steps"] == 0
     assert (tmp_path / "best.pt").exists() and result["cache"] is None
     assert math.isfinite(result["test_ppl"])
-    again = train(tiny_config(tiny_corpus, "train.max_minutes=0.0", "eval.cache.enabled=false"), tmp_path)
+    again = train(tiny_lm_config("train.max_minutes=0.0", "eval.cache.enabled=false"), tmp_path)
     assert again["steps"] == 0 and again["test_ppl"] == result["test_ppl"]  # spent budget: only re-evaluates
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("more", ["train.epochs=2", "train.finetune_epochs=1"])
-def test_a_finished_run_resumed_with_a_raised_budget_goes_on_like_a_straight_run(tiny_corpus, tmp_path, more):
-    straight = train(tiny_config(tiny_corpus, "train.epochs=2" if more == "train.epochs=2" else "train.epochs=1",
+def test_a_finished_run_resumed_with_a_raised_budget_goes_on_like_a_straight_run(tiny_lm_config, tmp_path, more):
+    straight = train(tiny_lm_config("train.epochs=2" if more == "train.epochs=2" else "train.epochs=1",
                                  more), tmp_path / "straight")
-    first = train(tiny_config(tiny_corpus, "train.epochs=1"), tmp_path / "raised")
+    first = train(tiny_lm_config("train.epochs=1"), tmp_path / "raised")
     assert first["steps"] < straight["steps"]
-    raised = train(tiny_config(tiny_corpus, "train.epochs=1", more), tmp_path / "raised")
+    raised = train(tiny_lm_config("train.epochs=1", more), tmp_path / "raised")
     assert raised["steps"] == straight["steps"]
     a = runtime.load_checkpoint(tmp_path / "straight" / "last.pt")
     b = runtime.load_checkpoint(tmp_path / "raised" / "last.pt")

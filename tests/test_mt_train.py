@@ -1,6 +1,5 @@
 """Training end to end on a tiny corpus: configs compose, checkpoints load, resume is exact."""
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,34 +14,6 @@ from g2lstm.runtime import NonFiniteLossError, load_checkpoint
 
 
 CONF = str(CONF_ROOT / "mt")
-PAIRS = [
-    ("ein mann fährt fahrrad .", "a man rides a bike ."),
-    ("zwei hunde spielen im schnee .", "two dogs play in the snow ."),
-    ("eine frau liest ein buch .", "a woman reads a book ."),
-    ("kinder spielen im park .", "children play in the park ."),
-    ("ein hund läuft .", "a dog runs ."),
-    ("zwei frauen lesen .", "two women read ."),
-]
-
-
-@pytest.fixture
-def corpus(tmp_path):
-    folder = tmp_path / "corpus"
-    folder.mkdir()
-    for split, pairs in (("train", PAIRS * 4), ("valid", PAIRS[:3]), ("test", PAIRS[3:])):
-        (folder / f"{split}.de").write_text("".join(s + "\n" for s, _ in pairs), encoding="utf-8")
-        (folder / f"{split}.en").write_text("".join(t + "\n" for _, t in pairs), encoding="utf-8")
-    return folder
-
-
-def config(corpus, *overrides):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose("config", overrides=[
-            "data=iwslt14", f"data.path={corpus}", "data.tokenizer.vocab_size=60",
-            "model.embed_dim=16", "model.hidden_dim=16", "model.dropout=0.1",
-            "train.max_tokens=60", "train.warmup_steps=3", "train.log_every=2", "eval.beam=2",
-            *overrides,
-        ])
 
 
 @pytest.mark.parametrize("experiment", ["multi30k_cpu", "multi30k_gpu", "iwslt14_paper"])
@@ -53,12 +24,12 @@ def test_experiment_configs_compose(experiment, tmp_path):
     assert cfg.data.splits.test and cfg.train.max_tokens > 0
 
 
-def test_resume_is_exact_and_the_checkpoint_translates(corpus, tmp_path):
+def test_resume_is_exact_and_the_checkpoint_translates(tiny_mt_config, mt_pairs, tmp_path):
     """Two epochs in one go equal one epoch, a stop, and a resumed second epoch, bit for bit."""
-    straight = train(config(corpus, "train.max_epochs=2", "model.cell=g2lstm"), tmp_path / "a")
-    first = train(config(corpus, "train.max_epochs=1", "model.cell=g2lstm"), tmp_path / "b")
+    straight = train(tiny_mt_config("train.max_epochs=2", "model.cell=g2lstm"), tmp_path / "a")
+    first = train(tiny_mt_config("train.max_epochs=1", "model.cell=g2lstm"), tmp_path / "b")
     assert first["epochs"] == 1
-    resumed = train(config(corpus, "train.max_epochs=2", "model.cell=g2lstm"), tmp_path / "b")
+    resumed = train(tiny_mt_config("train.max_epochs=2", "model.cell=g2lstm"), tmp_path / "b")
     assert resumed["steps"] == straight["steps"] > first["steps"]
     a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
     for name, tensor in a["model"].items():
@@ -70,19 +41,19 @@ def test_resume_is_exact_and_the_checkpoint_translates(corpus, tmp_path):
     # the best checkpoint alone (weights_only) translates: tokenizer and config travel inside
     model, tokenizers, cfg = load_model(straight["checkpoint"])
     assert cfg["model"]["cell"] == "g2lstm" and not model.training
-    again = bleu_of(model, tokenizers, PAIRS[3:], beam=2)
+    again = bleu_of(model, tokenizers, mt_pairs[3:], beam=2)
     assert again["bleu"] == pytest.approx(straight["bleu"])
 
     # the translate command: same output as training's test decoding, empty lines kept in place
     source = tmp_path / "in.de"
-    source.write_text("".join(s + "\n" for s, _ in PAIRS[3:]) + "\n", encoding="utf-8")
+    source.write_text("".join(s + "\n" for s, _ in mt_pairs[3:]) + "\n", encoding="utf-8")
     translate_main([straight["checkpoint"], "--input", str(source), "--output", str(tmp_path / "out.en"), "--beam", "2"])
     out = (tmp_path / "out.en").read_text(encoding="utf-8").split("\n")
     assert out[:-2] == Path(straight["run_dir"], "test.hyp").read_text(encoding="utf-8").split("\n")[:-1]
     assert out[-2:] == ["", ""]  # the empty source line, then the final newline
 
 
-def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(corpus, tmp_path, monkeypatch):
+def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tiny_mt_config, tmp_path, monkeypatch):
     real = torch.nn.functional.cross_entropy
     calls = {"train": 0}
 
@@ -96,7 +67,7 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(corpus, tmp_
 
     monkeypatch.setattr(torch.nn.functional, "cross_entropy", poisoned)
     with pytest.raises(NonFiniteLossError, match="loss became nan at step 3"):
-        train(config(corpus, "train.eval_every=2", "train.label_smoothing=0.1", "model.cell=lstm"), tmp_path / "nan")
+        train(tiny_mt_config("train.eval_every=2", "train.label_smoothing=0.1", "model.cell=lstm"), tmp_path / "nan")
     kept = load_checkpoint(tmp_path / "nan" / "last.pt")
     assert kept["run"]["step"] == 2
     assert all(torch.isfinite(t).all() for t in kept["model"].values())

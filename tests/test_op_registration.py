@@ -50,6 +50,7 @@ def _train_steps(model, x, steps=2):
     return grads
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["eager", "aot_eager", "inductor"])
 def test_torch_compile_trains_the_default_model(backend):
     torch._dynamo.reset()

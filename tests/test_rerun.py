@@ -8,8 +8,6 @@ from g2lstm.lm.train import train as train_lm
 from g2lstm.mt.train import train as train_mt
 from g2lstm.translit.train import train as train_translit, translit_config
 from test_classify_train import TINY, needs_data
-from test_lm_train import tiny_config, tiny_corpus  # noqa: F401  (fixture)
-from test_mt_train import config as mt_config, corpus  # noqa: F401  (fixture)
 from test_translit_train import SMALL
 
 
@@ -37,17 +35,17 @@ def _twice(capsys, train, make_config, run_dir, steps):
 
 
 @pytest.mark.parametrize("steps", [7, None])
-def test_lm_rerun_changes_nothing(tiny_corpus, tmp_path, capsys, steps):  # noqa: F811
+def test_lm_rerun_changes_nothing(tiny_lm_config, tmp_path, capsys, steps):
     budget = [f"train.max_steps={steps}"] if steps else []
-    _twice(capsys, train_lm, lambda: tiny_config(tiny_corpus, "train.epochs=1", "eval.cache.enabled=false", *budget),
+    _twice(capsys, train_lm, lambda: tiny_lm_config("train.epochs=1", "eval.cache.enabled=false", *budget),
            tmp_path, steps)
 
 
 @pytest.mark.parametrize("steps", [5, None])
-def test_mt_rerun_changes_nothing(corpus, tmp_path, capsys, steps):  # noqa: F811
+def test_mt_rerun_changes_nothing(tiny_mt_config, tmp_path, capsys, steps):
     budget = [f"train.max_steps={steps}"] if steps else []
-    _twice(capsys, train_mt, lambda: mt_config(corpus, "train.max_epochs=1", "model.cell=g2lstm", "eval.beam=1",
-                                               "train.checkpoint_every=2", *budget), tmp_path / "run", steps)
+    _twice(capsys, train_mt, lambda: tiny_mt_config("train.max_epochs=1", "model.cell=g2lstm", "eval.beam=1",
+                                                   "train.checkpoint_every=2", *budget), tmp_path / "run", steps)
 
 
 @needs_data

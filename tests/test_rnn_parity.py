@@ -133,8 +133,10 @@ def test_unbatched_input_matches_nn_lstm(name, with_hx):
     _assert_same(result_lstm, result_g2)
 
 
-@pytest.mark.parametrize("impl", ["auto", "reference"])
+@pytest.mark.parametrize("impl", ["reference", "cpu", "bptt"])
 def test_eval_mode_gumbel_is_plain_lstm_for_every_impl(impl):
+    """Soft evaluation ignores tau and the noise. A named impl runs G2's loop (impl='auto' would hand
+    this ordinary LSTM to nn.LSTM.forward: test_torch_spec.py checks that hand-over)."""
     torch.manual_seed(1)
     lstm = nn.LSTM(I, H, 2, bidirectional=True).eval()
     g2 = G2LSTM.from_lstm(lstm, impl=impl, noise_p=1.0, tau=0.3).eval()
@@ -242,9 +244,11 @@ def test_from_lstm_keeps_mode_dtype_and_options():
 @pytest.mark.parametrize("mode", ["eval", "train-noiseless"])
 @pytest.mark.parametrize("unbatched", [False, True])
 def test_cell_matches_nn_lstm_cell(mode, unbatched):
+    """The cell's own step: in evaluation a gumbel cell is torch's, so 'sharpened' with tau=1
+    (sigmoid(a), run by G2's step) stands for it."""
     torch.manual_seed(0)
     cell = nn.LSTMCell(I, H)
-    g2 = G2LSTMCell.from_lstm_cell(cell, noise_p=0.0)
+    g2 = G2LSTMCell.from_lstm_cell(cell, noise_p=0.0, gates="sharpened" if mode == "eval" else "gumbel")
     training = mode != "eval"
     cell.train(training)
     g2.train(training)
@@ -279,10 +283,13 @@ def test_cell_steps_equal_layer_in_noiseless_training():
     torch.testing.assert_close(c, c_n[0])
 
 
+@pytest.mark.parametrize("impl", ["reference", "cpu"])
 @pytest.mark.parametrize("gates, tau", [("gumbel", 0.5), ("sharpened", 0.5), ("sharpened", 1.0), ("sigmoid", 2.0)])
-def test_to_lstm_computes_what_the_layer_computes_at_evaluation(gates, tau):
+def test_to_lstm_computes_what_the_layer_computes_at_evaluation(gates, tau, impl):
+    """The layer runs G2's loop (a named impl); the cell runs its own step for 'sharpened' and torch's
+    for the others, where to_lstm_cell must then leave the weights as they are."""
     torch.manual_seed(0)
-    g2 = G2LSTM(I, H, 2, proj_size=3, gates=gates, tau=tau, stochastic_gates=("forget", "output")).eval()
+    g2 = G2LSTM(I, H, 2, proj_size=3, gates=gates, tau=tau, stochastic_gates=("forget", "output"), impl=impl).eval()
     cell = G2LSTMCell(I, H, gates=gates, tau=tau).eval()
     x = torch.randn(5, 3, I)
     torch.testing.assert_close(g2.to_lstm()(x)[0], g2(x)[0], atol=ATOL, rtol=1e-4)

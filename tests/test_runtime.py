@@ -8,7 +8,6 @@ from torch import nn
 
 from g2lstm import runtime
 from g2lstm.mt.train import train as train_mt
-from test_mt_train import config as mt_config, corpus  # noqa: F401  (fixture)
 
 CFG = {"seed": 3, "threads": None, "data": {"name": "toy"}, "model": {"size": 4},
        "train": {"max_steps": 5, "max_minutes": None, "resume": True}}
@@ -71,26 +70,27 @@ def test_a_changed_config_or_another_task_is_refused_before_anything_is_written(
     assert not list(tmp_path.glob("*.tmp"))  # leftovers of a killed save are removed
 
 
-def test_mt_resume_refuses_another_model_and_a_finished_run_is_left_alone(corpus, tmp_path):  # noqa: F811
+def test_mt_resume_refuses_another_model_and_a_finished_run_is_left_alone(tiny_mt_config, tmp_path):
     run_dir = tmp_path / "run"
-    first = train_mt(mt_config(corpus, "train.max_epochs=1", "model.cell=lstm", "eval.beam=1"), run_dir)
+    first = train_mt(tiny_mt_config("train.max_epochs=1", "model.cell=lstm", "eval.beam=1"), run_dir)
     assert json.loads((run_dir / "results.json").read_text())["bleu"] == first["bleu"]
     before = _files(run_dir)
-    again = train_mt(mt_config(corpus, "train.max_epochs=1", "model.cell=lstm", "eval.beam=1"), run_dir)
+    again = train_mt(tiny_mt_config("train.max_epochs=1", "model.cell=lstm", "eval.beam=1"), run_dir)
     assert again["bleu"] == first["bleu"] and _files(run_dir) == before  # nothing retrained or rewritten
     with pytest.raises(ValueError, match=r"model.cell: 'lstm' in the checkpoint, 'g2lstm' now"):
-        train_mt(mt_config(corpus, "train.max_epochs=1", "model.cell=g2lstm", "eval.beam=1"), run_dir)
+        train_mt(tiny_mt_config("train.max_epochs=1", "model.cell=g2lstm", "eval.beam=1"), run_dir)
     assert _files(run_dir) == before
 
 
-def test_mt_metrics_have_no_replayed_steps_after_a_staged_resume(corpus, tmp_path):  # noqa: F811
+@pytest.mark.slow
+def test_mt_metrics_have_no_replayed_steps_after_a_staged_resume(tiny_mt_config, tmp_path):
     overrides = ["train.max_epochs=2", "model.cell=g2lstm", "eval.beam=1", "train.log_every=1",
                  "train.checkpoint_every=3"]
     run_dir = tmp_path / "run"
-    staged = train_mt(mt_config(corpus, *overrides, "train.max_steps=4"), run_dir)
+    staged = train_mt(tiny_mt_config(*overrides, "train.max_steps=4"), run_dir)
     assert staged["stopped"] == "max_steps" and staged["steps"] == 4
     assert not (run_dir / "results.json").exists()
-    done = train_mt(mt_config(corpus, *overrides), run_dir)
+    done = train_mt(tiny_mt_config(*overrides), run_dir)
     steps = [r["step"] for r in runtime.MetricsLog(run_dir / "metrics.jsonl").read() if r.get("split") == "train"]
     assert steps == list(range(1, done["steps"] + 1))
 
@@ -120,37 +120,37 @@ def test_divergence_guard_stops_before_the_step_and_keeps_the_checkpoints_before
     assert runtime.exp_or_inf(1e6) == float("inf") and runtime.exp_or_inf(0.0) == 1.0
 
 
-def test_mt_training_that_diverges_stops_with_finite_kept_weights(corpus, tmp_path):  # noqa: F811
+def test_mt_training_that_diverges_stops_with_finite_kept_weights(tiny_mt_config, tmp_path):
     with pytest.raises(runtime.DivergedError, match="the step was not applied"):
-        train_mt(mt_config(corpus, "train.lr=1e6", "train.warmup_steps=1", "train.checkpoint_every=1",
-                           "train.max_epochs=30", "model.cell=g2lstm"), tmp_path / "run")
+        train_mt(tiny_mt_config("train.lr=1e6", "train.warmup_steps=1", "train.checkpoint_every=1",
+                                "train.max_epochs=30", "model.cell=g2lstm"), tmp_path / "run")
     kept = runtime.load_checkpoint(tmp_path / "run" / "last.pt")
     assert all(torch.isfinite(t).all() for t in kept["model"].values())
     assert not (tmp_path / "run" / "results.json").exists()
 
 
-def test_empty_validation_split_is_refused_at_start(corpus, tmp_path):  # noqa: F811
-    (corpus / "valid.de").write_text("")
-    (corpus / "valid.en").write_text("")
+def test_empty_validation_split_is_refused_at_start(tiny_mt_config, mt_corpus, tmp_path):
+    (mt_corpus / "valid.de").write_text("")
+    (mt_corpus / "valid.en").write_text("")
     with pytest.raises(ValueError, match=r"the valid split \(data.splits.valid='valid', data.name=folder, data.path=.*corpus\) has no sentence pairs"):
-        train_mt(mt_config(corpus, "model.cell=lstm"), tmp_path / "run")
+        train_mt(tiny_mt_config("model.cell=lstm"), tmp_path / "run")
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
-def test_resuming_a_run_folder_takes_its_saved_config(corpus, tmp_path):  # noqa: F811
+def test_resuming_a_run_folder_takes_its_saved_config(tiny_mt_config, tmp_path):
     """`train_mt.py hydra.run.dir=<run>` with no overrides resumes a run trained with overrides."""
     run_dir = tmp_path / "run"
     trained_with = ["model.cell=g2lstm", "model.tau=0.5", "train.max_steps=3", "eval.beam=1"]
-    train_mt(mt_config(corpus, *trained_with), run_dir, overrides=trained_with)
+    train_mt(tiny_mt_config(*trained_with), run_dir, overrides=trained_with)
     # the config a plain `hydra.run.dir=<run>` composes: the defaults (cell lstm, tau 0.9)
     go_on = ["train.max_steps=null", "train.max_epochs=1"]
-    resumed = train_mt(mt_config(corpus, *go_on), run_dir, overrides=go_on)
+    resumed = train_mt(tiny_mt_config(*go_on), run_dir, overrides=go_on)
     assert resumed["cell"] == "g2lstm" and resumed["steps"] > 3
     saved = runtime.load_checkpoint(run_dir / "best.pt")["config"]
     assert saved["model"]["tau"] == 0.5 and saved["train"]["max_epochs"] == 1 and saved["train"]["max_steps"] is None
     assert saved["eval"]["beam"] == 1  # kept from the first command
     with pytest.raises(ValueError, match=r"model.tau: 0.5 in the checkpoint, 0.9 now"):
-        train_mt(mt_config(corpus, "model.tau=0.9"), run_dir, overrides=["model.tau=0.9"])
+        train_mt(tiny_mt_config("model.tau=0.9"), run_dir, overrides=["model.tau=0.9"])
 
 
 def test_init_from_starts_a_fresh_run_from_another_runs_weights_and_checks_task_and_data(tmp_path):

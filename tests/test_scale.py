@@ -11,9 +11,11 @@ import torch
 import yaml
 
 from g2lstm.config import CONF_ROOT
-from test_lm_train import tiny_corpus  # noqa: F401  (fixture)
 
-tomllib = pytest.importorskip("tomllib")  # the standard library's from Python 3.11
+try:
+    import tomllib  # the standard library's from Python 3.11
+except ImportError:  # Python 3.10: the dev extra installs tomli, the same parser
+    import tomli as tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
@@ -51,6 +53,7 @@ def test_the_package_data_holds_every_config_and_the_cpu_kernel_source():
     assert not (REPO / "conf").exists()  # one copy of the configs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entry, model_key", [("train_lm", "nhid"), ("train_mt", "hidden_dim")])
 def test_the_hydra_entry_points_compose_their_packaged_config_outside_the_checkout(tmp_path, entry, model_key):
     done = _run(["-c", f"from g2lstm.cli import {entry}; {entry}()", "--cfg", "job", "train.max_steps=5"], cwd=tmp_path)
@@ -61,11 +64,11 @@ def test_the_hydra_entry_points_compose_their_packaged_config_outside_the_checko
     assert list(tmp_path.iterdir()) == []  # printing the config writes nothing
 
 
-def test_a_joblib_sweep_runs_four_tiny_lm_runs_in_parallel(tiny_corpus, tmp_path):  # noqa: F811
-    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+@pytest.mark.slow
+def test_a_joblib_sweep_runs_four_tiny_lm_runs_in_parallel(lm_corpus, tmp_path):
     sweep = tmp_path / "sweep"
     done = _run([str(REPO / "experiments" / "train_lm.py"), "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                 f"hydra.sweep.dir={sweep}", *TINY_LM, f"data.path={tiny_corpus}", "train.max_steps=2",
+                 f"hydra.sweep.dir={sweep}", *TINY_LM, f"data.path={lm_corpus}", "train.max_steps=2",
                  "seed=1,2,3,4"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "Joblib.Parallel(n_jobs=2" in done.stdout + done.stderr
@@ -80,8 +83,8 @@ def test_a_joblib_sweep_runs_four_tiny_lm_runs_in_parallel(tiny_corpus, tmp_path
     assert all(not torch.equal(weights[0], w) for w in weights[1:])  # each job got its own seed
 
 
+@pytest.mark.slow
 def test_the_submitit_slurm_launcher_of_the_readme_composes(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     readme = (REPO / "README.md").read_text()
     command = next(line for line in readme.splitlines() if "hydra/launcher=submitit_slurm" in line)
     overrides = [w for w in command.split() if "=" in w and w.startswith("hydra")]

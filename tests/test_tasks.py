@@ -8,20 +8,18 @@ import g2lstm
 from g2lstm.lm.train import train as train_lm
 from g2lstm.mt.train import train as train_mt
 from g2lstm.protocol import InspectableModel
-from test_lm_train import tiny_config, tiny_corpus  # noqa: F401  (fixture)
-from test_mt_train import PAIRS, config as mt_config, corpus  # noqa: F401  (fixture)
 
 
 @pytest.fixture(scope="module")
-def lm_run(tiny_corpus, tmp_path_factory):  # noqa: F811
+def lm_run(tiny_lm_config, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("lm_run")
-    train_lm(tiny_config(tiny_corpus, "train.epochs=1", "eval.cache.enabled=false"), run_dir)
+    train_lm(tiny_lm_config("train.epochs=1", "eval.cache.enabled=false"), run_dir)
     return run_dir
 
 
 @pytest.fixture
-def mt_run(corpus, tmp_path):  # noqa: F811
-    train_mt(mt_config(corpus, "train.max_epochs=1", "model.cell=g2lstm", "eval.beam=1"), tmp_path / "mt")
+def mt_run(tiny_mt_config, tmp_path):
+    train_mt(tiny_mt_config("train.max_epochs=1", "model.cell=g2lstm", "eval.beam=1"), tmp_path / "mt")
     return tmp_path / "mt"
 
 
@@ -76,10 +74,10 @@ def test_lm_embedding_dropout_keeps_awd_lstm_values_and_gradients():
     assert torch.equal(ours, theirs) and torch.equal(grad_ours, embed.weight.grad)
 
 
-def test_mt_checkpoint_loads_encodes_and_runs_through_the_seams(mt_run):
+def test_mt_checkpoint_loads_encodes_and_runs_through_the_seams(mt_run, mt_pairs):
     loaded = g2lstm.load(mt_run / "best.pt")
     assert loaded.task == "mt" and not loaded.model.training and isinstance(loaded.model, InspectableModel)
-    batch = loaded.encode(PAIRS[:2])
+    batch = loaded.encode(mt_pairs[:2])
     src, tgt_in = batch.inputs["src"], batch.inputs["tgt_in"]
     assert [len(t) for t in batch.tokens["source"]] == batch.inputs["src_lengths"].tolist()
     assert batch.tokens["source"][0][-1] == "</s>" and batch.tokens["target"][0][0] == "<s>"
@@ -95,7 +93,7 @@ def test_mt_checkpoint_loads_encodes_and_runs_through_the_seams(mt_run):
     assert torch.equal(seen[0], embedded["source"]) and torch.equal(seen[1], embedded["target"])
     assert torch.equal(logits, direct)
     assert set(loaded.model.recurrent_layers()) == {"encoder.rnn", "decoder.rnn"}
-    sources_only = loaded.encode([s for s, _ in PAIRS[:2]])
+    sources_only = loaded.encode([s for s, _ in mt_pairs[:2]])
     assert set(sources_only.inputs) == {"src", "src_lengths"} and sources_only.targets is None
     assert torch.equal(sources_only.inputs["src"], src)
 

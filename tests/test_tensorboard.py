@@ -6,7 +6,6 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from g2lstm.mt.train import train as train_mt
 from g2lstm.train import MetricsLog, tensorboard
-from test_mt_train import config as mt_config, corpus  # noqa: F401  (fixture)
 
 COMMON = ["model.cell=g2lstm", "eval.beam=1", "train.max_epochs=2", "train.log_every=1", "train.saturation_every=4"]
 
@@ -17,8 +16,8 @@ def _events(run_dir):
     return events
 
 
-def test_every_metrics_line_and_gate_probe_is_an_event(corpus, tmp_path):  # noqa: F811
-    result = train_mt(mt_config(corpus, *COMMON), tmp_path / "run")
+def test_every_metrics_line_and_gate_probe_is_an_event(tiny_mt_config, tmp_path):
+    result = train_mt(tiny_mt_config(*COMMON), tmp_path / "run")
     events = _events(tmp_path / "run")
     records = MetricsLog(tmp_path / "run" / "metrics.jsonl").read()
     train = [r for r in records if r.get("split") == "train"]
@@ -46,24 +45,24 @@ def test_every_metrics_line_and_gate_probe_is_an_event(corpus, tmp_path):  # noq
     assert b"model.cell" in b"".join(plugin.values())
 
 
-def test_a_resumed_run_hides_the_events_of_the_steps_it_replays(corpus, tmp_path):  # noqa: F811
-    straight = train_mt(mt_config(corpus, *COMMON, "train.max_steps=9"), tmp_path / "straight")
-    train_mt(mt_config(corpus, *COMMON, "train.max_steps=5", "train.checkpoint_every=3"), tmp_path / "resumed")
+def test_a_resumed_run_hides_the_events_of_the_steps_it_replays(tiny_mt_config, tmp_path):
+    straight = train_mt(tiny_mt_config(*COMMON, "train.max_steps=9"), tmp_path / "straight")
+    train_mt(tiny_mt_config(*COMMON, "train.max_steps=5", "train.checkpoint_every=3"), tmp_path / "resumed")
     # as after a kill inside the save at step 5: only last.prev.pt (step 3) is left, so steps 4-5
     # are replayed while their events are already written
     (tmp_path / "resumed" / "last.pt").unlink()
-    resumed = train_mt(mt_config(corpus, *COMMON, "train.max_steps=9", "train.checkpoint_every=3"), tmp_path / "resumed")
+    resumed = train_mt(tiny_mt_config(*COMMON, "train.max_steps=9", "train.checkpoint_every=3"), tmp_path / "resumed")
     assert resumed["steps"] == straight["steps"] == 9
     a, b = _events(tmp_path / "straight"), _events(tmp_path / "resumed")
     assert [e.step for e in b.Scalars("train/loss")] == list(range(1, 10))
     assert [e.value for e in b.Scalars("train/loss")] == pytest.approx([e.value for e in a.Scalars("train/loss")])
 
 
-def test_tensorboard_off_or_required(corpus, tmp_path, monkeypatch):  # noqa: F811
-    train_mt(mt_config(corpus, *COMMON, "train.max_steps=2", "train.tensorboard=false"), tmp_path / "off")
+def test_tensorboard_off_or_required(tiny_mt_config, tmp_path, monkeypatch):
+    train_mt(tiny_mt_config(*COMMON, "train.max_steps=2", "train.tensorboard=false"), tmp_path / "off")
     assert not (tmp_path / "off" / "tensorboard").exists()
     monkeypatch.setattr(tensorboard, "available", lambda: False)
     with pytest.raises(ValueError, match=r"train.tensorboard=true needs the tensorboard package: pip install"):
-        train_mt(mt_config(corpus, *COMMON, "train.max_steps=2", "train.tensorboard=true"), tmp_path / "required")
-    train_mt(mt_config(corpus, *COMMON, "train.max_steps=2"), tmp_path / "auto")  # null: none where it is missing
+        train_mt(tiny_mt_config(*COMMON, "train.max_steps=2", "train.tensorboard=true"), tmp_path / "required")
+    train_mt(tiny_mt_config(*COMMON, "train.max_steps=2"), tmp_path / "auto")  # null: none where it is missing
     assert not (tmp_path / "auto" / "tensorboard").exists()

@@ -3,9 +3,11 @@
 The samples and error inputs are imported from the installed torch
 (``torch.testing._internal.common_modules``); the checks of ``test/test_nn.py``,
 ``test/test_modules.py`` and ``test/test_autograd.py`` that the wheel does not ship are written
-here. Every case runs in each mode a user can reach (``MODES``) against the torch module with the
-same weights: outputs, every gradient, and the exception TYPE and MESSAGE of bad input, compared
-as they come (torch's module is run on the same input; nothing is rewritten).
+here. Every case runs through G2's own implementations (``impl='reference'``, ``'cpu'``, ``'bptt'``)
+in each mode where G2 has code of its own (``MODES``) against the torch module with the same
+weights: outputs, every gradient, and the exception TYPE and MESSAGE of bad input, compared as
+they come (torch's module is run on the same input; nothing is rewritten). Where G2 hands the call
+to torch (``impl='auto'`` on an ordinary LSTM), one test checks the hand-over.
 """
 
 from __future__ import annotations
@@ -19,18 +21,26 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from torch.testing._internal import common_modules
 from torch.testing._internal.common_modules import ModuleErrorEnum
 
-from g2lstm import G2LSTM, G2LSTMCell
+from g2lstm import G2LSTM, G2LSTMCell, rnn
 
-# name -> (training, G2 options). 'eval' and 'train-sigmoid' run torch's own LSTM inside G2LSTM;
-# the gumbel modes with noise_p=0 compute an LSTM through each of G2's own implementations.
+# name -> (training, G2 options). Every mode runs G2's own code: with impl='auto', a layer that
+# computes an ordinary LSTM (evaluation with soft gates, or gates='sigmoid') hands the call to
+# nn.LSTM.forward, so these modes name an implementation (test_auto_hands_an_ordinary_lstm_to_torch
+# checks that hand-over once). With noise_p=0 the gumbel gates are sigmoids: an LSTM again.
+IMPLS = ("reference", "cpu", "bptt")
 MODES = {
-    "eval": (False, {}),
-    "train-sigmoid": (True, dict(gates="sigmoid")),
-    **{f"train-gumbel-p0-{impl}": (True, dict(noise_p=0.0, impl=impl))
-       for impl in ("auto", "cpu", "bptt", "reference")},
+    **{f"eval-{impl}": (False, dict(impl=impl)) for impl in IMPLS},
+    **{f"train-sigmoid-{impl}": (True, dict(gates="sigmoid", impl=impl)) for impl in IMPLS},
+    **{f"train-gumbel-p0-{impl}": (True, dict(noise_p=0.0, impl=impl)) for impl in IMPLS + ("auto",)},
 }
-CELL_MODES = {"eval": (False, {}), "train-sigmoid": (True, dict(gates="sigmoid")),
+# G2LSTMCell has no impl: it runs its own step where it computes what nn.LSTMCell cannot (gumbel in
+# training, 'sharpened' gates); sharpened with tau=1 is sigmoid(a), an LSTM cell, in both modes.
+CELL_MODES = {"eval-sharpened-tau1": (False, dict(gates="sharpened")),
+              "train-sharpened-tau1": (True, dict(gates="sharpened")),
               "train-gumbel-p0": (True, dict(noise_p=0.0))}
+# Bad input raises torch's errors in modes whose values no torch module computes, too: hard gates at evaluation.
+ERROR_MODES = {**MODES, "eval-hard-auto": (False, dict(eval_gates="hard"))}
+CELL_ERROR_MODES = {**CELL_MODES, "eval-hard": (False, dict(eval_gates="hard"))}
 G2_PATH_MODES = [m for m in MODES if m.startswith("train-gumbel")]
 
 _INFO = {info.module_cls: info for info in common_modules.module_db
@@ -139,7 +149,8 @@ def _assert_same_error(module_call, g2_call):
     assert (got_type, got_text) == (want_type, want_text)
 
 
-@pytest.mark.parametrize("torch_cls, g2_cls, modes", [(nn.LSTM, G2LSTM, MODES), (nn.LSTMCell, G2LSTMCell, CELL_MODES)],
+@pytest.mark.parametrize("torch_cls, g2_cls, modes", [(nn.LSTM, G2LSTM, ERROR_MODES),
+                                                      (nn.LSTMCell, G2LSTMCell, CELL_ERROR_MODES)],
                          ids=["LSTM", "LSTMCell"])
 def test_torch_error_inputs(torch_cls, g2_cls, modes):
     """module_error_inputs_torch_nn_RNN_GRU / _LSTMCell: torch's type and message, as they come."""
@@ -222,10 +233,10 @@ BAD_CELL_CALLS = {
 }
 
 
-@pytest.mark.parametrize("mode", sorted(MODES))
+@pytest.mark.parametrize("mode", sorted(ERROR_MODES))
 @pytest.mark.parametrize("case", sorted(BAD_LAYER_CALLS))
 def test_layer_errors_are_torchs(case, mode):
-    module, g2 = _pair(nn.LSTM, MODES, mode, (4, 6), {})
+    module, g2 = _pair(nn.LSTM, ERROR_MODES, mode, (4, 6), {})
     want_type, _ = _outcome(lambda: BAD_LAYER_CALLS[case](module))
     assert want_type is not None
     _assert_same_error(lambda: BAD_LAYER_CALLS[case](module), lambda: BAD_LAYER_CALLS[case](g2))
@@ -241,10 +252,10 @@ def test_layer_errors_with_backend_messages(case, mode):
         call(g2)
 
 
-@pytest.mark.parametrize("mode", sorted(CELL_MODES))
+@pytest.mark.parametrize("mode", sorted(CELL_ERROR_MODES))
 @pytest.mark.parametrize("case", sorted(BAD_CELL_CALLS))
 def test_cell_errors_are_torchs(case, mode):
-    module, g2 = _pair(nn.LSTMCell, CELL_MODES, mode, (10, 20), {})
+    module, g2 = _pair(nn.LSTMCell, CELL_ERROR_MODES, mode, (10, 20), {})
     want_type, _ = _outcome(lambda: BAD_CELL_CALLS[case](module))
     assert want_type is not None
     _assert_same_error(lambda: BAD_CELL_CALLS[case](module), lambda: BAD_CELL_CALLS[case](g2))
@@ -305,14 +316,52 @@ def test_pickle_and_repr(cls, args):
 
 @pytest.mark.parametrize("mode", sorted(MODES))
 def test_non_contiguous_inputs(mode):
-    """test_modules' test_non_contiguous_tensors: strided inputs give the contiguous results."""
+    """test_modules' test_non_contiguous_tensors: strided inputs (a transposed x, every other unit of
+    a wider h and c) give the results of their contiguous copies, bit for bit, and torch's."""
     module, g2 = _pair(nn.LSTM, MODES, mode, (3, 4), dict(batch_first=True))
-    x = _x(5, 2, 3).transpose(0, 1)  # (2, 5, 3), not contiguous
-    h = _x(1, 2, 8)[..., ::2]
-    c = _x(1, 2, 8)[..., 1::2]
-    assert not x.is_contiguous() and not h.is_contiguous()
-    _assert_same_results(g2, g2, (x.contiguous(), (h.contiguous(), c.contiguous())), {})
-    _assert_same_results(module, g2, (x, (h, c)), {})
+
+    def run(m, contiguous):
+        bases = [_x(5, 2, 3).requires_grad_(), _x(1, 2, 8).requires_grad_(), (2 * _x(1, 2, 8)).requires_grad_()]
+        inputs = [bases[0].transpose(0, 1), bases[1][..., ::2], bases[2][..., 1::2]]  # (2, 5, 3), (1, 2, 4) x 2
+        assert not any(t.is_contiguous() for t in inputs)
+        x, h, c = [t.contiguous() for t in inputs] if contiguous else inputs
+        outputs = _flat(m(x, (h, c)))
+        loss = sum((y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum() for y in outputs)
+        return outputs + list(torch.autograd.grad(loss, bases + list(m.parameters())))
+
+    strided = run(g2, contiguous=False)
+    for got, want in zip(strided, run(g2, contiguous=True), strict=True):
+        assert torch.equal(got, want)
+    for got, want in zip(strided, run(module, contiguous=False), strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_auto_hands_an_ordinary_lstm_to_torch(monkeypatch):
+    """With impl='auto' (the default), a layer that computes an ordinary LSTM (evaluation with soft
+    gates, gates='sigmoid') and a cell that does (evaluation, gates='sigmoid') run torch's own
+    forward, with torch's results bit for bit; G2's code runs wherever the gates are G2's."""
+    def g2_code(*args, **kwargs):
+        raise AssertionError("G2's code ran")
+
+    monkeypatch.setattr(G2LSTM, "_forward_g2", g2_code)
+    monkeypatch.setattr(rnn, "cell_step", g2_code)
+    x = _x(5, 3, 4)
+    torch.manual_seed(0)
+    lstm, cell = nn.LSTM(4, 6, 2), nn.LSTMCell(4, 6)
+    for training, options in ((False, {}), (False, dict(tau=0.5, noise_p=0.9)), (True, dict(gates="sigmoid"))):
+        lstm.train(training), cell.train(training)
+        torch.manual_seed(1)
+        want = _flat(lstm(x))
+        torch.manual_seed(1)
+        assert all(map(torch.equal, _flat(G2LSTM.from_lstm(lstm, **options)(x)), want))
+        g2_cell = G2LSTMCell.from_lstm_cell(cell, **options)
+        assert all(map(torch.equal, _flat(g2_cell(x[0])), _flat(cell(x[0]))))
+    for training, options in ((True, {}), (False, dict(eval_gates="hard")), (False, dict(impl="cpu"))):
+        with pytest.raises(AssertionError, match="G2's code ran"):
+            G2LSTM.from_lstm(lstm.train(training), **options)(x)
+    for training, options in ((True, {}), (False, dict(eval_gates="hard")), (False, dict(gates="sharpened"))):
+        with pytest.raises(AssertionError, match="G2's code ran"):
+            G2LSTMCell.from_lstm_cell(cell.train(training), **options)(x[0])
 
 
 @pytest.mark.parametrize("cls, args", [(G2LSTM, (3, 4, 2)), (G2LSTMCell, (3, 4))])

