@@ -13,7 +13,6 @@ from g2lstm.interpret import expected_response
 from g2lstm.interpret.attribution import converged_attributions, within_bound
 from g2lstm.interpret.states import collect_states
 from test_interpret_models import tiny_lm
-from test_lm_train import tiny_config, tiny_corpus  # noqa: F401  (fixture)
 
 
 def test_quantised_arrays_round_trip_within_half_a_step():
@@ -124,13 +123,13 @@ def test_ig_steps_rise_until_the_gap_is_within_the_tolerance():
 
 
 @pytest.fixture(scope="module")
-def lm_runs(tiny_corpus, tmp_path_factory):  # noqa: F811
+def lm_runs(tiny_lm_config, tmp_path_factory):
     from g2lstm.lm.train import train as train_lm
 
     root = tmp_path_factory.mktemp("lm_runs")
     for cell in ("lstm", "g2lstm"):
-        train_lm(tiny_config(tiny_corpus, "train.max_steps=4", f"model.cell={cell}", "eval.cache.enabled=false",
-                             "train.saturation_every=2"), root / cell)
+        train_lm(tiny_lm_config("train.max_steps=4", f"model.cell={cell}", "eval.cache.enabled=false",
+                                "train.saturation_every=2"), root / cell)
     return root
 
 
@@ -156,17 +155,11 @@ def test_command_refuses_bad_config(tmp_path):
 
 
 @pytest.mark.slow
-def test_command_on_mt_and_translit_checkpoints(tmp_path):
+def test_command_on_mt_and_translit_checkpoints(tiny_mt_config, tmp_path):
     from g2lstm.mt.train import train as train_mt
     from g2lstm.translit.train import train as train_translit, translit_config
-    from test_mt_train import PAIRS, config as mt_config
 
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    for split, pairs in (("train", PAIRS * 4), ("valid", PAIRS[:3]), ("test", PAIRS[3:])):
-        (corpus / f"{split}.de").write_text("".join(s + "\n" for s, _ in pairs), encoding="utf-8")
-        (corpus / f"{split}.en").write_text("".join(t + "\n" for _, t in pairs), encoding="utf-8")
-    train_mt(mt_config(corpus, "train.max_epochs=1", "model.cell=g2lstm", "eval.beam=1"), tmp_path / "mt")
+    train_mt(tiny_mt_config("train.max_epochs=1", "model.cell=g2lstm", "eval.beam=1"), tmp_path / "mt")
     explore([f"checkpoints=[{tmp_path}/mt/best.pt]", f"out={tmp_path}/mt.html", "attribution.texts=2",
              "attribution.n_steps=8"])
     header, _ = payload_of_page((tmp_path / "mt.html").read_text(encoding="utf-8"))
