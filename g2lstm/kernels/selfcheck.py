@@ -104,10 +104,11 @@ def triton_failure(device, dtype: torch.dtype, direction) -> str | None:
     """Why the Triton kernels (``direction``) failed their self-check on ``device`` in ``dtype``,
     or ``None`` when they passed. Checked at the first call per (device, dtype), then remembered;
     a failure warns once."""
-    key = (str(torch.device(device)), dtype)
+    device = torch.device(device)
+    key = (str(device), dtype)
     if key not in _verdicts:
         # eagerly, whatever the caller's mode: no graph capture, gradients on, no autocast
-        with torch.inference_mode(False), torch.enable_grad(), torch.autocast(key[0].split(":")[0], enabled=False):
+        with torch.inference_mode(False), torch.enable_grad(), torch.autocast(device.type, enabled=False):
             failure = torch.compiler.disable(run_check)(device, dtype, direction)
         _verdicts[key] = failure
         if failure is not None:
