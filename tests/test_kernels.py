@@ -430,8 +430,7 @@ def test_selection():
     with pytest.raises(ValueError, match="the C\\+\\+ CPU kernel cannot run torch.float16"):
         cpu.lstm_direction(torch.zeros(2, 1, 8, dtype=torch.float16), torch.zeros(1, 2), torch.zeros(1, 2),
                            torch.zeros(8, 2), None, GateSpec(), True)
-    if kernels.HAS_TRITON:
-        assert kernels.select_impl("auto", torch.device("cuda"), torch.float32) == "triton"
+    if kernels.HAS_TRITON:  # 'triton' after its self-check (tests/test_kernel_selfcheck.py)
         assert kernels.select_impl("auto", torch.device("cuda"), torch.float64) == "reference"
     with pytest.raises(ValueError, match="impl must be"):
         kernels.select_impl("cudnn", cpu_device)
@@ -466,61 +465,6 @@ def test_no_compiler_falls_back_to_python_bptt(monkeypatch, tmp_path):
     got = fast(x)[0]
     torch.manual_seed(1)
     torch.testing.assert_close(got, slow(x)[0])
-
-
-_COMPILE_FOR_H100 = r'''
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
-
-from g2lstm.kernels import triton_lstm as k
-
-def build(fn, types, consts):
-    names = fn.arg_names
-    signature = {n: "constexpr" if n in consts else types[n] for n in names}
-    constexprs = {(names.index(n),): v for n, v in consts.items()}
-    triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs),
-                   target=GPUTarget("cuda", 90, 32))
-
-for dt in ("fp32", "bf16", "fp16"):
-    build(k._forward_step_kernel,
-          dict(gates_ptr="*" + dt, c_prev_ptr="*fp32", c_new_ptr="*fp32", r_ptr="*" + dt, N="i32",
-               H="i32", G="i32", noise_t="i32", mask_t="i32", row_offset="i32", noise_rows="i32",
-               key_u_in="u32", key_b_in="i32",
-               p="fp32", tau="fp32"),
-          dict(KIND_I=2, KIND_F=1, KIND_O=3, SLOT_I=0, SLOT_F=1, SLOT_O=0, BLOCK_SIZE=k.BLOCK))
-    build(k._backward_step_kernel,
-          dict(gates_ptr="*" + dt, c_prev_ptr="*fp32", c_new_ptr="*fp32", dr_ptr="*" + dt,
-               dc_ptr="*fp32", da_ptr="*" + dt, r_ptr="*" + dt, active_ptr="*u8", N="i32", H="i32",
-               scale_i="fp32", scale_f="fp32", scale_o="fp32"),
-          dict(HAS_R=True, HAS_ACTIVE=True, BLOCK_SIZE=k.BLOCK))
-print("compiled")
-'''
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not kernels.HAS_TRITON, reason="triton is not installed")
-@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the kernels run for real above")
-def test_triton_kernels_compile_for_h100(tmp_path):
-    """The interpreter does not compile: check that the kernels lower to PTX for sm_90."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    try:
-        from triton.backends.compiler import GPUTarget  # noqa: F401
-        from triton.compiler import ASTSource  # noqa: F401
-    except ImportError as error:
-        pytest.skip(f"this Triton has no ahead-of-time compile API: {error}")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env.update(TRITON_CACHE_DIR=str(tmp_path), TRITON_DEFAULT_FP_FUSION="1",
-               PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    done = subprocess.run([sys.executable, "-c", _COMPILE_FOR_H100], env=env, capture_output=True,
-                          text=True, timeout=300)
-    if "ptxas" in done.stderr and "not found" in done.stderr:
-        pytest.skip("Triton's ptxas is not available")
-    assert done.returncode == 0 and "compiled" in done.stdout, done.stderr[-3000:]
 
 
 @pytest.mark.parametrize("threads", [1, 2])

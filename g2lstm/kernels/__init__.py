@@ -10,6 +10,7 @@ computes; the reference defines correctness and every kernel is tested against i
   custom op ``g2lstm::cpu_direction`` (CPU, float32/float64, no autocast).
 - ``'triton'``: the per-step pointwise work fused in Triton kernels, noise drawn in the kernel
   (CUDA, float32 and float16/bfloat16 autocast; on CPU only under ``TRITON_INTERPRET=1``).
+  ``'auto'`` chooses it only after its first-use self-check passed (:mod:`.selfcheck`).
 
 :func:`select_impl` alone decides which one runs: a kernel given inputs it does not handle raises
 instead of falling back. Double backward (``create_graph=True``) works on every implementation:
@@ -27,7 +28,7 @@ import os
 import torch
 
 from .. import reference
-from . import bptt, cpu
+from . import bptt, cpu, selfcheck
 
 IMPLEMENTATIONS = {
     "reference": reference.lstm_direction,
@@ -36,6 +37,8 @@ IMPLEMENTATIONS = {
 }
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
+# the dtypes of x_proj the Triton kernels run: float32, and the autocast dtypes (the rest float32)
+TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def _triton_direction(*args, **kwargs):
@@ -84,18 +87,29 @@ def unsupported(impl: str, device, dtype: torch.dtype, record: bool = False) -> 
     if impl == "triton":
         if not (device.type == "cuda" or (device.type == "cpu" and triton_interpreted())):
             return f"tensors on {device.type} (it runs on CUDA, or on the CPU under TRITON_INTERPRET=1)"
-        if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        if dtype not in TRITON_DTYPES:
             return f"{dtype} (it runs float32, and float16/bfloat16 under autocast)"
     return None
+
+
+def kernel_dtype(device, dtype: torch.dtype) -> torch.dtype:
+    """The dtype a kernel computes inputs of ``dtype`` in: the autocast dtype under autocast
+    (float64 is not autocast), else ``dtype``."""
+    device_type = torch.device(device).type
+    if torch.is_autocast_enabled(device_type) and dtype in TRITON_DTYPES:
+        return torch.get_autocast_dtype(device_type)
+    return dtype
 
 
 def select_impl(impl: str, device, dtype: torch.dtype = torch.float32, record: bool = False) -> str:
     """The implementation that runs a layer direction with these inputs.
 
-    ``'auto'``: ``'triton'`` on CUDA when Triton is installed, ``'cpu'`` on the CPU (``'bptt'``,
-    after a warning, when the C++ extension cannot be built), else the reference, for every input
-    the chosen kernel does not handle (other dtypes, CPU autocast, ``record``). A named
-    implementation runs as asked, or raises ``ValueError`` saying why it cannot.
+    ``'auto'``: ``'triton'`` on CUDA when Triton is installed and its kernels passed their first-use
+    self-check on this device in this dtype (:mod:`g2lstm.kernels.selfcheck`; ``'bptt'``, after a
+    warning, when they failed), ``'cpu'`` on the CPU (``'bptt'``, after a warning, when the C++
+    extension cannot be built), else the reference, for every input the chosen kernel does not
+    handle (other dtypes, CPU autocast, ``record``). A named implementation runs as asked, or
+    raises ``ValueError`` saying why it cannot.
     """
     if impl != "auto" and impl not in IMPLEMENTATIONS:
         raise ValueError(f"impl must be 'auto' or one of {sorted(IMPLEMENTATIONS)}, got {impl!r}")
@@ -106,7 +120,9 @@ def select_impl(impl: str, device, dtype: torch.dtype = torch.float32, record: b
         return impl
     device_type = torch.device(device).type
     if device_type == "cuda" and HAS_TRITON and unsupported("triton", device, dtype, record) is None:
-        return "triton"
+        if selfcheck.triton_failure(device, kernel_dtype(device, dtype), IMPLEMENTATIONS["triton"]) is None:
+            return "triton"
+        return "bptt"  # the self-check warned why
     if device_type == "cpu" and unsupported("cpu", device, dtype, record) is None:
         return "cpu"
     if (device_type == "cpu" and dtype in cpu.DTYPES and not torch.is_autocast_enabled("cpu")

@@ -9,10 +9,11 @@ and for a noisy gate which slice of the noise tensor it reads.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import combinations
 
 import torch
 
-from ..reference import SIGMOID_GATES, GateSpec
+from ..reference import EVAL_GATES, GATE_MODES, SIGMOID_GATES, GateSpec
 
 # The formulas of a gate value v from its pre-activation a (n: the gate's noise, tau: temperature).
 PLAIN = 0  # v = sigmoid(a)
@@ -48,6 +49,23 @@ def gate_plan(spec: GateSpec, training: bool, has_noise: bool) -> GatePlan:
         kinds.append(kind)
         slots.append(slot)
     return GatePlan(tuple(kinds), tuple(slots), float(spec.tau))
+
+
+def launched_gate_plans() -> list[GatePlan]:
+    """Every gate plan a ``G2LSTM`` can hand a fused kernel, in a fixed order: :func:`gate_plan` of
+    each gate mode, subset of stochastic gates (sorted, as ``G2LSTM`` keeps them), evaluation mode,
+    training or not, with noise or without. The temperature only changes a float argument, so it
+    is 1 here; a ``GateSpec`` built by hand with the gates in another order gives other slots."""
+    plans = set()
+    for gates in GATE_MODES:
+        for size in range(len(SIGMOID_GATES) + 1):
+            for stochastic in combinations(SIGMOID_GATES, size):
+                for eval_gates in EVAL_GATES:
+                    spec = GateSpec(gates, 1.0, stochastic, eval_gates)
+                    for training in (True, False):
+                        for has_noise in (True, False):
+                            plans.add(gate_plan(spec, training, has_noise and bool(stochastic)))
+    return sorted(plans, key=lambda plan: (plan.kinds, plan.slots))
 
 
 def check_direction_args(x_proj, h0, c0, w_hh, w_hr, lengths) -> None:

@@ -15,13 +15,19 @@ Tested on the CPU under ``TRITON_INTERPRET=1`` (see the root ``conftest.py``).
 
 from __future__ import annotations
 
+import contextlib
+from dataclasses import dataclass
+
 import torch
 import triton
 import triton.language as tl
 
-from ..noise import NOISE_MODES, stream_key
+from ..noise import NOISE_MODES, NoiseKey, stream_key
+from ..reference import GateSpec
+from . import TRITON_DTYPES as DTYPES
+from . import unsupported
 from .bptt import run_bptt
-from .common import HARD, NOISY, PLAIN, SCALED, GatePlan, check_direction_args, gate_plan
+from .common import HARD, PLAIN, GatePlan, check_direction_args, gate_plan, launched_gate_plans
 
 BLOCK = 1024
 
@@ -74,7 +80,9 @@ def _gate(a, row, j, N, H, G, noise_t, mask_t, key_u, key_b, p, tau,
 
 
 # Not specialised: the step (one compiled kernel for every step) and the keys (a key equal to 1
-# would otherwise become a constexpr, which has no .to()).
+# would otherwise become a constexpr, which has no .to()). The keys arrive as int32 bit patterns
+# (_int32_bits): as Python ints from 2**31 up they would be i64, a second compiled kernel that a
+# run meets at random, since the seed changes every forward.
 @triton.jit(do_not_specialize=["noise_t", "mask_t", "key_u_in", "key_b_in"])
 def _forward_step_kernel(gates_ptr, c_prev_ptr, c_new_ptr, r_ptr, N, H, G, noise_t, mask_t,
                          row_offset, noise_rows, key_u_in, key_b_in, p, tau,
@@ -85,8 +93,8 @@ def _forward_step_kernel(gates_ptr, c_prev_ptr, c_new_ptr, r_ptr, N, H, G, noise
     valid = offs < N * H
     n = offs // H
     j = offs % H
-    key_u = key_u_in.to(tl.uint32)
-    key_b = key_b_in.to(tl.uint32)
+    key_u = key_u_in.to(tl.uint32, bitcast=True)
+    key_b = key_b_in.to(tl.uint32, bitcast=True)
     g_off = n * 4 * H + j
     a_i = tl.load(gates_ptr + g_off, mask=valid, other=0.0).to(tl.float32)
     a_f = tl.load(gates_ptr + g_off + H, mask=valid, other=0.0).to(tl.float32)
@@ -156,11 +164,30 @@ def _slope_scale(kind: int, tau: float) -> float:
     return 0.0 if kind == HARD else (1.0 if kind == PLAIN else 1.0 / tau)
 
 
+def _int32_bits(key: int) -> int:
+    """A 32-bit key as the int32 with the same bits: Triton then types it i32 whatever its value."""
+    return key - (1 << 32) if key >= 1 << 31 else key
+
+
+def forward_constexprs(plan: GatePlan, block: int = BLOCK) -> dict:
+    """The constexpr arguments of ``_forward_step_kernel`` for a gate plan: one compiled kernel each."""
+    kinds, slots = plan.kinds, plan.slots
+    return dict(KIND_I=kinds[0], KIND_F=kinds[1], KIND_O=kinds[2], SLOT_I=slots[0], SLOT_F=slots[1],
+                SLOT_O=slots[2], BLOCK_SIZE=block)
+
+
+def backward_constexprs(has_r: bool, has_active: bool, block: int = BLOCK) -> dict:
+    """The constexpr arguments of ``_backward_step_kernel``: whether it writes ``r`` (a projection)
+    and reads a mask of active rows (lengths)."""
+    return dict(HAS_R=has_r, HAS_ACTIVE=has_active, BLOCK_SIZE=block)
+
+
 class TritonPointwise:
     """The two fused step kernels, with the gate plan and noise keys of one layer direction.
 
     Everything that does not change from step to step is worked out once here: the Python time
-    spent per launch adds up over T steps.
+    spent per launch adds up over T steps. ``forward_args``/``backward_args`` are the launches'
+    arguments, which :func:`launch_variants` reuses to list every compiled variant.
     """
 
     def __init__(self, plan: GatePlan, noise, num_gates: int, batch: int, block: int = BLOCK):
@@ -169,36 +196,81 @@ class TritonPointwise:
         p = 2.0  # p >= 1: every element perturbed (u_B < 1 < 2 always)
         self.noise_rows = (0, batch)  # row offset and global batch size of the noise index
         if plan.noisy:
-            key_u = stream_key(noise.seed, noise.stream, 0)
-            key_b = stream_key(noise.seed, noise.stream, 1)
+            key_u = _int32_bits(stream_key(noise.seed, noise.stream, 0))
+            key_b = _int32_bits(stream_key(noise.seed, noise.stream, 1))
             p, mode = (float(noise.p) if noise.p < 1.0 else 2.0), NOISE_MODES.index(noise.mode)
             self.noise_rows = noise.rows(batch)
         self.mode = mode
-        kinds, slots = plan.kinds, plan.slots
         self.forward_scalars = (key_u, key_b, p, plan.tau)
-        self.forward_constants = dict(KIND_I=kinds[0], KIND_F=kinds[1], KIND_O=kinds[2],
-                                      SLOT_I=slots[0], SLOT_F=slots[1], SLOT_O=slots[2],
-                                      BLOCK_SIZE=block)
-        self.slope_scales = tuple(_slope_scale(kind, plan.tau) for kind in kinds)
+        self.forward_constants = forward_constexprs(plan, block)
+        self.slope_scales = tuple(_slope_scale(kind, plan.tau) for kind in plan.kinds)
 
-    def forward_step(self, gates, c_prev, c_new, r_out, t):
+    def forward_args(self, gates, c_prev, c_new, r_out, t) -> tuple:
         batch, hidden = c_prev.shape
         noise_t = 0 if self.mode == 1 else t  # 'sequence': one draw for all steps
         mask_t = t if self.mode == 0 else 0  # 'sequence_mask': the mask of step 0
-        _forward_step_kernel[(triton.cdiv(batch * hidden, self.block),)](
-            gates, c_prev, c_new, r_out, batch, hidden, self.num_gates, noise_t, mask_t,
-            *self.noise_rows, *self.forward_scalars, **self.forward_constants,
-        )
+        return (gates, c_prev, c_new, r_out, batch, hidden, self.num_gates, noise_t, mask_t,
+                *self.noise_rows, *self.forward_scalars)
+
+    def backward_args(self, gates, c_prev, c_new, dr, dc, da, r_out, active) -> tuple:
+        batch, hidden = c_prev.shape
+        return (gates, c_prev, c_new, dr.contiguous(), dc, da,
+                r_out if r_out is not None else dc,
+                active.view(torch.uint8) if active is not None else dc,
+                batch, hidden, *self.slope_scales)
+
+    def forward_step(self, gates, c_prev, c_new, r_out, t):
+        grid = (triton.cdiv(c_prev.numel(), self.block),)
+        _forward_step_kernel[grid](*self.forward_args(gates, c_prev, c_new, r_out, t), **self.forward_constants)
 
     def backward_step(self, gates, c_prev, c_new, dr, dc, da, r_out, active):
-        batch, hidden = c_prev.shape
-        _backward_step_kernel[(triton.cdiv(batch * hidden, self.block),)](
-            gates, c_prev, c_new, dr.contiguous(), dc, da,
-            r_out if r_out is not None else dc,
-            active.view(torch.uint8) if active is not None else dc,
-            batch, hidden, *self.slope_scales,
-            HAS_R=r_out is not None, HAS_ACTIVE=active is not None, BLOCK_SIZE=self.block,
-        )
+        grid = (triton.cdiv(c_prev.numel(), self.block),)
+        _backward_step_kernel[grid](*self.backward_args(gates, c_prev, c_new, dr, dc, da, r_out, active),
+                                    **backward_constexprs(r_out is not None, active is not None, self.block))
+
+
+@dataclass(frozen=True)
+class KernelLaunch:
+    """One compiled variant of a step kernel: the kernel, example arguments of a launch (their
+    types and values are what Triton specialises on) and its constexprs."""
+
+    name: str
+    kernel: object
+    args: tuple
+    constexprs: dict
+
+
+def launch_variants(batch: int = 1, hidden: int = 16) -> list[KernelLaunch]:
+    """Every variant of the step kernels the package launches: each dtype of :data:`DTYPES`, each
+    gate plan (:func:`g2lstm.kernels.common.launched_gate_plans`) of the forward, each
+    ``(HAS_R, HAS_ACTIVE)`` of the backward, with the arguments ``forward_args``/``backward_args``
+    build from tensors of the dtypes ``run_bptt`` allocates (``x_proj``'s dtype for gates, hidden
+    states and their gradients, float32 for the cell state). Compiled ahead of time by
+    :mod:`g2lstm.kernels.triton_aot`.
+    """
+    noise = NoiseKey(2**33 + 5, 1, 0.5)  # keys from 2**31 up: the int32 bit patterns are negative
+    backward = TritonPointwise(gate_plan(GateSpec(), True, True), noise, 2, batch)  # any plan: floats only
+    launches = []
+    for dtype in DTYPES:
+        name = str(dtype).removeprefix("torch.")
+        x = torch.zeros(batch, 4 * hidden, dtype=dtype)  # gates, and their gradients
+        h = torch.zeros(batch, hidden, dtype=dtype)  # hidden states (r), and their gradients
+        c = torch.zeros(batch, hidden)  # the cell state is float32 in every dtype
+        for plan in launched_gate_plans():
+            num_gates = max(1, sum(kind != PLAIN for kind in plan.kinds))  # len(spec.stochastic)
+            pointwise = TritonPointwise(plan, noise if plan.noisy else None, num_gates, batch)
+            kinds = "".join("PSNH"[kind] for kind in plan.kinds)  # plain, scaled, noisy, hard; gates i f o
+            slots = "".join(map(str, plan.slots))
+            launches.append(KernelLaunch(f"forward-{name}-{kinds}-slots{slots}", _forward_step_kernel,
+                                         pointwise.forward_args(x, c, c.clone(), h, 0), pointwise.forward_constants))
+        for has_r in (False, True):
+            for has_active in (False, True):
+                active = torch.ones(batch, dtype=torch.bool) if has_active else None
+                args = backward.backward_args(x, c, c.clone(), h, c.clone(), x.clone(),
+                                              h.clone() if has_r else None, active)
+                launches.append(KernelLaunch(f"backward-{name}-r{int(has_r)}-active{int(has_active)}",
+                                             _backward_step_kernel, args, backward_constexprs(has_r, has_active)))
+    return launches
 
 
 def lstm_direction(x_proj, h0, c0, w_hh, w_hr, spec, training, noise=None, lengths=None,
@@ -209,8 +281,6 @@ def lstm_direction(x_proj, h0, c0, w_hh, w_hr, spec, training, noise=None, lengt
     anything else raises ``ValueError`` (:func:`g2lstm.kernels.select_impl` sends such inputs to
     another implementation).
     """
-    from . import unsupported  # the package imports this module lazily
-
     reason = unsupported("triton", x_proj.device, x_proj.dtype, record)
     if reason is not None:
         raise ValueError(f"the Triton kernels cannot run {reason}")
@@ -220,7 +290,9 @@ def lstm_direction(x_proj, h0, c0, w_hh, w_hr, spec, training, noise=None, lengt
     if lengths is not None:
         lengths = lengths.to(x_proj.device)
     # The step GEMMs run in x_proj's dtype (the autocast dtype if any): autocast itself is off
-    # inside, so that out= GEMMs keep the buffers' dtypes.
-    with torch.autocast(x_proj.device.type, enabled=False):
+    # inside, so that out= GEMMs keep the buffers' dtypes. Triton launches on the current CUDA
+    # device, which need not be the tensors' one.
+    on_device = torch.cuda.device(x_proj.device) if x_proj.device.type == "cuda" else contextlib.nullcontext()
+    with on_device, torch.autocast(x_proj.device.type, enabled=False):
         return run_bptt(x_proj.contiguous(), h0, c0, w_hh, w_hr, lengths, reverse, pointwise,
                         torch.float32, spec, training, noise)
