@@ -209,11 +209,11 @@ def test_main_job_entry_point_prints_perplexities_and_run_folder(tiny_corpus, tm
 
 
 def test_time_budget_stops_validates_and_evaluates(tiny_corpus, tmp_path):
-    result = train(tiny_config(tiny_corpus, "train.max_minutes=0.0", "eval.cache.enabled=false"), tmp_path)
+    result = train(tiny_config(tiny_corpus, "train.max_minutes=1e-6", "eval.cache.enabled=false"), tmp_path)
     assert result["stopped"] == "max_minutes" and result["steps"] == 0
     assert (tmp_path / "best.pt").exists() and result["cache"] is None
     assert math.isfinite(result["test_ppl"])
-    again = train(tiny_config(tiny_corpus, "train.max_minutes=0.0", "eval.cache.enabled=false"), tmp_path)
+    again = train(tiny_config(tiny_corpus, "train.max_minutes=1e-6", "eval.cache.enabled=false"), tmp_path)
     assert again["steps"] == 0 and again["test_ppl"] == result["test_ppl"]  # spent budget: only re-evaluates
 
 
