@@ -5,7 +5,9 @@
     python experiments/translate.py CKPT --greedy < in.de > out.en
 
 Empty lines translate to empty lines; lines longer than --max-src-tokens subwords are cut (with a
-warning). With --reference, prints sacreBLEU and chrF (with their signatures) and tokenized BLEU.
+warning). With --reference, prints sacreBLEU and chrF (with their signatures) and tokenized BLEU;
+a blank line in the input or the reference is then refused (file:line), since it would be scored.
+--output may not be the checkpoint, the input or the reference.
 
 A thin wrapper of g2lstm.cli.translate (installed as g2lstm-translate).
 """

@@ -14,6 +14,7 @@ checkout; run folders, data and result paths are relative to the current directo
 
 import argparse
 import functools
+import io
 import shlex
 import sys
 from pathlib import Path
@@ -26,7 +27,8 @@ from omegaconf import DictConfig
 # imported here, not in the functions: importing a trainer registers its config schemas, which
 # Hydra needs before it composes the config
 from g2lstm.config import CONF_ROOT, ConfigError, ConfigValueError, compose_config
-from g2lstm.data.mt import read_lines
+from g2lstm.data import checked_text, read_text
+from g2lstm.data.mt import read_lines, refuse_blank_lines
 from g2lstm.lm.train import train as train_lm_run
 from g2lstm.mt.decode import translate as translate_lines
 from g2lstm.mt.evaluate import score
@@ -128,7 +130,9 @@ TRANSLATE_HELP = """Translate a file with a trained checkpoint, one sentence a l
     g2lstm-translate CKPT --greedy < in.de > out.en
 
 Empty lines translate to empty lines; lines longer than --max-src-tokens subwords are cut (with a
-warning). With --reference, prints sacreBLEU and chrF (with their signatures) and tokenized BLEU.
+warning). With --reference, prints sacreBLEU and chrF (with their signatures) and tokenized BLEU;
+a blank line in the input or the reference is then refused (file:line), since it would be scored.
+--output may not be the checkpoint, the input or the reference.
 """
 
 
@@ -140,6 +144,30 @@ def translate(argv: list[str] | None = None) -> None:
         sys.exit(f"{Path(sys.argv[0]).name}: error: {error}")
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer > 0 (argparse prints the error with the option's name)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer > 0, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected an integer > 0, got {value}")
+    return value
+
+
+def _refuse_overwriting(output: str | None, **inputs: str | None) -> None:
+    """``--output`` must not be one of the files read: it would be truncated before it is read, or
+    a checkpoint replaced by translations."""
+    if output is None:
+        return
+    target = Path(output).resolve()
+    for option, path in inputs.items():
+        if path is not None and (Path(path).resolve() == target
+                                 or target.exists() and Path(path).exists() and target.samefile(path)):
+            raise ValueError(f"--output {output} is the {option} {path}; expected another file (it would be "
+                             "overwritten)")
+
+
 def translate_file(argv: list[str] | None = None) -> None:
     """:func:`translate` raising its errors (for use from Python)."""
     p = argparse.ArgumentParser(description=TRANSLATE_HELP,
@@ -148,22 +176,31 @@ def translate_file(argv: list[str] | None = None) -> None:
     p.add_argument("--input", help="source file (plain or .gz); default stdin")
     p.add_argument("--output", help="where to write translations; default stdout")
     p.add_argument("--reference", help="reference file: print BLEU, chrF and tokenized BLEU")
-    p.add_argument("--beam", type=int, default=5)
+    p.add_argument("--beam", type=positive_int, default=5)
     p.add_argument("--greedy", action="store_true", help="greedy decoding (same as --beam 1)")
     p.add_argument("--length-penalty", type=float, default=1.0, help="score / length**this")
     p.add_argument("--max-len-a", type=float, default=2.0, help="output <= a * source length + b")
     p.add_argument("--max-len-b", type=int, default=10)
-    p.add_argument("--max-src-tokens", type=int, default=250, help="longer source lines are cut")
-    p.add_argument("--max-tokens", type=int, default=4000, help="source tokens per batch, shared by the beams")
+    p.add_argument("--max-src-tokens", type=positive_int, default=250, help="longer source lines are cut")
+    p.add_argument("--max-tokens", type=positive_int, default=4000, help="source tokens per batch, shared by the beams")
     p.add_argument("--tokenized-bleu", default="13a", choices=["13a", "none"],
                    help="tokenization before tokenized BLEU ('none' for pre-tokenized data)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=positive_int, default=1)
     args = p.parse_args(argv)
 
+    _refuse_overwriting(args.output, checkpoint=args.checkpoint, **{"--input": args.input, "--reference": args.reference})
     torch.set_num_threads(args.threads)
     model, tokenizers, _ = load_model(args.checkpoint, args.device)
-    sources = read_lines(args.input) if args.input else [line.rstrip("\n") for line in sys.stdin]
+    sources = read_lines(args.input) if args.input else [line.rstrip("\r\n") for line in io.StringIO(checked_text(sys.stdin.read(), "<stdin>"), newline="\n")]
+    references = None
+    if args.reference:  # read before the output is written; scored pairs may not be blank
+        references = read_lines(args.reference)
+        if not references or len(references) != len(sources):
+            raise ValueError(f"--reference {args.reference} has {len(references)} lines; expected one reference "
+                             f"for each of the {len(sources)} input lines (and at least one)")
+        refuse_blank_lines([(s.strip(), r.strip()) for s, r in zip(sources, references)],
+                           args.input or "<stdin>", args.reference, *[range(1, len(sources) + 1)] * 2)
     hyps = translate_lines(model, tokenizers, sources, beam=1 if args.greedy else args.beam,
                            length_penalty=args.length_penalty, max_len_a=args.max_len_a, max_len_b=args.max_len_b,
                            max_src_tokens=args.max_src_tokens, max_tokens=args.max_tokens)
@@ -173,11 +210,7 @@ def translate_file(argv: list[str] | None = None) -> None:
             f.write(text)
     else:
         sys.stdout.write(text)
-    if args.reference:
-        references = read_lines(args.reference)
-        if not references or len(references) != len(hyps):
-            raise ValueError(f"--reference {args.reference} has {len(references)} lines; expected one reference "
-                             f"for each of the {len(hyps)} input lines (and at least one)")
+    if references is not None:
         s = score(hyps, references, tokenized=args.tokenized_bleu)
         print(f"BLEU {s['bleu']:.2f}  chrF {s['chrf']:.2f}  tokenized BLEU {s['tok_bleu']:.2f}", file=sys.stderr)
         print(f"{s['bleu_signature']}\n{s['chrf_signature']}", file=sys.stderr)
@@ -208,10 +241,30 @@ def paper_table(argv: list[str] | None = None) -> None:
         print(write_table(out_dir), flush=True)
 
 
+def text_lines(path: str) -> list[str]:
+    """The non-blank lines of interpret's ``texts=`` file; a missing or empty file (or one that is
+    not UTF-8 text) is an error naming the key and the path."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"texts={path}: no such file; expected a UTF-8 text file, one text a line")
+    text = read_text(path, "texts=: a UTF-8 text file, one text a line")
+    lines = [line.rstrip("\n") for line in io.StringIO(text, newline=None) if line.strip()]
+    if not lines:
+        raise ValueError(f"texts={path}: the file holds no text (no non-blank line); expected one text a line")
+    return lines
+
+
+def check_report_paths(cfg: DictConfig) -> None:
+    """What interpret reads and writes besides the checkpoints, checked before they are loaded."""
+    if Path(cfg.out_dir).exists() and not Path(cfg.out_dir).is_dir():
+        raise ValueError(f"out_dir={cfg.out_dir}: is a file; expected a folder for the report (made if missing)")
+    if cfg.texts is not None:
+        text_lines(cfg.texts)
+
+
 def read_texts(loaded, path: str | None, count: int) -> list:
     """``count`` texts: lines of ``path`` (MT: ``source<TAB>target``) or the run's test split."""
     if path is not None:
-        lines = [line.rstrip("\n") for line in open(path, encoding="utf-8") if line.strip()]
+        lines = text_lines(path)
         texts = [tuple(line.split("\t", 1)) if loaded.task == "mt" and "\t" in line else line for line in lines]
         return texts[:count]
     if loaded.task == "lm":
@@ -232,6 +285,10 @@ def interpret(argv: list[str] | None = None) -> None:
 
     argv = sys.argv[1:] if argv is None else argv
     cfg = compose_or_exit("interpret", argv)
+    try:
+        check_report_paths(cfg)
+    except (ValueError, FileNotFoundError) as error:
+        sys.exit(f"Error in the config: {error}")
     if not cfg.checkpoints:
         raise ValueError("checkpoints is empty: pass checkpoints=[path/best.pt,...]")
     torch.set_num_threads(int(cfg.threads))

@@ -107,6 +107,10 @@ class PaperTask:
             tasks.trainer(self.key)(compose_config(self.key, overrides), run_dir)
             path = run_dir / "best.pt"
         self.loaded = tasks.load(self.root / path, task=self.key)
+        cell = self.loaded.config.get("model", {}).get("cell")
+        if cell != kind:  # the table labels a model by its kind: the checkpoint must be one
+            raise ValueError(f"{self.key}.checkpoints.{kind}={path}: a checkpoint of model.cell={cell!r}, not "
+                             f"{kind!r}; give it as {self.key}.checkpoints.{cell}")
         return self.loaded.model, str(path)
 
     def evaluate(self, model) -> float:

@@ -79,6 +79,15 @@ class TaskModel:
         raise NotImplementedError
 
 
+def text_list(texts: Sequence, method: str) -> list:
+    """``texts`` as a list; a bare string is a ``TypeError`` (iterated, it would be one text per
+    character)."""
+    if isinstance(texts, (str, bytes)):
+        raise TypeError(f"{method} takes a list of texts, got a {type(texts).__name__} ({texts[:40]!r}); "
+                        "pass [text] for one text")
+    return list(texts)
+
+
 def _import(registry: dict[str, str], task: str):
     if task not in registry:
         raise ValueError(f"unknown task {task!r}; expected one of {sorted(registry)}")

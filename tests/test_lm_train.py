@@ -148,7 +148,7 @@ def test_checkpoint_holds_what_resume_needs_and_loads_weights_only(tiny_lm_confi
     assert lines[-1]["event"] == "final" and lines[-1]["test_ppl"] == result["test_ppl"]
     # learnt something: the untrained model (the same seed, no step) is near-uniform over the 300 words
     # (297 measured), 2 epochs bring the test perplexity to 55
-    untrained = train(tiny_lm_config("train.max_minutes=0.0", "eval.cache.enabled=false"), tmp_path / "untrained")
+    untrained = train(tiny_lm_config("train.max_minutes=1e-6", "eval.cache.enabled=false"), tmp_path / "untrained")
     assert untrained["steps"] == 0 and result["test_ppl"] < 0.5 * untrained["test_ppl"]
     rows = collect(tmp_path / "run")
     assert len(rows) == 1 and rows[0]["test_ppl"] == result["test_ppl"] and rows[0]["cell"] == "g2lstm"
@@ -203,11 +203,11 @@ def test_main_job_entry_point_prints_perplexities_and_run_folder(lm_corpus, tmp_
 
 
 def test_time_budget_stops_validates_and_evaluates(tiny_lm_config, tmp_path):
-    result = train(tiny_lm_config("train.max_minutes=0.0", "eval.cache.enabled=false"), tmp_path)
+    result = train(tiny_lm_config("train.max_minutes=1e-6", "eval.cache.enabled=false"), tmp_path)
     assert result["stopped"] == "max_minutes" and result["steps"] == 0
     assert (tmp_path / "best.pt").exists() and result["cache"] is None
     assert math.isfinite(result["test_ppl"])
-    again = train(tiny_lm_config("train.max_minutes=0.0", "eval.cache.enabled=false"), tmp_path)
+    again = train(tiny_lm_config("train.max_minutes=1e-6", "eval.cache.enabled=false"), tmp_path)
     assert again["steps"] == 0 and again["test_ppl"] == result["test_ppl"]  # spent budget: only re-evaluates
 
 

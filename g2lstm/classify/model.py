@@ -20,7 +20,7 @@ the ``nn.Embedding`` module (hooks fire; dropout follows in ``extract_features``
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -59,12 +59,17 @@ class RecurrentModelConfig:
 class ClassifierModelConfig(RecurrentModelConfig):
     """The schema of ``g2lstm/conf/classify/model``: the architecture (sizes come from the data)."""
 
+    tagger: ClassVar[bool] = False  # may pooling be 'none' (one output per token)? The classify schema: no
     bidirectional: bool = True
     pooling: str = "max"  # last | mean | max | none (one output per token)
 
     def __post_init__(self):
         super().__post_init__()
         config.one_of(self, "pooling", POOLINGS)
+        # a sentence classifier needs one vector per sentence: 'none' gives one per token (the transliterator's)
+        config.require(self, "pooling", lambda v: self.tagger or v != "none",
+                       f"a sentence pooling among {[p for p in POOLINGS if p != 'none']} ('none', one output per "
+                       "token, is the transliterator's)")
 
 
 @dataclass
@@ -72,6 +77,7 @@ class ClassifierConfig(ClassifierModelConfig):
     """The architecture with the sizes the data give: ``ClassifierConfig(vocab_size, num_classes,
     **model_config)`` (stored in checkpoints as ``model_config``)."""
 
+    tagger: ClassVar[bool] = True  # the architecture of the classifier and of the transliterator
     vocab_size: int
     num_classes: int
 

@@ -10,7 +10,7 @@ from g2lstm.classify.model import ClassifierConfig, RNNClassifier
 from g2lstm.data.sentiment import Example, LABELS, tokenize
 from g2lstm.data.symbols import SymbolTable
 from g2lstm.protocol import Batch
-from g2lstm.tasks import TaskModel
+from g2lstm.tasks import TaskModel, text_list
 
 
 class SequenceTask(TaskModel):
@@ -51,7 +51,7 @@ class ClassificationTask(SequenceTask):
         return cls(model, SymbolTable(state["symbols"]), state["config"], path, device)
 
     def encode(self, texts: Sequence[str], labels: Sequence[int] | None = None) -> Batch:
-        words = [tokenize(t) for t in texts]
+        words = [tokenize(t) for t in text_list(texts, "encode()")]
         tokens, lengths = self.table.batch(words)
         targets = torch.tensor(list(labels)) if labels is not None else None
         return Batch({"tokens": tokens, "lengths": lengths}, {"tokens": words}, targets).to(self.device)
@@ -59,7 +59,7 @@ class ClassificationTask(SequenceTask):
     @torch.no_grad()
     def predict(self, texts: Sequence[str]) -> list[str]:
         """The label name of each sentence."""
-        batch = self.encode(texts)
+        batch = self.encode(text_list(texts, "predict()"))
         logits = self.model(batch.inputs["tokens"], batch.inputs["lengths"])
         return [self.labels[i] for i in logits.argmax(-1).tolist()]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -75,6 +76,12 @@ def positive(obj: Any, *keys: str, optional: bool = False) -> None:
         require(obj, key, lambda v: v > 0, "a value > 0", optional)
 
 
+def finite_positive(obj: Any, *keys: str) -> None:
+    """A float > 0 that is not ``inf`` (a learning rate: ``inf`` passes ``> 0`` and ruins the first step)."""
+    for key in keys:
+        require(obj, key, lambda v: 0 < v < math.inf, "a finite value > 0")
+
+
 def at_least(obj: Any, low: float, *keys: str, optional: bool = False) -> None:
     for key in keys:
         require(obj, key, lambda v: v >= low, f"a value >= {low}", optional)
@@ -108,6 +115,30 @@ def check_device(obj: Any, key: str) -> None:
     require(obj, key, ok, "a torch device such as 'cpu', 'cuda' or 'cuda:1'")
 
 
+def missing_device(device) -> str | None:
+    """Why this machine cannot place tensors on ``device`` (a CUDA device without CUDA, or one
+    past the last GPU), or None when it can."""
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    if not torch.cuda.is_available():
+        return "torch.cuda.is_available() is False on this machine"
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        return f"this machine has {torch.cuda.device_count()} CUDA device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}"
+    return None
+
+
+def check_machine(cfg: DictConfig | dict) -> None:
+    """The config's ``device`` exists on this machine: :class:`ConfigValueError` naming it otherwise.
+    Apart from :func:`validate`'s value checks, so that a GPU experiment composes (and its docs are
+    checked) on a machine without one; run by the trainers and the Hydra entry points."""
+    device = cfg.get("device") if hasattr(cfg, "get") else None
+    if device is not None and (why := missing_device(device)):
+        raise ConfigValueError("device", device, f"a device of this machine, but {why}; use device=cpu")
+
+
 def all_of(obj: Any, key: str, ok: Callable[[Any], bool], expected: str) -> None:
     """Every item of the list ``obj.key`` passes ``ok``, and there is at least one."""
     require(obj, key, lambda items: len(items) > 0 and all(ok(v) for v in items), f"a non-empty list of {expected}")
@@ -121,7 +152,8 @@ def validate(cfg: DictConfig | dict, schema: type | None = None) -> None:
     raises :class:`ConfigValueError` naming the full key. Reads no data.
 
     A config that was not composed with ``schema`` (a plain dict, ``OmegaConf.create``) is first
-    merged into it, so that its types and keys are checked too (:class:`ConfigError`)."""
+    merged into it, so that its types and keys are checked too (:class:`ConfigError`). With ``schema``
+    (a trainer's check before it runs) :func:`check_machine` runs too."""
     if schema is not None and not (isinstance(cfg, DictConfig) and issubclass(OmegaConf.get_type(cfg) or dict, schema)):
         try:
             cfg = OmegaConf.merge(OmegaConf.structured(schema), cfg)
@@ -131,6 +163,8 @@ def validate(cfg: DictConfig | dict, schema: type | None = None) -> None:
     if missing:
         raise ConfigValueError(missing[0], MISSING, "a value: this key has no default (set it, e.g. on the command line)")
     _validate_node(cfg, "")
+    if schema is not None:
+        check_machine(cfg)
 
 
 def _validate_node(node: DictConfig, prefix: str) -> None:
@@ -170,6 +204,7 @@ def _validate_or_exit(config: DictConfig) -> None:
         task_cfg.pop("hydra", None)
     try:
         validate(task_cfg)
+        check_machine(task_cfg)
     except ConfigValueError as error:
         raise SystemExit(f"Error in the config: {error}") from None
 

@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 from g2lstm import config
 
+MAX_SEED = 2**32 - 1  # numpy.random.seed takes 0 .. 2**32 - 1
 SCHEDULABLE = ("tau", "noise_p")  # G2 options a trainer may change step by step
 SHAPES = ("linear", "exponential")
 
@@ -53,7 +54,7 @@ class RunConfig:
     def __post_init__(self):
         config.positive(self, "log_every", "checkpoint_every")
         config.positive(self, "max_steps", "saturation_every", optional=True)
-        config.at_least(self, 0, "max_minutes", optional=True)
+        config.positive(self, "max_minutes", optional=True)  # 0 would write an untrained model as the best
         config.require(self, "divergence_factor", lambda v: v > 1, "a factor > 1 (of the running average loss)",
                        optional=True)
 
@@ -74,8 +75,9 @@ class EpochTrainConfig(RunConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        config.positive(self, "batch_size", "eval_batch_size", "lr", "clip_norm", "max_epochs",
+        config.positive(self, "batch_size", "eval_batch_size", "clip_norm", "max_epochs",
                         "early_stop_patience", "saturation_examples")
+        config.finite_positive(self, "lr")
         config.at_least(self, 0, "eval_every")
 
 
@@ -89,7 +91,8 @@ class TaskConfig:
     threads: Optional[int] = 1  # torch.set_num_threads; null keeps torch's default
 
     def __post_init__(self):
-        config.check_device(self, "device")
+        config.require(self, "seed", lambda v: 0 <= v <= MAX_SEED, f"an integer in [0, {MAX_SEED}] (NumPy's seeds)")
+        config.check_device(self, "device")  # whether this machine has it: config.check_machine
         config.positive(self, "threads", optional=True)
 
 

@@ -36,15 +36,35 @@ def read_lines(path: str | Path) -> list[str]:
     return [line.rstrip("\r\n") for line in io.StringIO(text, newline="\n")]
 
 
-def read_parallel(src_path: str | Path, tgt_path: str | Path) -> list[Pair]:
-    """Zip two line-aligned files into pairs; different line counts are an error, not a truncation."""
+def read_parallel(src_path: str | Path, tgt_path: str | Path, evaluation: bool = False) -> list[Pair]:
+    """Zip two line-aligned files into pairs; different line counts are an error, not a truncation.
+
+    With ``evaluation`` (a valid or test split) a blank line on either side is an error naming the
+    file and line: it would be translated and scored as a sentence (training pairs with a blank side
+    are dropped by :func:`filter_pairs` instead)."""
     src, tgt = read_lines(src_path), read_lines(tgt_path)
     if len(src) != len(tgt):
         raise ValueError(
             f"parallel files must have the same number of lines: {src_path} has {len(src)}, "
             f"{tgt_path} has {len(tgt)}"
         )
-    return [(s.strip(), t.strip()) for s, t in zip(src, tgt)]
+    pairs = [(s.strip(), t.strip()) for s, t in zip(src, tgt)]
+    if evaluation:
+        lines = range(1, len(pairs) + 1)
+        refuse_blank_lines(pairs, src_path, tgt_path, lines, lines)
+    return pairs
+
+
+def refuse_blank_lines(pairs: Sequence[Pair], src_path, tgt_path, src_lines: Iterable[int],
+                       tgt_lines: Iterable[int]) -> None:
+    """An error naming the first blank side of an evaluation split's ``pairs`` (found at those lines
+    of their files)."""
+    for (s, t), src_line, tgt_line in zip(pairs, src_lines, tgt_lines):
+        if not s or not t:
+            blank, other = ((src_path, src_line), (tgt_path, tgt_line))[:: 1 if not s else -1]
+            raise ValueError(f"{blank[0]}:{blank[1]}: a blank line in an evaluation split (its pair is "
+                             f"{other[0]}:{other[1]}); expected a sentence on every line of the valid and test "
+                             f"files: remove the pair from both files")
 
 
 def _find(folder: Path, stem: str) -> Path | None:
@@ -54,11 +74,13 @@ def _find(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def folder_corpus(folder: str | Path, src: str, tgt: str, splits: Sequence[str] | None = None) -> Splits:
+def folder_corpus(folder: str | Path, src: str, tgt: str, splits: Sequence[str] | None = None,
+                  evaluation: Sequence[str] = ()) -> Splits:
     """Read ``{split}.{lang}`` (or ``{split}.{lang}.gz``) pairs from one folder.
 
     With ``splits=None`` every split that has both languages is read (``train``, ``valid``,
-    ``test``, ``val``, ``test_2016_flickr``, ...).
+    ``test``, ``val``, ``test_2016_flickr``, ...). The ``evaluation`` splits may hold no blank
+    line (:func:`read_parallel`).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -77,17 +99,17 @@ def folder_corpus(folder: str | Path, src: str, tgt: str, splits: Sequence[str] 
         src_path, tgt_path = _find(folder, f"{split}.{src}"), _find(folder, f"{split}.{tgt}")
         if src_path is None or tgt_path is None:
             raise FileNotFoundError(f"split {split!r} needs {split}.{src} and {split}.{tgt} (optionally .gz) in {folder}")
-        corpus[split] = read_parallel(src_path, tgt_path)
+        corpus[split] = read_parallel(src_path, tgt_path, evaluation=split in evaluation)
     return corpus
 
 
-def multi30k(src: str = "de", tgt: str = "en", root: str | Path | None = None) -> Splits:
+def multi30k(src: str = "de", tgt: str = "en", root: str | Path | None = None, evaluation: Sequence[str] = ()) -> Splits:
     """Multi30k task 1: train (29,000), val (1,014) and test_2016_flickr (1,000) sentence pairs."""
     for lang in (src, tgt):
         if lang not in MULTI30K_LANGS:
             raise ValueError(f"Multi30k languages are {MULTI30K_LANGS}, got {lang!r}")
     folder = Path(root) if root is not None else data_root() / "multi30k"
-    return folder_corpus(folder, src, tgt, MULTI30K_SPLITS)
+    return folder_corpus(folder, src, tgt, MULTI30K_SPLITS, evaluation)
 
 
 # --- raw IWSLT release ------------------------------------------------------------------------
@@ -98,15 +120,22 @@ _SEG = re.compile(r"<seg[^>]*>(.*)</seg>")
 def read_iwslt_raw(path: str | Path) -> list[str]:
     """Sentences of one raw IWSLT file: ``train.tags.*`` (lines not starting with ``<``) or a dev/test
     ``.xml`` file (the text inside ``<seg id=...>`` elements)."""
+    return [text for _, text in _iwslt_sentences(path)]
+
+
+def _iwslt_sentences(path: str | Path) -> list[tuple[int, str]]:
+    """``(line number, sentence)`` of each sentence of :func:`read_iwslt_raw`."""
     lines = read_lines(path)
     if str(path).endswith((".xml", ".xml.gz")):
-        return [m.group(1).strip() for line in lines if (m := _SEG.search(line))]
-    return [line.strip() for line in lines if not line.lstrip().startswith("<")]
+        return [(n, m.group(1).strip()) for n, line in enumerate(lines, 1) if (m := _SEG.search(line))]
+    return [(n, line.strip()) for n, line in enumerate(lines, 1) if not line.lstrip().startswith("<")]
 
 
-def iwslt_raw_corpus(folder: str | Path, src: str = "de", tgt: str = "en", year: int = 14) -> Splits:
+def iwslt_raw_corpus(folder: str | Path, src: str = "de", tgt: str = "en", year: int = 14,
+                     evaluation: Sequence[str] = ()) -> Splits:
     """The raw IWSLT{year} TED release: train from ``train.tags``, and each ``dev*``/``tst*`` xml set
-    as its own split (``dev2010``, ``tst2010``, ...)."""
+    as its own split (``dev2010``, ``tst2010``, ...). The ``evaluation`` splits may hold no empty
+    ``<seg>`` (:func:`read_parallel`)."""
     folder = Path(folder)
     pair = f"{src}-{tgt}"
     corpus: Splits = {}
@@ -116,7 +145,11 @@ def iwslt_raw_corpus(folder: str | Path, src: str = "de", tgt: str = "en", year:
     for p in sorted(folder.iterdir()):
         if m := pattern.match(p.name):
             other = folder / p.name.replace(f".{src}.xml", f".{tgt}.xml")
-            corpus[m.group(1)] = _zip_checked(read_iwslt_raw(p), read_iwslt_raw(other), p, other)
+            source, target = _iwslt_sentences(p), _iwslt_sentences(other)
+            pairs = _zip_checked([s for _, s in source], [t for _, t in target], p, other)
+            if m.group(1) in evaluation:
+                refuse_blank_lines(pairs, p, other, [n for n, _ in source], [n for n, _ in target])
+            corpus[m.group(1)] = pairs
     return corpus
 
 
@@ -235,21 +268,24 @@ class MTDataConfig:
 config.store(MTDataConfig, "mt_data_schema", group="data")
 
 
-def load_corpus(name: str, src: str, tgt: str, path: str | Path | None = None, **options) -> Splits:
-    """One entry point for the configs: ``name`` is ``multi30k``, ``folder``, ``iwslt_raw`` or ``bible``."""
+def load_corpus(name: str, src: str, tgt: str, path: str | Path | None = None, evaluation: Sequence[str] = (),
+                **options) -> Splits:
+    """One entry point for the configs: ``name`` is ``multi30k``, ``folder``, ``iwslt_raw`` or ``bible``;
+    the ``evaluation`` splits (valid and test) may hold no blank line (:func:`read_parallel`; the
+    Bible drops verses empty on either side)."""
     if name == "multi30k":
-        return multi30k(src, tgt, root=path)
+        return multi30k(src, tgt, root=path, evaluation=evaluation)
     if name == "folder":
         if path is None:
             raise ValueError("data name 'folder' needs data.path: a folder of {split}.{lang} files")
         root = Path(path)
         if not root.is_absolute() and not root.exists():
             root = data_root() / root
-        return folder_corpus(root, src, tgt, options.get("splits"))
+        return folder_corpus(root, src, tgt, options.get("splits"), evaluation)
     if name == "iwslt_raw":
         if path is None:
             raise ValueError("data name 'iwslt_raw' needs data.path: the unpacked IWSLT de-en folder")
-        return iwslt_raw_corpus(path, src, tgt, options.get("year", 14))
+        return iwslt_raw_corpus(path, src, tgt, options.get("year", 14), evaluation)
     if name == "bible":
         return bible_corpus(
             options.get("src_code", "e"),

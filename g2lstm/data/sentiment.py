@@ -18,6 +18,8 @@ shuffled with ``random.Random(seed)`` and cut 80 / 10 / 10 % into train / valid 
 
 from __future__ import annotations
 
+import io
+import math
 import random
 import re
 from dataclasses import dataclass, field
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import Optional
 
 from .. import config
-from . import data_root
+from . import data_root, read_text
 
 MOVIES = "movieReviewSnippets"
 OUT_OF_DOMAIN = ("tweets", "amazonReviewSnippets", "nytEditorialSnippets")
@@ -63,17 +65,23 @@ def sentiment_path(name: str = MOVIES, root: str | Path | None = None) -> Path:
     return folder / f"{name}_GroundTruth.txt"
 
 
+RATING_RANGE = (-4.0, 4.0)  # the mean of human judgements on the -4..4 scale
+
+
 def read_rated(path: str | Path) -> RatedSentences:
     """Read one ``id<TAB>rating<TAB>sentence`` file; zero ratings are dropped and counted.
 
-    Every malformed line is an error naming the file, the line number and what was expected.
+    Every malformed line is an error naming the file, the line number and what was expected: a
+    rating must be a finite number in :data:`RATING_RANGE`, and the file must hold sentences of
+    both polarities (one-class data would train a constant and score it as perfect).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"expected a rated-sentence file (id<TAB>rating<TAB>sentence) at {path}")
-    with open(path, encoding="utf-8", newline="") as f:
-        lines = f.read().splitlines()
+    content = read_text(path, "a UTF-8 file of id<TAB>rating<TAB>sentence lines")
+    lines = [line.rstrip("\n") for line in io.StringIO(content, newline=None)]  # CRLF ends; only line ends split
     examples, zero = [], 0
+    low, high = RATING_RANGE
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -87,6 +95,9 @@ def read_rated(path: str | Path) -> RatedSentences:
         except ValueError:
             raise ValueError(f"{path}, line {number}: expected a number as the rating (2nd field), "
                              f"found {rating_text!r}") from None
+        if not math.isfinite(rating) or not low <= rating <= high:
+            raise ValueError(f"{path}, line {number}: expected a rating (2nd field) in [{low:g}, {high:g}], "
+                             f"found {rating_text!r}")
         if not text.strip():
             raise ValueError(f"{path}, line {number}: expected a sentence in the 3rd field, found nothing")
         if rating == 0:
@@ -96,7 +107,15 @@ def read_rated(path: str | Path) -> RatedSentences:
     if not examples:
         raise ValueError(f"{path}: expected lines id<TAB>rating<TAB>sentence with non-zero ratings, found none "
                          f"({len(lines)} line(s), {zero} rated 0)")
+    _require_both_classes(examples, str(path))
     return RatedSentences(path, examples, zero)
+
+
+def _require_both_classes(examples: list[Example], where: str) -> None:
+    positive = sum(e.label for e in examples)
+    if positive in (0, len(examples)):
+        raise ValueError(f"{where}: expected sentences of both polarities (ratings > 0 and < 0), found "
+                         f"{positive} positive and {len(examples) - positive} negative")
 
 
 def split_examples(examples: list[Example], seed: int = SPLIT_SEED,
@@ -134,7 +153,10 @@ def load_sentiment(root: str | Path | None = None, seed: int = SPLIT_SEED,
                    out_of_domain: tuple[str, ...] | list[str] = ()) -> dict[str, list[Example]]:
     """The movie-review split (``train``, ``valid``, ``test``) plus each named out-of-domain set
     as a test split of its own (e.g. ``tweets``)."""
-    splits = split_examples(read_rated(sentiment_path(MOVIES, root)).examples, seed)
+    movies = sentiment_path(MOVIES, root)
+    splits = split_examples(read_rated(movies).examples, seed)
+    for name, examples in splits.items():
+        _require_both_classes(examples, f"{movies}, the {name} split of data.split_seed={seed}")
     for name in out_of_domain:
         splits[name] = read_rated(sentiment_path(name, root)).examples
     return splits

@@ -160,9 +160,9 @@ class TranslitDataConfig:
 
         config.all_of(self, "schemas", lambda name: name in SCHEMAS, f"romanisation schemas among {sorted(SCHEMAS)}")
         config.positive(self, "max_chars")
-        for key in ("valid_books", "test_books", "train_books"):
-            config.require(self, key, lambda books: all(1 <= b <= NUM_BOOKS for b in books),
-                           f"Bible book numbers in 1..{NUM_BOOKS}", optional=key == "train_books")
+        for key in ("valid_books", "test_books", "train_books"):  # an empty split would end in a crash
+            config.require(self, key, lambda books: len(books) > 0 and all(1 <= b <= NUM_BOOKS for b in books),
+                           f"a non-empty list of Bible book numbers in 1..{NUM_BOOKS}", optional=key == "train_books")
         config.require(self, "test_books", lambda books: not set(books) & set(self.valid_books),
                        "books not also in data.valid_books")
         config.require(self, "train_books", lambda books: not set(books) & {*self.valid_books, *self.test_books},

@@ -52,6 +52,7 @@ def integrated_gradients(
     """
     if n_steps < 1:
         raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+    _check_baselines(inputs, baselines)
     ig = IntegratedGradients(_scalar_per_example(forward))
     attributions, delta = ig.attribute(
         inputs,
@@ -62,6 +63,25 @@ def integrated_gradients(
         return_convergence_delta=True,
     )
     return attributions, delta
+
+
+def _check_baselines(inputs, baselines) -> None:
+    """Baselines Captum can pair with the inputs, or a ValueError saying which does not fit (Captum's
+    own check is an assertion without the shapes)."""
+    if baselines is None:
+        return
+    inputs = inputs if isinstance(inputs, tuple) else (inputs,)
+    baselines = baselines if isinstance(baselines, tuple) else (baselines,)
+    if len(baselines) != len(inputs):
+        raise ValueError(f"baselines: expected one per input ({len(inputs)}), got {len(baselines)}")
+    for k, (x, base) in enumerate(zip(inputs, baselines)):
+        if isinstance(base, (int, float)):
+            continue
+        if not isinstance(base, torch.Tensor):
+            raise ValueError(f"baselines[{k}]: expected a number or a tensor, got {type(base).__name__}")
+        if tuple(base.shape) not in (tuple(x.shape), (1, *x.shape[1:])):
+            raise ValueError(f"baselines[{k}]: expected a tensor of the input's shape {tuple(x.shape)} (or "
+                             f"{(1, *x.shape[1:])}, one baseline for every example), got shape {tuple(base.shape)}")
 
 
 def require_soft_gates(model: nn.Module) -> None:

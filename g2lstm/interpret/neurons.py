@@ -45,11 +45,23 @@ def hellinger(a: np.ndarray, b: np.ndarray, bins: int | str = "auto") -> float:
     a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
     if a.size == 0 or b.size == 0:
         raise ValueError(f"hellinger needs two non-empty samples; got sizes {a.size} and {b.size}")
+    for name, sample in (("a", a), ("b", b)):
+        _require_finite(sample, f"hellinger's sample {name}")
     n_bins = bin_count(a.size, b.size, bins)
     index = _bin_indices(np.concatenate([a, b])[:, None], n_bins)[:, 0]
     counts_a = np.bincount(index[: a.size], minlength=n_bins)
     counts_b = np.bincount(index[a.size :], minlength=n_bins)
     return float(_distance(counts_a, counts_b))
+
+
+def _require_finite(sample: np.ndarray, what: str) -> None:
+    """A NaN or inf would stretch (or void) the shared bins and give a distance of 0, calling the
+    unit indifferent: an error naming what holds them instead (raised, not a NaN distance, because
+    :func:`rank_neurons` sorts and tests the distances, where a NaN would pass unnoticed)."""
+    bad = ~np.isfinite(sample)
+    if bad.any():
+        raise ValueError(f"{what} holds {int(np.isnan(sample).sum())} NaN and {int(np.isinf(sample).sum())} infinite "
+                         f"value(s) of {sample.size} (the first at index {int(np.argmax(bad))}); expected finite values")
 
 
 class NeuronScore(NamedTuple):
@@ -86,6 +98,11 @@ def rank_neurons(
             "activations must be (samples, units) and in_group (samples,) booleans; got shapes "
             f"{activations.shape} and {in_group.shape} ({in_group.dtype})"
         )
+    bad_units = np.flatnonzero(~np.isfinite(activations).all(0))
+    if bad_units.size:
+        unit = int(bad_units[0])
+        more = f" (and {bad_units.size - 1} more units)" if bad_units.size > 1 else ""
+        _require_finite(activations[:, unit], f"rank_neurons' activations of unit {unit}{more}")
     n_a = int(in_group.sum())
     n_samples, n_units = activations.shape
     if n_a == 0 or n_a == n_samples:

@@ -11,7 +11,7 @@ from g2lstm.data.lm import Corpus, Vocab, tokenize
 from g2lstm.lm.evaluate import gate_data, perplexity
 from g2lstm.lm.model import AWDLSTM
 from g2lstm.protocol import Batch
-from g2lstm.tasks import TaskModel
+from g2lstm.tasks import TaskModel, text_list
 
 PRETOKENIZED = ("ptb", "wikitext")  # sources whose text is split on whitespace, not tokenized
 IGNORE = -100  # target of padding steps (cross_entropy's ignore_index)
@@ -44,7 +44,7 @@ class LanguageModelTask(TaskModel):
     def encode(self, texts: Sequence[str]) -> Batch:
         """``words`` (T, N) = ``<eos>`` + each sentence, padded with ``<eos>``; targets the next
         words then ``<eos>``, padding ``-100``; ``lengths`` (N,)."""
-        rows = [self.vocab.encode([self.words(t)]).tolist() for t in texts]  # words + <eos>
+        rows = [self.vocab.encode([self.words(t)]).tolist() for t in text_list(texts, "encode()")]  # words + <eos>
         steps = max(len(r) for r in rows)
         words = torch.full((steps, len(rows)), self.vocab.eos_id, dtype=torch.long)
         targets = torch.full((steps, len(rows)), IGNORE, dtype=torch.long)

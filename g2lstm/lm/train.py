@@ -65,7 +65,8 @@ class LMTrainConfig(RunConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        config.positive(self, "batch_size", "eval_batch_size", "bptt", "lr", "epochs", "nonmono")
+        config.positive(self, "batch_size", "eval_batch_size", "bptt", "epochs", "nonmono")
+        config.finite_positive(self, "lr")
         config.at_least(self, 0, "clip", "wdecay", "alpha", "beta", "finetune_epochs")
         config.positive(self, "saturation_tokens")
 

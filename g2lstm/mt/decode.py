@@ -9,6 +9,7 @@ import torch
 
 from .batching import source_batch, token_batches
 from .model import Seq2Seq
+from ..tasks import text_list
 from .tokenizer import BOS, EOS, Tokenizers
 
 
@@ -121,6 +122,7 @@ def translate(
     Empty (or whitespace-only) lines give empty translations without touching the model; source
     lines longer than ``max_src_tokens`` subwords are cut to that length with a warning.
     """
+    sentences = text_list(sentences, "translate()")
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device

@@ -11,7 +11,7 @@ from g2lstm.mt.evaluate import bleu_of
 from g2lstm.mt.model import Seq2Seq
 from g2lstm.mt.tokenizer import Tokenizers
 from g2lstm.protocol import Batch
-from g2lstm.tasks import TaskModel
+from g2lstm.tasks import TaskModel, text_list
 
 
 class TranslationTask(TaskModel):
@@ -34,7 +34,7 @@ class TranslationTask(TaskModel):
     def encode(self, texts: Sequence) -> Batch:
         """``src`` (B, S) + EOS, ``src_lengths``; with targets also ``tgt_in`` (BOS + y) and
         targets ``tgt_out`` (y + EOS, padding 0)."""
-        pairs = [t if isinstance(t, (tuple, list)) else (t, None) for t in texts]
+        pairs = [t if isinstance(t, (tuple, list)) else (t, None) for t in text_list(texts, "encode()")]
         src_ids = self.tokenizers.src.encode([s for s, _ in pairs])
         pieces = self.tokenizers.src.sp.id_to_piece
         if any(t is None for _, t in pairs):

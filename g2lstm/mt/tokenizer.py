@@ -7,6 +7,7 @@ The serialized model travels inside the checkpoint (plain ``bytes`` load with
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -16,6 +17,12 @@ from .. import config
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 MODEL_TYPES = ("bpe", "unigram", "char", "word")
+SPECIALS = 4  # pad, unk, bos, eos
+# sentencepiece's smallest vocabularies: bpe and unigram keep every character (and the word
+# boundary '▁') as a piece, so they need the specials, '▁' and one character at least (more on
+# real data: see train_tokenizer); char and word need one piece besides the specials
+MIN_VOCAB = {"bpe": SPECIALS + 2, "unigram": SPECIALS + 2, "char": SPECIALS + 1, "word": SPECIALS + 1}
+MIN_COVERAGE = 0.98  # sentencepiece refuses a smaller character_coverage
 
 
 @dataclass
@@ -28,9 +35,14 @@ class TokenizerConfig:
     character_coverage: float = 1.0
 
     def __post_init__(self):
-        config.require(self, "vocab_size", lambda v: v >= 5, "a vocabulary size >= 5 (4 special pieces and a word)")
         config.one_of(self, "model_type", MODEL_TYPES)
-        config.require(self, "character_coverage", lambda v: 0 < v <= 1, "a share in (0, 1]")
+        least = MIN_VOCAB[self.model_type]
+        config.require(self, "vocab_size", lambda v: v >= least,
+                       f"a vocabulary size >= {least} for model_type={self.model_type} (4 special pieces and "
+                       + ("the word boundary and a character; in practice 4 + the characters of the training split)"
+                          if self.model_type in ("bpe", "unigram") else "a piece)"))
+        config.require(self, "character_coverage", lambda v: MIN_COVERAGE <= v <= 1,
+                       f"a share in [{MIN_COVERAGE}, 1] (sentencepiece's range)")
 
 
 class Tokenizer:
@@ -70,19 +82,28 @@ def train_tokenizer(
     if not sentences:
         raise ValueError("cannot train a tokenizer on an empty training split")
     buffer = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(sentences),
-        model_writer=buffer,
-        vocab_size=vocab_size,
-        model_type=model_type,
-        character_coverage=character_coverage,
-        pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS,
-        hard_vocab_limit=False,
-        input_sentence_size=seed_sentences,
-        shuffle_input_sentence=True,
-        num_threads=1,
-        minloglevel=2,
-    )
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(sentences),
+            model_writer=buffer,
+            vocab_size=vocab_size,
+            model_type=model_type,
+            character_coverage=character_coverage,
+            pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS,
+            hard_vocab_limit=False,
+            input_sentence_size=seed_sentences,
+            shuffle_input_sentence=True,
+            num_threads=1,
+            minloglevel=2,
+        )
+    except RuntimeError as error:  # the one limit that depends on the data: every character is a piece
+        needed = re.search(r"smaller than required_chars\. \d+ vs (\d+)", str(error))
+        if needed is None:
+            raise
+        raise ValueError(f"data.tokenizer.vocab_size={vocab_size} is too small for this training split: a "
+                         f"{model_type} model of it needs at least {needed.group(1)} pieces ({SPECIALS} special "
+                         f"pieces and its {int(needed.group(1)) - SPECIALS} characters, the word boundary '▁' "
+                         f"among them); expected data.tokenizer.vocab_size >= {needed.group(1)}") from None
     return Tokenizer(buffer.getvalue())
 
 

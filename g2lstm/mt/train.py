@@ -67,11 +67,15 @@ class MTTrainConfig(RunConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        config.positive(self, "max_tokens", "lr", "decay_patience", "early_stop_patience", "clip_norm",
+        config.positive(self, "max_tokens", "decay_patience", "early_stop_patience", "clip_norm",
                         "max_epochs", "valid_beam")
+        config.finite_positive(self, "lr")
         config.require(self, "betas", lambda b: len(b) == 2 and all(0 <= x < 1 for x in b),
                        "two Adam betas in [0, 1)")
         config.at_least(self, 0, "warmup_steps", "min_lr", "eval_every")
+        # training stops once the learning rate falls below min_lr: above lr, at the first validation
+        config.require(self, "min_lr", lambda v: v <= self.lr, f"a value <= train.lr={self.lr} (training stops "
+                       "once the learning rate falls below it)")
         config.require(self, "lr_decay", lambda v: 0 < v <= 1, "a factor in (0, 1]")
         config.require(self, "label_smoothing", lambda v: 0 <= v < 1, "a probability in [0, 1)")
         config.positive(self, "saturation_pairs")
@@ -102,6 +106,12 @@ class MTConfig(TaskConfig):
     train: MTTrainConfig = MISSING
     eval: MTEvalConfig = field(default_factory=MTEvalConfig)
 
+    def __post_init__(self):
+        super().__post_init__()
+        if self.model.share_embeddings and not self.data.tokenizer.joint:  # one table cannot serve two vocabularies
+            raise config.ConfigValueError("model.share_embeddings", True, "false with separate vocabularies "
+                                          "(data.tokenizer.joint=false); set data.tokenizer.joint=true to share")
+
 
 config.store(MTTrainConfig, "mt_train_schema", group="train")
 config.store(MTConfig, "mt_schema")
@@ -122,10 +132,12 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Se
 
 
 def build_data(cfg: dict) -> dict[str, list[tuple[str, str]]]:
-    """{'train', 'valid', 'test'} pairs; length and ratio filters apply to the training split only."""
+    """{'train', 'valid', 'test'} pairs; length and ratio filters apply to the training split only, and
+    a blank line in the valid or test files is refused (:func:`g2lstm.data.mt.read_parallel`)."""
     d = cfg["data"]
-    corpus = load_corpus(d["name"], d["src"], d["tgt"], d.get("path"), **d.get("options", {}))
     names = d["splits"]
+    corpus = load_corpus(d["name"], d["src"], d["tgt"], d.get("path"), evaluation=(names["valid"], names["test"]),
+                         **d.get("options", {}))
     for role, split in names.items():
         if split not in corpus:
             raise KeyError(f"data.splits.{role} is {split!r}, but the corpus has splits {sorted(corpus)}")

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..config import missing_device
+
 LAST, BEST, PREVIOUS = "last.pt", "best.pt", "last.prev.pt"
 
 
@@ -56,10 +58,22 @@ def _remove(path: str) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint written by :func:`save_checkpoint` without unpickling arbitrary code."""
+    """Load a checkpoint written by :func:`save_checkpoint` without unpickling arbitrary code.
+
+    A device this machine lacks is a ``ValueError`` naming it, before the file is read: torch's own
+    error would read as a damaged file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
+    if isinstance(map_location, (str, torch.device)):
+        try:
+            why = missing_device(map_location)
+        except RuntimeError:
+            raise ValueError(f"cannot load {path} onto device {str(map_location)!r}: expected a torch device "
+                             "such as 'cpu', 'cuda' or 'cuda:1'") from None
+        if why:
+            raise ValueError(f"cannot load {path} onto device {str(map_location)!r}: {why}; load it with "
+                             "device='cpu'")
     way_on = ("Load another checkpoint of the run (best.pt or last.pt), or start its run folder afresh "
               "with train.resume=false (the files there are kept in previous-N/ inside it)")
     if path.stat().st_size == 0:

@@ -11,6 +11,7 @@ from g2lstm.classify.task import SequenceTask
 from g2lstm.data.symbols import SymbolTable
 from g2lstm.data.translit import PLACEHOLDER, Aligned
 from g2lstm.protocol import Batch
+from g2lstm.tasks import text_list
 from g2lstm.translit.model import Transliterator
 
 
@@ -33,13 +34,14 @@ class TransliterationTask(SequenceTask):
                    state["config"], path, device)
 
     def encode(self, texts: Sequence[str]) -> Batch:
-        chars = [list(t.lower()) for t in texts]
+        chars = [list(t.lower()) for t in text_list(texts, "encode()")]
         tokens, lengths = self.inputs.batch(chars)
         return Batch({"tokens": tokens, "lengths": lengths}, {"tokens": chars}).to(self.device)
 
     @torch.no_grad()
     def transliterate(self, texts: Sequence[str]) -> list[str]:
         """The Cyrillic reading of each Latin text (placeholders dropped)."""
+        texts = text_list(texts, "transliterate()")
         batch = self.encode(texts)
         predicted = self.model(batch.inputs["tokens"], batch.inputs["lengths"]).argmax(-1).tolist()
         return ["".join(s for s in self.outputs.decode(row[:len(text)]) if s != PLACEHOLDER)
