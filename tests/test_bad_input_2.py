@@ -425,3 +425,12 @@ def test_results_json_carries_each_evaluated_sets_majority_baseline(tmp_path):
     assert train_positive > 0.5 and tweets["train_majority_accuracy"] == pytest.approx(0.8)  # both mostly positive
     share = sum(e.label for e in splits["test"]) / len(splits["test"])
     assert saved["majority_accuracy"] == pytest.approx(max(share, 1 - share)) == result["majority_accuracy"]
+
+
+@pytest.mark.parametrize("root", ["lm", "mt", "classify", "translit"])
+def test_a_misspelt_experiment_is_refused_not_ignored(root):
+    from g2lstm.config import ConfigError, compose_config
+
+    with pytest.raises(ConfigError, match=r"Could not find 'experiment/no_such_experiment'"):
+        compose_config(root, ["experiment=no_such_experiment"])
+    assert "experiment" not in compose_config(root, [])  # no experiment: the defaults, as before
