@@ -162,6 +162,24 @@ OUT_OF_RANGE = [  # (root, overrides, message start, what is expected)
     ("interpret", ["neurons.alpha=0"], "neurons.alpha=0.0", "(0, 1]"),
     ("interpret", ["attribution.n_steps=0"], "attribution.n_steps=0", "> 0"),
     ("interpret", ["max_texts=0"], "max_texts=0", "> 0"),
+    # values the schemas used to accept and the trainers then crashed on or misread (docs/reliability.md)
+  # (root, overrides, message start, what is expected)
+    ("lm", ["seed=-1"], "seed=-1", "an integer in [0, 4294967295]"),
+    ("classify", ["seed=4294967296"], "seed=4294967296", "an integer in [0, 4294967295]"),
+    ("lm", ["train.lr=inf"], "train.lr=inf", "a finite value > 0"),
+    ("mt", ["train.lr=inf"], "train.lr=inf", "a finite value > 0"),
+    ("classify", ["train.lr=inf"], "train.lr=inf", "a finite value > 0"),
+    ("translit", ["train.lr=inf"], "train.lr=inf", "a finite value > 0"),
+    ("classify", ["model.pooling=none"], "model.pooling='none'", "a sentence pooling among ['last', 'mean', 'max']"),
+    ("translit", ["data.train_books=[]"], "data.train_books=[]", "a non-empty list of Bible book numbers in 1..66, or null"),
+    ("translit", ["data.valid_books=[]"], "data.valid_books=[]", "a non-empty list of Bible book numbers"),
+    ("mt", ["data.tokenizer.vocab_size=5"], "data.tokenizer.vocab_size=5", "a vocabulary size >= 6 for model_type=bpe"),
+    ("mt", ["data.tokenizer.character_coverage=0.9"], "data.tokenizer.character_coverage=0.9", "[0.98, 1]"),
+    ("mt", ["model.share_embeddings=true", "data.tokenizer.joint=false"], "model.share_embeddings=True",
+     "false with separate vocabularies (data.tokenizer.joint=false)"),
+    ("mt", ["train.min_lr=0.01"], "train.min_lr=0.01", "a value <= train.lr=0.001"),
+    ("lm", ["train.max_minutes=0"], "train.max_minutes=0.0", "a value > 0, or null"),
+    ("classify", ["train.max_minutes=0"], "train.max_minutes=0.0", "a value > 0, or null"),
 ]
 
 
