@@ -75,6 +75,15 @@ def positive(obj: Any, *keys: str, optional: bool = False) -> None:
         require(obj, key, lambda v: v > 0, "a value > 0", optional)
 
 
+MAX_SEED = 2**32 - 1  # numpy.random.seed and default_rng take 0 .. 2**32 - 1
+
+
+def seed(obj: Any, *keys: str) -> None:
+    """A seed every generator of the package takes (NumPy's range; torch takes more)."""
+    for key in keys:
+        require(obj, key, lambda v: 0 <= v <= MAX_SEED, f"an integer in [0, {MAX_SEED}] (NumPy's seeds)")
+
+
 def finite_positive(obj: Any, *keys: str) -> None:
     """A float > 0 that is not ``inf`` (a learning rate: ``inf`` passes ``> 0`` and ruins the first step)."""
     for key in keys:
