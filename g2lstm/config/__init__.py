@@ -133,8 +133,9 @@ def missing_device(device) -> str | None:
         return None
     if not torch.cuda.is_available():
         return "torch.cuda.is_available() is False on this machine"
-    if device.index is not None and device.index >= torch.cuda.device_count():
-        return f"this machine has {torch.cuda.device_count()} CUDA device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}"
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        return f"this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
     return None
 
 
@@ -142,7 +143,7 @@ def check_machine(cfg: DictConfig | dict) -> None:
     """The config's ``device`` exists on this machine: :class:`ConfigValueError` naming it otherwise.
     Apart from :func:`validate`'s value checks, so that a GPU experiment composes (and its docs are
     checked) on a machine without one; run by the trainers and the Hydra entry points."""
-    device = cfg.get("device") if hasattr(cfg, "get") else None
+    device = cfg.get("device")
     if device is not None and (why := missing_device(device)):
         raise ConfigValueError("device", device, f"a device of this machine, but {why}; use device=cpu")
 

@@ -36,7 +36,8 @@ class Schedules:
     def __post_init__(self):
         for option in SCHEDULABLE:
             config.require(self, option, lambda v: _is_schedule(v, option),
-                           f"{{end, steps > 0, shape in {list(SHAPES)}}} with end {END_RANGES[option][0]}", optional=True)
+                           f"{{end, steps > 0, shape in {list(SHAPES)}}} with end {END_RANGES[option][0]}",
+                           optional=True)
 
 
 @dataclass
