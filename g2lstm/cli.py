@@ -155,7 +155,7 @@ def positive_int(text: str) -> int:
     return value
 
 
-def _refuse_overwriting(output: str | None, **inputs: str | None) -> None:
+def _refuse_overwriting(output: str | None, inputs: dict[str, str | None]) -> None:
     """``--output`` must not be one of the files read: it would be truncated before it is read, or
     a checkpoint replaced by translations."""
     if output is None:
@@ -189,10 +189,14 @@ def translate_file(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=positive_int, default=1)
     args = p.parse_args(argv)
 
-    _refuse_overwriting(args.output, checkpoint=args.checkpoint, **{"--input": args.input, "--reference": args.reference})
+    _refuse_overwriting(args.output, {"checkpoint": args.checkpoint, "--input": args.input,
+                                      "--reference": args.reference})
     torch.set_num_threads(args.threads)
     model, tokenizers, _ = load_model(args.checkpoint, args.device)
-    sources = read_lines(args.input) if args.input else [line.rstrip("\r\n") for line in io.StringIO(checked_text(sys.stdin.read(), "<stdin>"), newline="\n")]
+    if args.input:
+        sources = read_lines(args.input)
+    else:  # as read_lines reads a file
+        sources = [line.rstrip("\r\n") for line in io.StringIO(checked_text(sys.stdin.read(), "<stdin>"), newline="\n")]
     references = None
     if args.reference:  # read before the output is written; scored pairs may not be blank
         references = read_lines(args.reference)

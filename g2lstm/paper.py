@@ -82,6 +82,7 @@ class PaperConfig:
         config.all_of(self, "tasks", lambda t: t in configured, f"tasks with a config group among {configured}")
         config.all_of(self, "models", lambda m: m in CELLS, f"model kinds among {list(CELLS)}")
         config.positive(self, "threads")
+        config.seed(self, "seed")
 
 
 config.store(PaperConfig, "paper_schema")

@@ -178,6 +178,12 @@ OUT_OF_RANGE = [  # (root, overrides, message start, what is expected)
     ("mt", ["model.share_embeddings=true", "data.tokenizer.joint=false"], "model.share_embeddings=True",
      "false with separate vocabularies (data.tokenizer.joint=false)"),
     ("mt", ["train.min_lr=0.01"], "train.min_lr=0.01", "a value <= train.lr=0.001"),
+    ("paper", ["seed=-1"], "seed=-1", "an integer in [0, 4294967295]"),
+    ("interpret", ["neurons.seed=-1"], "neurons.seed=-1", "an integer in [0, 4294967295]"),
+    ("lm", ["train.schedules.tau={end: 0, steps: 10, shape: linear}"],
+     "train.schedules.tau={'end': 0, 'steps': 10, 'shape': 'linear'}", "with end > 0"),
+    ("classify", ["train.schedules.noise_p={end: 2, steps: 10, shape: linear}"],
+     "train.schedules.noise_p={'end': 2, 'steps': 10, 'shape': 'linear'}", "with end in [0, 1]"),
     ("lm", ["train.max_minutes=0"], "train.max_minutes=0.0", "a value > 0, or null"),
     ("classify", ["train.max_minutes=0"], "train.max_minutes=0.0", "a value > 0, or null"),
 ]

@@ -76,6 +76,15 @@ def positive(obj: Any, *keys: str, optional: bool = False) -> None:
         require(obj, key, lambda v: v > 0, "a value > 0", optional)
 
 
+MAX_SEED = 2**32 - 1  # numpy.random.seed and default_rng take 0 .. 2**32 - 1
+
+
+def seed(obj: Any, *keys: str) -> None:
+    """A seed every generator of the package takes (NumPy's range; torch takes more)."""
+    for key in keys:
+        require(obj, key, lambda v: 0 <= v <= MAX_SEED, f"an integer in [0, {MAX_SEED}] (NumPy's seeds)")
+
+
 def finite_positive(obj: Any, *keys: str) -> None:
     """A float > 0 that is not ``inf`` (a learning rate: ``inf`` passes ``> 0`` and ruins the first step)."""
     for key in keys:
@@ -125,8 +134,9 @@ def missing_device(device) -> str | None:
         return None
     if not torch.cuda.is_available():
         return "torch.cuda.is_available() is False on this machine"
-    if device.index is not None and device.index >= torch.cuda.device_count():
-        return f"this machine has {torch.cuda.device_count()} CUDA device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}"
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        return f"this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
     return None
 
 
@@ -134,7 +144,7 @@ def check_machine(cfg: DictConfig | dict) -> None:
     """The config's ``device`` exists on this machine: :class:`ConfigValueError` naming it otherwise.
     Apart from :func:`validate`'s value checks, so that a GPU experiment composes (and its docs are
     checked) on a machine without one; run by the trainers and the Hydra entry points."""
-    device = cfg.get("device") if hasattr(cfg, "get") else None
+    device = cfg.get("device")
     if device is not None and (why := missing_device(device)):
         raise ConfigValueError("device", device, f"a device of this machine, but {why}; use device=cpu")
 

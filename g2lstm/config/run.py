@@ -6,19 +6,22 @@ Each trainer's own schemas extend these (``LMTrainConfig(RunConfig)``, ``MTConfi
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from g2lstm import config
 
-MAX_SEED = 2**32 - 1  # numpy.random.seed takes 0 .. 2**32 - 1
 SCHEDULABLE = ("tau", "noise_p")  # G2 options a trainer may change step by step
 SHAPES = ("linear", "exponential")
+# the values each option takes (G2LSTM refuses others, at the step the schedule reaches them)
+END_RANGES = {"tau": ("> 0", lambda v: 0 < v < math.inf), "noise_p": ("in [0, 1]", lambda v: 0 <= v <= 1)}
 
 
-def _is_schedule(value: Any) -> bool:
+def _is_schedule(value: Any, option: str | None = None) -> bool:
     return (isinstance(value, dict) and set(value) == {"end", "steps", "shape"} and value["steps"] > 0
-            and value["shape"] in SHAPES)
+            and value["shape"] in SHAPES and (option is None or isinstance(value["end"], (int, float))
+                                              and END_RANGES[option][1](value["end"])))
 
 
 @dataclass
@@ -32,7 +35,9 @@ class Schedules:
 
     def __post_init__(self):
         for option in SCHEDULABLE:
-            config.require(self, option, _is_schedule, f"{{end, steps > 0, shape in {list(SHAPES)}}}", optional=True)
+            config.require(self, option, lambda v: _is_schedule(v, option),
+                           f"{{end, steps > 0, shape in {list(SHAPES)}}} with end {END_RANGES[option][0]}",
+                           optional=True)
 
 
 @dataclass
@@ -91,7 +96,7 @@ class TaskConfig:
     threads: Optional[int] = 1  # torch.set_num_threads; null keeps torch's default
 
     def __post_init__(self):
-        config.require(self, "seed", lambda v: 0 <= v <= MAX_SEED, f"an integer in [0, {MAX_SEED}] (NumPy's seeds)")
+        config.seed(self, "seed")
         config.check_device(self, "device")  # whether this machine has it: config.check_machine
         config.positive(self, "threads", optional=True)
 

@@ -40,6 +40,7 @@ class InterpretConfig:
 
     def __post_init__(self):
         config.positive(self, "max_texts", "threads", "batch_size")
+        config.seed(self, "seed")
 
 
 config.store(InterpretConfig, "interpret_schema")

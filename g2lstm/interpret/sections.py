@@ -74,6 +74,7 @@ class RNNVisConfig(SectionConfig):
         config.positive(self, "top_k", "n_clusters")
         config.one_of(self, "mode", CO_CLUSTER_MODES)
         config.at_least(self, 0, "sparse_below")
+        config.seed(self, "seed")
 
 
 @dataclass
@@ -92,6 +93,7 @@ class NeuronsConfig(SectionConfig):
         config.all_of(self, "internals", lambda s: s in FIELDS, f"recorded internals among {list(FIELDS)}")
         config.require(self, "alpha", lambda v: 0 < v <= 1, "a significance level in (0, 1]")
         config.at_least(self, 0, "views")
+        config.seed(self, "seed")
 
 
 @dataclass
@@ -107,6 +109,7 @@ class InformationConfig(SectionConfig):
     def __post_init__(self):
         config.positive(self, "max_texts", "lam", "scale", "steps", "draws")
         config.at_least(self, 0, "views")
+        config.seed(self, "seed")
 
 
 GATE_FIELDS = {"input": "i", "forget": "f", "cell": "g", "output": "o"}
