@@ -6,10 +6,14 @@
     >>> t.f[t.mask].mean()          # mean forget gate over the real steps of that direction
 
 While :func:`record` is active, every call of an ``nn.LSTM`` or ``G2LSTM`` inside the model is
-computed a second time with the pure-PyTorch reference (:mod:`g2lstm.reference`), recording every
-step, from the same random-number state: a G2LSTM in training draws the same gate noise, weight
-drop and inter-layer dropout, so the recorded values are those the module used. The recomputed
-output is compared with the module's own and a mismatch is an error naming the layer.
+computed a second time, recording every step, from the same random-number state: a G2LSTM in
+training draws the same gate noise, weight drop and inter-layer dropout, so the recorded values
+are those the module used. The recomputed outputs, final states included, are compared with the
+module's own and a mismatch is an error naming the layer. Without gradients on the CPU (float32,
+float64) the recomputation is the C++ op's fused forward (:mod:`g2lstm.kernels.cpu`), whose gates
+and states saved for its backward are the record: a traced forward costs about one more forward of
+the LSTM layers (``benchmarks/bench_trace.py``). Otherwise (``grad=True``, CUDA, other dtypes) it
+is the pure-PyTorch reference (:mod:`g2lstm.reference`), whose steps autograd can differentiate.
 
 With ``grad=False`` (default) the model's results are the module's own and the trace holds
 detached tensors. With ``grad=True`` each module returns the recomputed output, so gradients flow
