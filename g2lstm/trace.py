@@ -40,7 +40,6 @@ from torch.nn.utils.rnn import PackedSequence
 from . import kernels
 from .inputs import normalize
 from .kernels import cpu
-from .kernels.common import check_direction_args
 from .protocol import lstm_layers
 from .reference import GATE_NAMES, StepRecord, lstm_direction, step_mask
 from .rnn import gate_spec_of, run_layers
@@ -136,17 +135,8 @@ def _recorded_by_cpu_op(x_proj, h0, c0, w_hh, w_hr, spec, training, noise=None, 
     forward instead of the reference's per-step Python loop. Only without gradients: the op's
     saved tensors are not differentiable outputs.
     """
-    check_direction_args(x_proj, h0, c0, w_hh, w_hr, lengths)
-    dtype = x_proj.dtype
-    h0, c0, w_hh = h0.to(dtype), c0.to(dtype), w_hh.to(dtype)
-    w_hr = None if w_hr is None else w_hr.to(dtype)
-    if lengths is not None:
-        lengths = lengths.to(device="cpu", dtype=torch.int64)
-    seed, stream, p, mode, row_offset, global_batch = (None, 0, 1.0, "step", 0, None) if noise is None else (
-        noise.seed, noise.stream, noise.p, noise.mode, noise.row_offset, noise.global_batch)
-    out, h_n, c_n, gates, cs, hs = cpu.cpu_direction(
-        x_proj, h0, c0, w_hh, w_hr, lengths, reverse, spec.gates, spec.tau, list(spec.stochastic),
-        spec.eval_gates, training, seed, stream, p, mode, row_offset, global_batch, True)
+    out, h_n, c_n, gates, cs, hs = cpu.run_op(x_proj, h0, c0, w_hh, w_hr, spec, training, noise, lengths, reverse,
+                                              save=True)
     steps = x_proj.shape[0]
     # slot t of cs / hs is the state entering step t of a forward pass, leaving it in a reverse one
     states = slice(0, steps) if reverse else slice(1, steps + 1)

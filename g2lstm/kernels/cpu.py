@@ -313,17 +313,23 @@ def lstm_direction(x_proj, h0, c0, w_hh, w_hr, spec, training, noise=None, lengt
     reason = unsupported("cpu", x_proj.device, x_proj.dtype, record)
     if reason is not None:
         raise ValueError(f"the C++ CPU kernel cannot run {reason}")
+    save = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x_proj, h0, c0, w_hh, w_hr))
+    out, h_n, c_n, *_ = run_op(x_proj, h0, c0, w_hh, w_hr, spec, training, noise, lengths, reverse, save)
+    return out, h_n, c_n
+
+
+def run_op(x_proj, h0, c0, w_hh, w_hr, spec, training, noise, lengths, reverse, save):
+    """The C++ op on one layer direction, its arguments checked and laid out as it takes them;
+    returns all it returns: ``(out, h_n, c_n, gates, cs, hs)``, the last three kept only with
+    ``save`` (for the backward, or as :mod:`g2lstm.trace`'s record)."""
     check_direction_args(x_proj, h0, c0, w_hh, w_hr, lengths)
     dtype = x_proj.dtype
     h0, c0, w_hh = h0.to(dtype), c0.to(dtype), w_hh.to(dtype)
     w_hr = None if w_hr is None else w_hr.to(dtype)
     if lengths is not None:
         lengths = lengths.to(device="cpu", dtype=torch.int64)
-    save = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (x_proj, h0, c0, w_hh, w_hr))
     seed, stream, p, mode, row_offset, global_batch = (None, 0, 1.0, "step", 0, None) if noise is None else (
         noise.seed, noise.stream, noise.p, noise.mode, noise.row_offset, noise.global_batch)
-    out, h_n, c_n, *_ = cpu_direction(
-        x_proj, h0, c0, w_hh, w_hr, lengths, reverse, spec.gates, spec.tau, list(spec.stochastic),
-        spec.eval_gates, training, seed, stream, p, mode, row_offset, global_batch, save)
-    return out, h_n, c_n
+    return cpu_direction(x_proj, h0, c0, w_hh, w_hr, lengths, reverse, spec.gates, spec.tau, list(spec.stochastic),
+                         spec.eval_gates, training, seed, stream, p, mode, row_offset, global_batch, save)
