@@ -265,25 +265,24 @@ def check_report_paths(cfg: DictConfig) -> None:
         text_lines(cfg.texts)
 
 
-def read_texts(loaded, path: str | None, count: int) -> list:
-    """``count`` texts: lines of ``path`` (MT: ``source<TAB>target``) or the run's test split."""
+def read_texts(loaded, path: str | None, count: int) -> tuple[list, list | None]:
+    """``(texts, references)``: ``count`` lines of ``path`` (MT: ``source<TAB>target``) and no
+    references, or the run's test split as the explorer reads it
+    (:func:`g2lstm.explore.texts.split_texts`: with the gold labels or output symbols)."""
+    from g2lstm.explore.texts import split_texts
+
     if path is not None:
         lines = text_lines(path)
         texts = [tuple(line.split("\t", 1)) if loaded.task == "mt" and "\t" in line else line for line in lines]
-        return texts[:count]
-    if loaded.task == "lm":
-        return [" ".join(tokens[:-1]) for tokens, *_ in loaded.labelled_sentences(count)]
-    if loaded.task == "mt":
-        return list(loaded.data["test"][:count])
-    if hasattr(loaded, "test_texts"):  # classify, translit
-        return loaded.test_texts()[:count]
-    raise ValueError(f"task {loaded.task!r} has no default texts here: pass texts=<file>")
+        return texts[:count], None
+    return split_texts(loaded, "test", count)
 
 
 @exits_on_user_errors
 def interpret(argv: list[str] | None = None) -> None:
     """The interpretability report on trained models of one task, side by side (docs/interpret.md):
-    ``out_dir/report.md`` and ``report.json``; paths are relative to the current directory."""
+    ``out_dir/report.md``, ``report.json`` and the explorer page ``explore.html``; paths are
+    relative to the current directory."""
     from g2lstm.interpret.report import write_report
     from g2lstm.tasks import load
 
@@ -301,9 +300,9 @@ def interpret(argv: list[str] | None = None) -> None:
     names = list(cfg.names) if cfg.names else [m.config["model"]["cell"] for m in loaded]
     if len(names) != len(loaded) or len(set(names)) != len(names):
         raise ValueError(f"names must give a distinct label per checkpoint; got {names} for {len(loaded)} checkpoints")
-    texts = read_texts(loaded[0], cfg.texts, int(cfg.max_texts))
+    texts, references = read_texts(loaded[0], cfg.texts, int(cfg.max_texts))
     command = ("python experiments/interpret.py " + " ".join(map(shlex.quote, argv))).strip()
-    report = write_report(dict(zip(names, loaded)), texts, Path(cfg.out_dir), cfg, command)
+    report = write_report(dict(zip(names, loaded)), texts, Path(cfg.out_dir), cfg, command, references)
     print(f"wrote {report}")
 
 

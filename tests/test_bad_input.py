@@ -63,6 +63,7 @@ WRONG_TYPES = [  # (root, override, full key): refused when the config is compos
     ("translit", "train.valid_pieces=all", "train.valid_pieces"),
     ("interpret", "max_texts=abc", "max_texts"),
     ("interpret", "gates.enabled=maybe", "gates.enabled"),
+    ("interpret", "explore.budget_mb=big", "explore.budget_mb"),
 ]
 
 
@@ -84,6 +85,7 @@ UNKNOWN_KEYS = [  # (root, overrides, full key): the schemas are closed
     ("translit", ["data.split_seed=1"], "data.split_seed"),  # a key of the classify data
     ("interpret", ["rnnvis.top=3"], "rnnvis.top"),
     ("interpret", ["checkpoint=[a.pt]"], "checkpoint"),
+    ("interpret", ["explore.out=x.html"], "explore.out"),  # the page is out_dir/explore.html
 ]
 
 
@@ -162,6 +164,13 @@ OUT_OF_RANGE = [  # (root, overrides, message start, what is expected)
     ("interpret", ["neurons.alpha=0"], "neurons.alpha=0.0", "(0, 1]"),
     ("interpret", ["attribution.n_steps=0"], "attribution.n_steps=0", "> 0"),
     ("interpret", ["max_texts=0"], "max_texts=0", "> 0"),
+    ("interpret", ["attribution.n_steps=16", "attribution.max_steps=8"], "attribution.max_steps=8", ">= n_steps (16)"),
+    ("interpret", ["attribution.tolerance=0"], "attribution.tolerance=0.0", "> 0"),
+    ("interpret", ["explore.budget_mb=inf"], "explore.budget_mb=inf", "a finite value > 0"),
+    ("interpret", ["explore.tracked=-1"], "explore.tracked=-1", ">= 0, or null"),
+    ("interpret", ["explore.bits16=[q]"], "explore.bits16=['q']", "fields among"),
+    ("interpret", ["explore.rnnvis.states=[x]"], "explore.rnnvis.states=['x']", "recorded states among"),
+    ("interpret", ["explore.rnnvis.clusters=0"], "explore.rnnvis.clusters=0", "> 0"),
     # values the schemas used to accept and the trainers then crashed on or misread (docs/reliability.md)
   # (root, overrides, message start, what is expected)
     ("lm", ["seed=-1"], "seed=-1", "an integer in [0, 4294967295]"),

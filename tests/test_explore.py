@@ -106,6 +106,17 @@ def test_models_of_different_tasks_are_refused(tmp_path):
         build({"lm": tiny_lm("lstm"), "classifier": tiny_classifier("lstm", 0)}, ["a"], tmp_path / "x.html")
 
 
+def test_given_attributions_are_checked_before_any_state_is_gathered(tmp_path):
+    models, texts = lm_pair(), lm_texts()
+    results, steps = converged_attributions(models["lstm"], texts[:2], n_steps=4, max_steps=4)
+    with pytest.raises(ValueError, match=r"attributions must hold the models \['lstm', 'g2'\]; got \['lstm'\]"):
+        build(models, texts, tmp_path / "x.html", attributions={"lstm": (results, steps)}, progress=False)
+    with pytest.raises(ValueError, match=r"attributions\['g2'\]: 2 attributions and 1 step counts for 9 texts"):
+        build(models, texts, tmp_path / "x.html", attributions={"lstm": (results, steps), "g2": (results, steps[:1])},
+              progress=False)
+    assert not (tmp_path / "x.html").exists()
+
+
 def test_ig_steps_rise_until_the_gap_is_within_the_tolerance():
     loaded = tiny_lm("g2lstm")
     texts = lm_texts()[:3]

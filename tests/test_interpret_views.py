@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from g2lstm.interpret import (
-    ColoredText, activation_html, activation_png, cluster_means, plot_memory_chips, plot_word_clouds,
+    ColoredText, activation_png, cluster_means, plot_memory_chips, plot_word_clouds,
 )
 
 
@@ -55,18 +55,14 @@ def test_views_check_their_inputs(tmp_path):
     with pytest.raises(ValueError, match="column labels"):
         plot_memory_chips(response, row_labels, col_labels[:-1], tmp_path / "x.png")
     with pytest.raises(ValueError, match="2 tokens but 1 values"):
-        activation_html([ColoredText("u", ["a", "b"], [0.5])], tmp_path / "x.html")
+        activation_png([ColoredText("u", ["a", "b"], [0.5])], tmp_path / "x.png")
+    with pytest.raises(ValueError, match="at least one row"):
+        activation_png([], tmp_path / "x.png")
 
 
-def test_activation_views_color_each_token(figures, tmp_path):
+def test_activation_view_colors_each_token(figures, tmp_path):
     rows = [ColoredText("lstm unit 3", list("a<b"), [1.0, 0.0, -1.0]),
             ColoredText("g2lstm unit 5", list("xyz"), [0.5, -0.5, 2.0])]
-    page = activation_html(rows, tmp_path / "units.html", separator="").read_text()
-    assert "&lt;" in page and "<b>lstm unit 3</b>" in page
-    assert "background:rgb(255, 0, 0)'>a<" in page  # +1: red
-    assert "background:rgb(255, 255, 255)'>&lt;<" in page  # 0: white
-    assert "background:rgb(0, 0, 255)'>b<" in page  # -1: blue
-    assert "background:rgb(255, 0, 0)'>z<" in page  # clipped to +1
     image = activation_png(rows * 20, tmp_path / "units.png", separator="", width=10, title="t")
     # each token on the colour of its value: +1 red, -1 blue, +-0.5 half as strong, 2 clipped to red
     pixels = figures.check_png(image, colours=["#ff0000", "#0000ff", (1, 128 / 255, 128 / 255), (128 / 255, 128 / 255, 1)])

@@ -183,6 +183,7 @@ def build(
     ig_max_steps: int = 400,
     ig_tolerance: float = 0.05,
     ig_position: int = -1,
+    attributions: Mapping[str, tuple[Sequence, Sequence[int]]] | None = None,
     response_states: Sequence[str] = ("h",),
     top_words: int = 200,
     clusters: int = 6,
@@ -204,6 +205,11 @@ def build(
             Gauss-Legendre steps doubled per text until ``|delta| <= ig_tolerance * |F(x) - F(0)|``
             or ``ig_max_steps``; ``ig_position``: the attributed output step (as
             :func:`g2lstm.interpret.token_attributions`' ``position``).
+        attributions: per model, the ``(attributions, steps)`` of
+            :func:`g2lstm.interpret.attribution.converged_attributions` on the first texts, computed
+            to ``ig_tolerance``; shown instead of computing them here (the interpretability report
+            passes its own, so IG runs once), and ``attribution_texts``, ``ig_steps``,
+            ``ig_max_steps`` and ``ig_position`` are not used.
         response_states: states whose expected response to words (RNNVis) is kept.
         top_words, clusters: words of the response matrices, co-clusters wanted per matrix.
     """
@@ -221,6 +227,8 @@ def build(
     for state in response_states:
         if state not in FIELDS:
             raise ValueError(f"response_states must be among {list(FIELDS)}; got {state!r}")
+    if attributions is not None:
+        _check_attributions(attributions, named, len(texts))
     budget = int(budget_mb * 1e6)
     if tracked is None:
         chosen = choose_tracked(named, texts, budget, bits, reserved_bytes(named, texts, top_words, len(response_states)))
@@ -234,12 +242,12 @@ def build(
         _gather(gathered[name], texts, set(chosen), words, batch_size, tuple(response_states), bar)
     bar.close()
     results = {name: outcomes(loaded, texts, references, batch_size) for name, loaded in named.items()}
-    attributed = {}
-    if attribution_texts:
-        subset = texts[:attribution_texts]
-        for name, loaded in named.items():
-            attributed[name] = converged_attributions(loaded, subset, ig_position, ig_steps, ig_max_steps, ig_tolerance,
-                                                      batch_size, progress=progress)
+    if attributions is None:
+        attributed = {name: converged_attributions(loaded, texts[:attribution_texts], ig_position, ig_steps,
+                                                   ig_max_steps, ig_tolerance, batch_size, progress=progress)
+                      for name, loaded in named.items()} if attribution_texts else {}
+    else:
+        attributed = dict(attributions)
     payload = Payload()
     header = _header(task, named, gathered, results, attributed, texts, chosen, words, payload, bits,
                      tuple(response_states), top_words, clusters, seed, ig_tolerance, budget)
@@ -257,6 +265,15 @@ def build(
     print(f"wrote {out}: {size / 1e6:.2f} MB of a {budget_mb:g} MB budget; {len(texts)} texts, full tracks of "
           f"{len(chosen)}; built in {seconds:.1f} s", flush=True)
     return out
+
+
+def _check_attributions(attributions: Mapping, named: Mapping, texts: int) -> None:
+    if set(attributions) != set(named):
+        raise ValueError(f"attributions must hold the models {list(named)}; got {list(attributions)}")
+    for name, (results, steps) in attributions.items():
+        if not 1 <= len(results) == len(steps) <= texts:
+            raise ValueError(f"attributions[{name!r}]: {len(results)} attributions and {len(steps)} step counts for "
+                             f"{texts} texts; expected one of each per text, for the first 1 to {texts} texts")
 
 
 def _header(task, named, gathered, results, attributed, texts, chosen, words, payload: Payload, bits,

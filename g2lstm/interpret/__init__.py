@@ -12,7 +12,7 @@ Model-free cores, each testable on its own:
 Model level, for a ``g2lstm.load`` result: :func:`token_attributions` (IG of a logit per text),
 :func:`collect_states` (every layer's states and gates over texts, via ``g2lstm.trace``); the
 report's sections are in :mod:`.sections`. Views over arrays (:mod:`.views`): word clouds per word
-cluster, memory chips, text coloured by a unit's activations (HTML and PNG).
+cluster, memory chips, text coloured by a unit's activations (PNG).
 """
 
 from .attribution import TokenAttribution, token_attributions
@@ -21,7 +21,7 @@ from .neurons import NeuronScore, hellinger, rank_neurons
 from .rnnvis import co_cluster, expected_response
 from .states import LayerStates, collect_states
 from .views import (
-    ColoredText, activation_html, activation_png, cluster_means, plot_memory_chips, plot_word_clouds,
+    ColoredText, activation_png, cluster_means, plot_memory_chips, plot_word_clouds,
 )
 from .word_information import WordInformation, feature_scale, word_information
 
@@ -31,7 +31,6 @@ __all__ = [
     "NeuronScore",
     "TokenAttribution",
     "WordInformation",
-    "activation_html",
     "activation_png",
     "cluster_means",
     "co_cluster",

@@ -10,6 +10,7 @@ score is the sum of its embedding dimensions' attributions.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -216,3 +217,12 @@ def converged_attributions(
 def within_bound(a: TokenAttribution, tolerance: float = 0.05) -> bool:
     """Whether ``|delta| <= tolerance * |F(x) - F(baseline)|`` (IG's completeness, relative)."""
     return abs(a.delta) <= tolerance * abs(a.logit - a.baseline_logit)
+
+
+def delta_ratio(a: TokenAttribution) -> float:
+    """``|delta| / |F(x) - F(baseline)|``, the relative completeness gap that :func:`within_bound`
+    holds against ``tolerance``: 0 when both are 0, ``inf`` when only the logit did not move."""
+    change = abs(a.logit - a.baseline_logit)
+    if change == 0:
+        return 0.0 if a.delta == 0 else math.inf
+    return abs(a.delta) / change

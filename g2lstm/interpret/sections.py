@@ -16,11 +16,12 @@ from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from .. import config, trace
 from ..diagnostics import RECORDED_GATES, plot_heatmap
-from .attribution import TokenAttribution, repeat_batch, target_string, time_major, token_attributions
+from .attribution import (TokenAttribution, converged_attributions, delta_ratio, repeat_batch, target_string,
+                          time_major, within_bound)
 from .neurons import rank_neurons
 from .rnnvis import CO_CLUSTER_MODES, co_cluster, expected_response
 from .states import FIELDS, LayerStates
-from .views import ColoredText, activation_html, activation_png, plot_memory_chips, plot_word_clouds
+from .views import ColoredText, activation_png, plot_memory_chips, plot_word_clouds
 from .word_information import word_information
 
 # Closed-class English words: the "function words" of the paper's per-token gate figure.
@@ -47,12 +48,15 @@ class SectionConfig:
 class AttributionConfig(SectionConfig):
     position: int = -2  # output step whose gold-target logit is attributed
     n_steps: int = 50
+    max_steps: int = 400
+    tolerance: float = 0.05
     batch_size: int = 16
     internal_batch_size: Optional[int] = None
     views: int = 4
 
     def __post_init__(self):
-        config.positive(self, "n_steps", "batch_size")
+        config.positive(self, "n_steps", "max_steps", "tolerance", "batch_size")
+        config.require(self, "max_steps", lambda v: v >= self.n_steps, f"a value >= n_steps ({self.n_steps})")
         config.positive(self, "internal_batch_size", optional=True)
         config.at_least(self, 0, "views")
 
@@ -141,11 +145,11 @@ def _slug(text: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in text)
 
 
-def colored_views(rows: Sequence[ColoredText], out, stem: str, title: str) -> str:
-    """Write ``stem.png`` and ``stem.html`` of coloured text; the markdown line linking them."""
+def colored_view(rows: Sequence[ColoredText], out, stem: str, title: str) -> str:
+    """Write ``stem.png`` of coloured text (for papers; the explorer page is the interactive view);
+    the markdown line showing it."""
     png = activation_png(rows, out / f"{stem}.png", title=title)
-    page = activation_html(rows, out / f"{stem}.html", title=title)
-    return f"![{stem}]({png.name}) ([HTML]({page.name}))"
+    return f"![{stem}]({png.name})"
 
 
 # --------------------------------------------------------------------------- Integrated Gradients
@@ -165,17 +169,20 @@ def _flat_scores(a: TokenAttribution) -> np.ndarray:
     return np.concatenate([a.scores[side] for side in a.tokens])
 
 
-def attribution_summary(attributions: Sequence[TokenAttribution]) -> dict[str, float]:
+def attribution_summary(attributions: Sequence[TokenAttribution], steps: Sequence[int],
+                        tolerance: float) -> dict[str, float]:
     top, entropy = zip(*(concentration(_flat_scores(a)) for a in attributions))
     delta = np.array([abs(a.delta) for a in attributions])
-    change = np.array([abs(a.logit - a.baseline_logit) for a in attributions])
     return {
         "texts": len(attributions),
         "top1_share_mean": float(np.mean(top)),
         "entropy_normalised_mean": float(np.mean(entropy)),
         "abs_delta_mean": float(delta.mean()),
         "abs_delta_max": float(delta.max()),
-        "relative_delta_max": float((delta / np.maximum(change, 1e-12)).max()),
+        "relative_delta_max": max(delta_ratio(a) for a in attributions),
+        "outside_bound": sum(not within_bound(a, tolerance) for a in attributions),
+        "steps_mean": float(np.mean(steps)),
+        "steps_max": max(steps),
     }
 
 
@@ -193,35 +200,77 @@ def _colored(name: str, loaded, a: TokenAttribution) -> ColoredText:
     return ColoredText(label, tokens, [v / scale for v in values])
 
 
-def attribution_section(models: dict, texts: Sequence, out: Path, cfg) -> tuple[list[str], dict]:
-    """IG of every model on ``texts``: concentration table, coloured views of the first texts."""
-    results = {
-        name: token_attributions(loaded, texts, position=cfg.position, n_steps=cfg.n_steps,
-                                 batch_size=cfg.batch_size, internal_batch_size=cfg.internal_batch_size,
-                                 progress=True)
+def attribute(models: dict, texts: Sequence, cfg) -> dict[str, tuple[list[TokenAttribution], list[int]]]:
+    """IG of every model on ``texts``, refined per text to ``cfg.tolerance``
+    (:func:`converged_attributions`): ``{name: (attributions, steps)}``. The explorer page shows
+    the same results (:func:`g2lstm.interpret.report.write_report`)."""
+    return {
+        name: converged_attributions(loaded, texts, position=cfg.position, n_steps=cfg.n_steps,
+                                     max_steps=cfg.max_steps, tolerance=cfg.tolerance, batch_size=cfg.batch_size,
+                                     internal_batch_size=cfg.internal_batch_size, progress=True)
         for name, loaded in models.items()
     }
-    summary = {name: attribution_summary(r) for name, r in results.items()}
+
+
+def _steps_line(name: str, attributions: Sequence[TokenAttribution], steps: Sequence[int], outside: Sequence[int],
+                cfg) -> str:
+    """One model's steps per text (the texts that needed more than ``n_steps`` by index) and the
+    texts still outside the bound (``outside``), with their ``|delta| / |F(x) - F(0)|``."""
+    more = {}
+    for n, count in enumerate(steps):
+        if count > cfg.n_steps:
+            more.setdefault(count, []).append(n)
+    parts = [f"{len(steps) - sum(map(len, more.values()))} texts at {cfg.n_steps} steps"]
+    parts += [f"{count} steps: text{'s' * (len(indices) > 1)} {', '.join(map(str, indices))}"
+              for count, indices in sorted(more.items())]
+    if outside:
+        bound = (f"**{len(outside)} outside the bound** at {cfg.max_steps} steps: "
+                 + ", ".join(f"text {n} ({delta_ratio(attributions[n]):.3g})" for n in outside))
+    else:
+        bound = "All within the bound"
+    return f"- **{name}**: " + "; ".join(parts) + f". {bound}."
+
+
+def attribution_section(models: dict, texts: Sequence, attributed: dict, out: Path, cfg) -> tuple[list[str], dict]:
+    """The IG of :func:`attribute` (``attributed``): concentration table, steps per text and the
+    texts outside the completeness bound, coloured views of the first texts."""
+    summary = {name: attribution_summary(a, steps, cfg.tolerance) for name, (a, steps) in attributed.items()}
+    outside = {name: [n for n, x in enumerate(a) if not within_bound(x, cfg.tolerance)]
+               for name, (a, _) in attributed.items()}
     rows = [ColoredText(c.label + f" (text {n})", c.tokens, c.values)
             for n in range(min(cfg.views, len(texts)))
-            for c in (_colored(name, models[name], results[name][n]) for name in models)]
+            for c in (_colored(name, models[name], attributed[name][0][n]) for name in models)]
     lines = [
         "## Integrated Gradients: which tokens a prediction rests on",
         "",
-        f"{len(texts)} texts, {cfg.n_steps} Gauss-Legendre steps from zero embeddings; the logit of the "
-        f"gold target at output step {cfg.position}. Concentration of |attribution| over a text's "
-        "tokens: the top token's share (higher: more concentrated) and the normalised entropy "
-        "(lower: more concentrated); delta is the completeness gap.",
+        f"{len(texts)} texts; Gauss-Legendre steps from zero embeddings, {cfg.n_steps} to start with, doubled "
+        f"per text until the completeness gap |delta| <= {cfg.tolerance:g} |F(x) - F(0)| or {cfg.max_steps} "
+        f"steps; the logit of the gold target at output step {cfg.position}. Concentration of |attribution| "
+        "over a text's tokens: the top token's share (higher: more concentrated) and the normalised entropy "
+        "(lower: more concentrated).",
         "",
         table(list(summary), [(key, [summary[name][key] for name in summary]) for key in
-                              ("top1_share_mean", "entropy_normalised_mean", "abs_delta_mean", "abs_delta_max")]),
+                              ("top1_share_mean", "entropy_normalised_mean", "abs_delta_mean", "abs_delta_max",
+                               "relative_delta_max", "outside_bound", "steps_mean", "steps_max")]),
         "",
-        colored_views(rows, out, "attributions", "Integrated Gradients, scaled per text (red +, blue -)"),
+        "Steps per text (texts by index, from 0), and the texts whose |delta| / |F(x) - F(0)| is still "
+        f"above {cfg.tolerance:g} (their scores do not add up to the logit's change; read them with care):",
+        "",
+        *[_steps_line(name, a, steps, outside[name], cfg) for name, (a, steps) in attributed.items()],
+        "",
+        colored_view(rows, out, "attributions", "Integrated Gradients, scaled per text (red +, blue -)"),
         "",
     ]
-    numbers = {"summary": summary,
-               "texts": {name: [asdict(a) | {"scores": {s: v.tolist() for s, v in a.scores.items()}}
-                                for a in r] for name, r in results.items()}}
+    numbers = {
+        "n_steps": cfg.n_steps, "max_steps": cfg.max_steps, "tolerance": cfg.tolerance,
+        "summary": summary,
+        "outside_bound": {name: [{"text": n, "delta_ratio": delta_ratio(a[n]), "steps": steps[n]} for n in outside[name]]
+                          for name, (a, steps) in attributed.items()},
+        "texts": {name: [asdict(x) | {"scores": {s: v.tolist() for s, v in x.scores.items()}, "steps": steps[n],
+                                      "delta_ratio": delta_ratio(x), "within_bound": within_bound(x, cfg.tolerance)}
+                         for n, x in enumerate(a)]
+                  for name, (a, steps) in attributed.items()},
+    }
     return lines, numbers
 
 
@@ -418,7 +467,7 @@ def neuron_section(states: dict[str, dict[str, LayerStates]], out, cfg) -> tuple
         "",
         *reverse_lines,
         "",
-        colored_views(views, out, "neurons", "best neuron per model: tanh(c), h, and its internal"),
+        colored_view(views, out, "neurons", "best neuron per model: tanh(c), h, and its internal"),
         "",
     ]
     return lines, numbers
@@ -514,7 +563,7 @@ def information_section(models: dict, texts: Sequence, states: dict[str, dict[st
         "",
         table(names, rows),
         "",
-        colored_views(views, out, "information", "per-word information: red = kept (low entropy), blue = forgotten"),
+        colored_view(views, out, "information", "per-word information: red = kept (low entropy), blue = forgotten"),
         "",
     ]
     return lines, numbers

@@ -1,12 +1,12 @@
 """Views over arrays: word clouds per word cluster, memory chips, text coloured by activations.
 
-Each function writes one file (PNG or HTML) and needs no model, so that the report can lay the
-views of two models side by side and the tests can check every view on planted arrays.
+Each function writes one PNG and needs no model, so that the report can lay the views of two
+models side by side and the tests can check every view on planted arrays. (The interactive views
+are the explorer page's, :mod:`g2lstm.explore`.)
 """
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
@@ -132,29 +132,10 @@ def _rgb(value: float) -> tuple[int, int, int]:
     return (255, fade, fade) if v >= 0 else (fade, fade, 255)
 
 
-def activation_html(rows: Sequence[ColoredText], path: str | Path, separator: str = " ",
-                    title: str = "activations") -> Path:
-    """Text coloured token by token (``separator=''`` for characters); the value shows on hover."""
-    _check_rows(rows)
-    lines = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             "<body style='font-family:monospace'>", f"<h3>{html.escape(title)}</h3>"]
-    for row in rows:
-        spans = "".join(
-            f"<span title='{value:.3f}' style='background:rgb{_rgb(value)}'>{html.escape(token)}</span>"
-            f"{html.escape(separator)}"
-            for token, value in zip(row.tokens, row.values)
-        )
-        lines.append(f"<p><b>{html.escape(row.label)}</b><br>{spans}</p>")
-    lines.append("</body>")
-    path = Path(path)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
 def activation_png(rows: Sequence[ColoredText], path: str | Path, separator: str = " ",
                    width: int = 90, title: str | None = None) -> Path:
-    """The same view as :func:`activation_html` as a PNG: monospace text, wrapped at ``width``
-    characters, one block per row."""
+    """Text coloured token by token (``separator=''`` for characters), blue for -1, white for 0,
+    red for +1: monospace, wrapped at ``width`` characters, one block per row."""
     _check_rows(rows)
     blocks = []
     for row in rows:
