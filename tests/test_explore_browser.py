@@ -100,6 +100,29 @@ def test_hover_shows_the_trace_and_b_minus_a_the_difference(browser, lm_page):
     opened.close()
 
 
+def test_a_new_step_moves_the_cursors_without_redrawing_the_text_view(browser, lm_page):
+    _, path, _, _ = lm_page
+    opened = Opened(browser, path, "#view=text&text=2&layer=" + KEY)
+    page = opened.page
+    canvas = page.locator("canvas[data-heatmap='lstm-h']").element_handle()
+    strip_before = page.evaluate("(c) => c.getContext('2d').getImageData(0, 0, c.width, c.height).data.join()", canvas)
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowDown")
+    assert page.evaluate("(c) => c.isConnected", canvas)  # the same canvas, updated in place
+    assert page.evaluate("(c) => c.getContext('2d').getImageData(0, 0, c.width, c.height).data.join()", canvas) != strip_before
+    assert page.locator("#sentence .token.current").get_attribute("data-step") == "2"
+    assert "step 2 " in page.inner_text("#step-panel") and "t=2" in page.evaluate("location.hash")
+    state = page.evaluate("g2lstm.ui.state()")
+    assert state["t"] == 2 and state["unit"] == 0
+    page.keyboard.down("Shift")
+    page.keyboard.press("ArrowRight")
+    page.keyboard.up("Shift")
+    assert page.evaluate("g2lstm.ui.state().span") == [2, 3]
+    assert page.locator("#sentence .token.span").count() == 2
+    opened.close()
+
+
 def reference_match(tracks: list[np.ndarray], tracked: list[int], text: int, start: int, end: int, threshold: float,
                     top: int) -> tuple[list[int], list[tuple[int, int, float]]]:
     """Select and match, written plainly: the units on (>= threshold) through the span, then every window

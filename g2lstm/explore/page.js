@@ -235,12 +235,16 @@
     const i = Math.min(Math.floor(x), stops.length - 2), f = x - i;
     return stops[i].map((c, k) => Math.round(c + (stops[i + 1][k] - c) * f));
   }
+  // 256 colours per palette, looked up per cell: interpolating the stops per cell dominated drawing.
+  const lookup = (stops) => Array.from({ length: 256 }, (_, k) => mix(stops, k / 255));
+  const DIVERGING_LUT = lookup(DIVERGING), SEQUENTIAL_LUT = lookup(SEQUENTIAL);
+  const pick = (lut, x) => lut[Math.round(Math.min(Math.max(x, 0), 1) * 255)];
   function scaleFor(field, lo, hi, diff) {
     if (diff || field === "c" || field === "h" || field === "g") {
       const m = Math.max(Math.abs(lo), Math.abs(hi), 1e-12);
-      return { kind: "diverging", lo: -m, hi: m, colour: (v) => mix(DIVERGING, (v + m) / (2 * m)) };
+      return { kind: "diverging", lo: -m, hi: m, colour: (v) => pick(DIVERGING_LUT, (v + m) / (2 * m)) };
     }
-    return { kind: "sequential", lo: 0, hi: 1, colour: (v) => mix(SEQUENTIAL, v) };
+    return { kind: "sequential", lo: 0, hi: 1, colour: (v) => pick(SEQUENTIAL_LUT, v) };
   }
   const css = (rgb) => `rgb(${rgb[0]},${rgb[1]},${rgb[2]})`;
 
@@ -389,17 +393,23 @@
     const rh = Math.max(2, Math.min(10, Math.floor(360 / Math.max(spec.units, 1))));
     const canvas = el("canvas", { width: spec.steps * cw, height: spec.units * rh, "data-heatmap": spec.id, "aria-label": spec.title });
     const g = canvas.getContext("2d");
-    const img = g.createImageData(canvas.width, canvas.height);
+    // One pixel per cell, then scaled up without smoothing: filling every screen pixel in JS cost
+    // cw * rh times as much (a few hundred ms per text of a 1,000-unit model).
+    const cells = document.createElement("canvas");
+    cells.width = spec.steps; cells.height = spec.units;
+    const img = new ImageData(spec.steps, spec.units);
     for (let t = 0; t < spec.steps; t++) for (let u = 0; u < spec.units; u++) {
-      const rgb = spec.scale.colour(spec.get(t, u));
-      for (let y = u * rh; y < (u + 1) * rh; y++) for (let x = t * cw; x < (t + 1) * cw; x++) {
-        const p = (y * canvas.width + x) * 4;
-        img.data[p] = rgb[0]; img.data[p + 1] = rgb[1]; img.data[p + 2] = rgb[2]; img.data[p + 3] = 255;
-      }
+      const rgb = spec.scale.colour(spec.get(t, u)), p = (u * spec.steps + t) * 4;
+      img.data[p] = rgb[0]; img.data[p + 1] = rgb[1]; img.data[p + 2] = rgb[2]; img.data[p + 3] = 255;
     }
-    g.putImageData(img, 0, 0);
-    if (state.t !== null && state.t < spec.steps) { g.strokeStyle = "#e08a00"; g.lineWidth = 2; g.strokeRect(state.t * cw + 1, 1, cw - 2, canvas.height - 2); }
-    if (state.unit !== null && state.unit < spec.units) { g.strokeStyle = "#000"; g.lineWidth = 1; g.strokeRect(0.5, state.unit * rh + 0.5, canvas.width - 1, rh - 1); }
+    cells.getContext("2d").putImageData(img, 0, 0);
+    const draw = () => {  // the cells and the cursors of the current step and unit
+      g.imageSmoothingEnabled = false;
+      g.drawImage(cells, 0, 0, canvas.width, canvas.height);
+      if (state.t !== null && state.t < spec.steps) { g.strokeStyle = "#e08a00"; g.lineWidth = 2; g.strokeRect(state.t * cw + 1, 1, cw - 2, canvas.height - 2); }
+      if (state.unit !== null && state.unit < spec.units) { g.strokeStyle = "#000"; g.lineWidth = 1; g.strokeRect(0.5, state.unit * rh + 0.5, canvas.width - 1, rh - 1); }
+    };
+    draw();
     const cell = (e) => { const r = canvas.getBoundingClientRect(); return [Math.floor((e.clientX - r.left) / cw), Math.floor((e.clientY - r.top) / rh)]; };
     canvas.addEventListener("mousemove", (e) => {
       const [t, u] = cell(e);
@@ -408,7 +418,7 @@
     });
     canvas.addEventListener("mouseleave", hideTip);
     canvas.addEventListener("click", (e) => { const [t, u] = cell(e); spec.onpick(t, u); });
-    ui.heatmaps.push({ id: spec.id, canvas, cw, rh, steps: spec.steps, units: spec.units });
+    ui.heatmaps.push({ id: spec.id, canvas, cw, rh, steps: spec.steps, units: spec.units, draw });
     const labels = el("div", { class: "labels", style: `width:${spec.steps * cw}px` }, spec.tokens.map((tok) => el("span", { style: `width:${cw}px`, title: tok }, tok)));
     return panel(spec.title, el("div", {}, labels, canvas), pngButton(spec.id, canvas));
   }
@@ -479,7 +489,20 @@
       grid.append(el("div", {}, el("h3", {}, field), row));
     }
     root.append(grid, legend());
-    root.append(stepPanel());
+    root.append(el("div", { id: "step-panel" }, stepPanel()));
+  }
+
+  /** A new step or span in the text view: cursors, token marks and the step panel, not a re-render. */
+  function updateStep() {
+    document.querySelectorAll("#sentence .token").forEach((e) => {
+      const t = +e.dataset.step;
+      e.classList.toggle("current", t === state.t);
+      e.classList.toggle("span", !!state.span && t >= state.span[0] && t <= state.span[1]);
+      e.tabIndex = t === state.t ? 0 : -1;
+    });
+    ui.heatmaps.forEach((h) => h.draw());
+    $("#step-panel").replaceChildren(stepPanel());
+    writeHash();
   }
 
   function legend() {
@@ -508,7 +531,7 @@
       state.span = [Math.min(a, t), Math.max(a, t)];
     } else state.span = null;
     state.t = t;
-    render();
+    if (state.view === "text" && $("#step-panel")) updateStep(); else render();
     const cur = $("#sentence .token.current");
     if (cur) cur.focus({ preventScroll: true });
   }
@@ -728,7 +751,7 @@
     if (state.view === "text" && state.text !== null) {
       const steps = tokens(0, sideOfLayer(state.layer), state.text).length;
       if (e.key === "ArrowRight" || e.key === "ArrowLeft") { pickStep(Math.min(Math.max(state.t + (e.key === "ArrowRight" ? 1 : -1), 0), steps - 1), e.shiftKey); e.preventDefault(); }
-      else if (e.key === "ArrowDown" || e.key === "ArrowUp") { state.unit = Math.max(0, (state.unit ?? -1) + (e.key === "ArrowDown" ? 1 : -1)); render(); e.preventDefault(); }
+      else if (e.key === "ArrowDown" || e.key === "ArrowUp") { state.unit = Math.max(0, (state.unit ?? -1) + (e.key === "ArrowDown" ? 1 : -1)); if (state.view === "text" && $("#step-panel")) updateStep(); else render(); e.preventDefault(); }
     }
   }
 
