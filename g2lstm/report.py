@@ -90,8 +90,10 @@ def write_table(out_dir: Path) -> str:
     csv_rows = []
     for t in tasks:
         kinds = sorted(t["models"], key=model_order)
-        methods = [r["method"] for r in t["models"][kinds[0]]["rows"]]
-        first_rows = t["models"][kinds[0]]["rows"]
+        # Every model's methods, in order of appearance: a model merged in later may have been run with
+        # compressions that the others were not (a cell it lacks is shown as "–").
+        all_rows = [r for kind in kinds for r in t["models"][kind]["rows"]]
+        methods = list(dict.fromkeys(r["method"] for r in all_rows))
         digits = 1 if t["task"] == "lm" else 2
         commands: dict[str, list[str]] = {}
         for kind in kinds:
@@ -102,12 +104,13 @@ def write_table(out_dir: Path) -> str:
                   "change vs the uncompressed model in brackets)", "", made_by, "",
                   "Checkpoints: " + ", ".join(f"{MODEL_NAMES.get(k, k)} `{t['models'][k]['checkpoint']}`"
                                               for k in kinds) + ".", "",
-                  "| Model | " + " | ".join(_column_title(m, first_rows) for m in methods) + " |",
+                  "| Model | " + " | ".join(_column_title(m, all_rows) for m in methods) + " |",
                   "|---" * (len(methods) + 1) + "|"]
         for kind in kinds:
             rows = {r["method"]: r for r in t["models"][kind]["rows"]}
-            lines.append(f"| {MODEL_NAMES.get(kind, kind)} | " + " | ".join(_cell(rows[m], digits) for m in methods) + " |")
-            for m in methods:
+            lines.append(f"| {MODEL_NAMES.get(kind, kind)} | " + " | ".join(
+                _cell(rows[m], digits) if m in rows else "–" for m in methods) + " |")
+            for m in filter(rows.__contains__, methods):
                 report = rows[m].get("report", {})
                 csv_rows.append({
                     "task": t["task"], "model": kind, "method": m, "value": rows[m]["value"], "change": rows[m]["change"],

@@ -121,6 +121,8 @@ def test_merge_adds_a_model_and_keeps_the_others(figures, tmp_path):
     cfg = OmegaConf.create({"int8": False})
     first = run_task(task, cfg, ["g2lstm", "lstm"], tmp_path / "toy", command="cmd one")
     assert list(first["models"]) == ["lstm", "g2lstm"]  # the paper's order whatever the run order
+    # A model merged in later under a config with one more compression: the others show "–" there.
+    task.cfg.compression["quantize_4bit"] = {"method": "quantize", "bits": 4}
     later = run_task(task, cfg, ["sharpened"], tmp_path / "toy", command="cmd two", merge=True)
     assert list(later["models"]) == ["lstm", "sharpened", "g2lstm"]
     assert later["models"]["lstm"] == first["models"]["lstm"]  # kept, not re-evaluated
@@ -139,7 +141,11 @@ def test_merge_adds_a_model_and_keeps_the_others(figures, tmp_path):
 
     text = write_table(tmp_path)
     assert "Made by `cmd one` (LSTM, G2-LSTM); `cmd two` (Sharpened sigmoid)." in text
-    assert "Relative round & clip (extra) (r=1.0σ, c=2.0σ)" in text
+    assert "Relative round & clip (extra) (r=1.0σ, c=2.0σ) | 4-bit codes (extra) |" in text
+    sharp = {r["method"]: r for r in later["models"]["sharpened"]["rows"]}
+    assert f"({sharp['round_relative']['change']:+.2f}) | {sharp['quantize_4bit']['value']:.2f} (" in text
+    lstm_line = next(line for line in text.splitlines() if line.startswith("| LSTM |"))
+    assert lstm_line.endswith(" | – |")
     assert f"| G2-LSTM | {stats['mean_abs']:.3f} | {stats['std']:.3f} |" in text
     figures.check_task_figures(tmp_path / "toy")  # the merged models' histograms and heatmaps, all three
     with pytest.raises(ValueError, match="holds task 'toy'"):
