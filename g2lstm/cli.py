@@ -7,6 +7,7 @@
     g2lstm-paper-table [key=value ...]     # = python experiments/paper_table.py (config g2lstm/conf/paper)
     g2lstm-interpret checkpoints=[A,B] ... # = python experiments/interpret.py (config g2lstm/conf/interpret)
     g2lstm-explore checkpoints=[A,B] ...   # = python experiments/explore.py (config g2lstm/conf/explore)
+    g2lstm-export CKPT OUT --method M ...  # = python experiments/export_checkpoint.py (a compressed file to ship)
 
 The Hydra configs ship inside the package (``g2lstm/conf``), so the commands work outside a
 checkout; run folders, data and result paths are relative to the current directory.
@@ -218,6 +219,59 @@ def translate_file(argv: list[str] | None = None) -> None:
         s = score(hyps, references, tokenized=args.tokenized_bleu)
         print(f"BLEU {s['bleu']:.2f}  chrF {s['chrf']:.2f}  tokenized BLEU {s['tok_bleu']:.2f}", file=sys.stderr)
         print(f"{s['bleu_signature']}\n{s['chrf_signature']}", file=sys.stderr)
+
+
+EXPORT_HELP = """Write a checkpoint as one compressed file to ship: its input- and forget-gate blocks (or
+--gates) stored as packed codes, everything else in float32 (or --rest-dtype float16). g2lstm.load
+(and every command that takes a checkpoint) reads the file; see docs/compression.md.
+
+    g2lstm-export runs/lm/<run>/best.pt lm_round_clip.pt --method round_clip --precision 0.2 --clip 0.4
+    g2lstm-export runs/mt/<run>/best.pt mt_4bit.pt --method quantize --bits 4 --evaluate
+    g2lstm-export best.pt small.pt --method round_relative --precision 1 --clip 2 --rest-dtype float16
+
+Prints the file's size against the checkpoint's and, with --evaluate, the task's test metric of
+both (the task's default evaluation: e.g. the whole test split).
+"""
+
+
+@exits_on_user_errors
+def export_checkpoint(argv: list[str] | None = None) -> dict:
+    """A compressed export of a checkpoint (g2lstm-export --help); returns :func:`g2lstm.compress.export`'s
+    sizes, with ``before`` and ``after`` (the test metric) given ``--evaluate``."""
+    from g2lstm import load
+    from g2lstm.compress import GATE_NAMES, PACKED_METHODS, REST_DTYPES, export
+
+    p = argparse.ArgumentParser(prog="g2lstm-export", description=EXPORT_HELP,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", help="best.pt or last.pt of a training run (of any task)")
+    p.add_argument("output", help="the file to write (atomically)")
+    p.add_argument("--method", choices=PACKED_METHODS, help="the compression (none: nothing packed)")
+    p.add_argument("--precision", type=float, help="round*: the grid step (round_relative: in block stds)")
+    p.add_argument("--clip", type=float, help="round_clip, round_relative: clip to [-clip, clip]")
+    p.add_argument("--bits", type=int, help="quantize: bits per code, 2 to 8 (default 8)")
+    p.add_argument("--gates", nargs="+", choices=GATE_NAMES, default=["input", "forget"])
+    p.add_argument("--rest-dtype", choices=REST_DTYPES, default="float32", help="of every tensor not packed")
+    p.add_argument("--evaluate", action="store_true", help="print the test metric of the checkpoint and the file")
+    p.add_argument("--threads", type=positive_int, default=1)
+    args = p.parse_args(argv)
+    if Path(args.output).resolve() == Path(args.checkpoint).resolve():
+        raise ValueError(f"the output {args.output} is the checkpoint; expected another file (it would be replaced)")
+    torch.set_num_threads(args.threads)
+    options = {k: getattr(args, k) for k in ("precision", "clip", "bits") if getattr(args, k) is not None}
+    sizes = export(args.checkpoint, args.output, args.method, gates=args.gates, rest_dtype=args.rest_dtype, **options)
+    line = f"wrote {args.output}: {sizes['bytes']:,} bytes, x{sizes['bytes'] / sizes['checkpoint_bytes']:.3f} of " \
+           f"{args.checkpoint} ({sizes['checkpoint_bytes']:,} bytes)" if sizes["checkpoint_bytes"] else \
+           f"wrote {args.output}: {sizes['bytes']:,} bytes"
+    if sizes["blocks"]:
+        line += (f"; {sizes['blocks']} gate blocks: {sizes['blocks_packed_bytes']:,} bytes packed, "
+                 f"x{sizes['blocks_packed_bytes'] / sizes['blocks_float32_bytes']:.3f} of float32")
+    print(line, flush=True)
+    if args.evaluate:
+        original, shipped = load(args.checkpoint), load(args.output)
+        sizes["before"], sizes["after"] = original.evaluate(), shipped.evaluate()
+        print(f"{original.task} test metric: {sizes['before']:.4f} (checkpoint), {sizes['after']:.4f} (export), "
+              f"change {sizes['after'] - sizes['before']:+.4f}", flush=True)
+    return sizes
 
 
 def compose_or_exit(root: str, argv: list[str]) -> DictConfig:

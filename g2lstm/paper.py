@@ -3,7 +3,9 @@
 For each task and each model kind (lstm, sharpened, g2lstm): train it with the task's own trainer
 (or load a given checkpoint), evaluate it uncompressed and under each compression of the task's
 config (round, round & clip, SVD, ... of the input- and forget-gate weights; int8), and collect its
-gate statistics. :func:`run_task` writes, under ``out_dir/<task folder>``:
+gate statistics. With ``export`` (the default) each compression that a file can store packed is
+measured as one: written by :func:`g2lstm.compress.export`, read back, evaluated from the file,
+and its size in bytes recorded beside the float32 export's. :func:`run_task` writes, under ``out_dir/<task folder>``:
 
     results.json                values, changes, compression reports, gate saturation per model
     gates_<model>.json          gate histograms (10 bins of width 0.1) per layer
@@ -19,6 +21,7 @@ an existing ``results.json`` that are not run again are kept. The entry point is
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +74,7 @@ class PaperConfig:
     threads: int = 1
     seed: int = 1
     int8: bool = True
+    export: bool = True
     merge: bool = False
     lm: Optional[PaperTaskConfig] = None
     mt: Optional[PaperTaskConfig] = None
@@ -147,9 +151,13 @@ def run_task(task, cfg: DictConfig, models: list[str], out_dir: Path, command: s
         t0 = time.time()
         model, path = task.model(kind)
         print(f"[{task.key}/{kind}] model from {path} ({time.time() - t0:.0f}s)", flush=True)
-        rows = evaluate_under_compression(
-            model, task.evaluate, OmegaConf.to_container(task.cfg.compression, resolve=True),
-            gates=list(task.cfg.gates), int8=cfg.int8)
+        # The packed compressions are measured as files a user would ship: exported, read back and
+        # evaluated from the file; only the sizes are kept.
+        with tempfile.TemporaryDirectory(dir=out_dir, prefix=".exports-") as exports:
+            rows = evaluate_under_compression(
+                model, task.evaluate, OmegaConf.to_container(task.cfg.compression, resolve=True),
+                gates=list(task.cfg.gates), int8=cfg.int8, export_to=exports if cfg.get("export", True) else None,
+                source=getattr(task, "loaded", None))
         for r in rows:
             print(f"[{task.key}/{kind}] {r['method']}: {r['value']:.2f} ({r['change']:+.2f})", flush=True)
         stats = task.gate_stats(model)

@@ -23,7 +23,8 @@ from g2lstm.train import MetricsLog
 from g2lstm.diagnostics import RECORDED_GATES
 
 COLUMNS = {"original": "Original", "round": "Round", "round_clip": "Round & clip", "svd": "SVD",
-           "svd_small": "SVD+", "int8": "int8 (extra)", "round_relative": "Relative round & clip (extra)"}
+           "svd_small": "SVD+", "int8": "int8 (extra)", "round_relative": "Relative round & clip (extra)",
+           "quantize_8bit": "8-bit codes (extra)", "quantize_4bit": "4-bit codes (extra)"}
 MODEL_NAMES = {"lstm": "LSTM", "sharpened": "Sharpened sigmoid", "g2lstm": "G2-LSTM"}
 
 
@@ -61,6 +62,27 @@ def relative_size(report: dict) -> str:
            f"({report['entropy_bits_per_weight']:.2f} entropy)"
 
 
+def compressed_size(row: dict) -> str:
+    """What one compression keeps, from its report, and the size of its exported file when measured."""
+    report = row["report"]
+    if report.get("relative"):
+        text = relative_size(report)
+    elif report.get("method") == "quantize":
+        text = f"{report['bits']} bits/weight and one scale per row ({report['scale_bits_per_weight']:.2f} bits/weight)"
+    elif "bits_per_weight" in report:
+        text = (f"{report['distinct_values']} distinct values, {report['bits_per_weight']} bits/weight "
+                f"({report['entropy_bits_per_weight']:.2f} entropy)")
+    elif "targeted_size_ratio" in report:
+        text = f"targeted blocks x{report['targeted_size_ratio']:.2f}, model x{report['model_size_ratio']:.2f}"
+    else:
+        text = f"LSTM layers x{report['size_ratio']:.2f}"
+    if "bytes" in row:
+        b = row["bytes"]
+        text += (f", file {b['file'] / 1e6:.2f} MB = x{b['ratio']:.3f} of the float32 export (gate blocks "
+                 f"x{b['blocks_packed'] / b['blocks_float32']:.3f})")
+    return text
+
+
 def write_table(out_dir: Path) -> str:
     """table.md and table.csv from every ``<task>/results.json`` under ``out_dir``."""
     tasks = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*/results.json"))]
@@ -68,8 +90,10 @@ def write_table(out_dir: Path) -> str:
     csv_rows = []
     for t in tasks:
         kinds = sorted(t["models"], key=model_order)
-        methods = [r["method"] for r in t["models"][kinds[0]]["rows"]]
-        first_rows = t["models"][kinds[0]]["rows"]
+        # Every model's methods, in order of appearance: a model merged in later may have been run with
+        # compressions that the others were not (a cell it lacks is shown as "–").
+        all_rows = [r for kind in kinds for r in t["models"][kind]["rows"]]
+        methods = list(dict.fromkeys(r["method"] for r in all_rows))
         digits = 1 if t["task"] == "lm" else 2
         commands: dict[str, list[str]] = {}
         for kind in kinds:
@@ -80,27 +104,25 @@ def write_table(out_dir: Path) -> str:
                   "change vs the uncompressed model in brackets)", "", made_by, "",
                   "Checkpoints: " + ", ".join(f"{MODEL_NAMES.get(k, k)} `{t['models'][k]['checkpoint']}`"
                                               for k in kinds) + ".", "",
-                  "| Model | " + " | ".join(_column_title(m, first_rows) for m in methods) + " |",
+                  "| Model | " + " | ".join(_column_title(m, all_rows) for m in methods) + " |",
                   "|---" * (len(methods) + 1) + "|"]
         for kind in kinds:
             rows = {r["method"]: r for r in t["models"][kind]["rows"]}
-            lines.append(f"| {MODEL_NAMES.get(kind, kind)} | " + " | ".join(_cell(rows[m], digits) for m in methods) + " |")
-            for m in methods:
+            lines.append(f"| {MODEL_NAMES.get(kind, kind)} | " + " | ".join(
+                _cell(rows[m], digits) if m in rows else "–" for m in methods) + " |")
+            for m in filter(rows.__contains__, methods):
                 report = rows[m].get("report", {})
                 csv_rows.append({
                     "task": t["task"], "model": kind, "method": m, "value": rows[m]["value"], "change": rows[m]["change"],
                     "bits_per_weight": report.get("bits_per_weight", ""),
                     "size_ratio": report.get("model_size_ratio", report.get("size_ratio", "")),
+                    "file_bytes": rows[m].get("bytes", {}).get("file", ""),
+                    "float32_file_bytes": rows[m].get("bytes", {}).get("float32", ""),
                 })
         lines.append("")
         for kind in kinds:  # rounding leaves a different number of values in each model
             lines += [f"Compressed size, {MODEL_NAMES.get(kind, kind)}: " + "; ".join(
-                f"{COLUMNS.get(r['method'], r['method'])}: " + (
-                    relative_size(r["report"]) if r["report"].get("relative") else
-                    f"{r['report']['distinct_values']} distinct values, {r['report']['bits_per_weight']} bits/weight "
-                    f"({r['report']['entropy_bits_per_weight']:.2f} entropy)" if "bits_per_weight" in r["report"] else
-                    f"targeted blocks x{r['report']['targeted_size_ratio']:.2f}, model x{r['report']['model_size_ratio']:.2f}"
-                    if "targeted_size_ratio" in r["report"] else f"LSTM layers x{r['report']['size_ratio']:.2f}")
+                f"{COLUMNS.get(r['method'], r['method'])}: {compressed_size(r)}"
                 for r in t["models"][kind]["rows"][1:]) + ".", ""]
         lines += ["Gate saturation over the test data (share of values < 0.1 / > 0.9, all layers pooled):", "",
                   "| Model | input <0.1 | input >0.9 | forget <0.1 | forget >0.9 | output <0.1 | output >0.9 |",
@@ -128,7 +150,8 @@ def write_table(out_dir: Path) -> str:
     text = "\n".join(lines)
     (out_dir / "table.md").write_text(text)
     with open(out_dir / "table.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["task", "model", "method", "value", "change", "bits_per_weight", "size_ratio"])
+        writer = csv.DictWriter(f, fieldnames=["task", "model", "method", "value", "change", "bits_per_weight", "size_ratio",
+                                               "file_bytes", "float32_file_bytes"])
         writer.writeheader()
         writer.writerows(csv_rows)
     return text

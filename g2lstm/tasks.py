@@ -106,8 +106,19 @@ def trainer(task: str):
 
 
 def load(path: str | os.PathLike, device: str | torch.device = "cpu", task: str | None = None) -> TaskModel:
-    """The trained model of a ``best.pt`` / ``last.pt`` of any task (or of ``task``, checked)."""
+    """The trained model of a ``best.pt`` / ``last.pt`` of any task (or of ``task``, checked), or
+    of a compressed export of one (:func:`g2lstm.compress.export`)."""
+    from .compress import exported_checkpoint, is_export
+
     state = load_checkpoint(path, map_location=device)
+    if is_export(state):
+        state = exported_checkpoint(state, path)
+    return from_checkpoint_state(state, path, device, task)
+
+
+def from_checkpoint_state(state: dict, path: str | os.PathLike, device: str | torch.device = "cpu",
+                          task: str | None = None) -> TaskModel:
+    """The :class:`TaskModel` of a checkpoint dict read from ``path``."""
     found = checkpoint_task(state, path)
     if task is not None and found != task:
         raise ValueError(f"{path} is a checkpoint of task {found!r}, expected a {task!r} checkpoint")

@@ -1,4 +1,4 @@
-"""g2lstm.compress: round & clip, low-rank SVD and int8 on gate blocks of LSTM layers."""
+"""g2lstm.compress: round & clip, low-rank SVD, per-row quantization and int8 on gate blocks of LSTM layers."""
 
 import math
 
@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from g2lstm.compress import GATE_NAMES, compress, gate_weight_stats, low_rank, quantize_int8, round_clip
+from g2lstm.compress import (GATE_NAMES, compress, gate_weight_stats, low_rank, pack_codes, quantize, quantize_int8,
+                             round_clip, unpack_codes)
 
 
 class TinyLM(nn.Module):
@@ -88,6 +89,10 @@ def test_round_clip_leaves_grid_values_and_everything_else_bit_identical():
         assert 0 <= entry["entropy_bits_per_weight"] <= entry["bits_per_weight"] + 1e-9
     # Weights scaled by 4 reach every one of the 5 grid points.
     assert report["distinct_values"] == 5 and report["bits_per_weight"] == 3
+    # Rounding small negative weights gives 0.0, not -0.0: one bit pattern per grid value.
+    zeros = torch.cat([p.detach().flatten() for _, _, p in lstm_gate_weights(compressed)])
+    zeros = zeros[zeros == 0]
+    assert zeros.numel() > 0 and not torch.signbit(zeros).any()
 
 
 def test_round_without_clip_keeps_range_and_rounds_to_nearest_multiple():
@@ -324,3 +329,64 @@ def test_relative_rounding_follows_each_blocks_scale():
     assert [b["distinct_values"] for b in report_scaled["blocks"]] == [b["distinct_values"] for b in report["blocks"]]
     _, absolute = round_clip(scaled, precision=1.0, clip=2.0)
     assert not absolute["relative"]
+
+
+@pytest.mark.parametrize("bits", [8, 4, 2])
+def test_quantize_gives_per_row_codes_times_a_scale(bits):
+    model = make_model()
+    with torch.no_grad():
+        model.rnn.weight_hh_l0[3].zero_()  # an all-zero row (input gate) stays zero, not NaN
+    compressed, report = quantize(model, bits)
+    q = 2 ** (bits - 1) - 1
+    originals = {name: p.detach() for name, _, p in lstm_gate_weights(model)}
+    for name, hidden, p in lstm_gate_weights(compressed):
+        for gate in GATE_NAMES:
+            rows = gate_rows(name, hidden, gate)
+            block, original = p.detach()[rows], originals[name][rows]
+            if gate not in ("input", "forget"):
+                assert torch.equal(block, original)
+                continue
+            scale = original.abs().amax(1, keepdim=True) / q
+            levels = block / torch.where(scale > 0, scale, 1)
+            # whole codes in [-q, q], the largest |w| of each row at +-q, each weight within half a step
+            assert torch.allclose(levels, levels.round(), atol=1e-4) and levels.abs().max() <= q + 1e-4
+            assert torch.allclose(block.abs().amax(1), original.abs().amax(1), rtol=1e-6)
+            assert ((block - original).abs() <= scale / 2 + 1e-6).all()
+    assert torch.equal(compressed.rnn.weight_hh_l0[3], torch.zeros(8))
+    assert report["bits_per_weight"] == bits and report["method"] == "quantize"
+    assert report["weights"] == sum(math.prod(b["shape"]) for b in report["blocks"]) == 2 * 8 * (6 + 8 + 16 + 8) * 2 + 2 * 5 * (16 + 5)
+    assert report["max_error"] == max(b["max_error"] for b in report["blocks"]) > 0
+    for k, v in compressed.state_dict().items():
+        if "weight_ih" not in k and "weight_hh" not in k:
+            assert torch.equal(v, model.state_dict()[k])
+    # Fewer bits, coarser codes: the error grows.
+    if bits < 8:
+        assert report["max_error"] > quantize(model, 8)[1]["max_error"]
+
+
+def test_quantize_dispatch_and_bad_bits():
+    model = make_model()
+    a, _ = compress(model, "quantize", bits=4, gates=["forget"])
+    b, _ = quantize(model, 4, gates=("forget",))
+    assert torch.equal(a.top[0].weight_ih_l0, b.top[0].weight_ih_l0)
+    assert torch.equal(a.top[0].weight_ih_l0[:5], model.top[0].weight_ih_l0[:5])  # the input gate untouched
+    for bits in (1, 9, 4.0, "4", True):
+        with pytest.raises(ValueError, match=f"bits must be an int from 2 to 8, got {bits!r}"):
+            quantize(model, bits)
+
+
+def test_pack_codes_bit_layout_and_round_trip():
+    # codes 1, 2, 3 of 2 bits, least significant bit first: stream 1,0 0,1 1,1 -> byte 0b00111001
+    assert pack_codes(torch.tensor([1, 2, 3]), 2).tolist() == [0b00111001]
+    assert pack_codes(torch.tensor([5, 0, 7]), 3).tolist() == [0b11000101, 0b1]  # 101 000 111, 9 bits in 2 bytes
+    generator = torch.Generator().manual_seed(0)
+    for bits in range(1, 9):
+        for count in (1, 7, 8, 1001):
+            codes = torch.randint(0, 2 ** bits, (count,), generator=generator)
+            packed = pack_codes(codes, bits)
+            assert packed.dtype == torch.uint8 and packed.numel() == math.ceil(count * bits / 8)
+            assert torch.equal(unpack_codes(packed, bits, count), codes)
+    assert pack_codes(torch.zeros(10, dtype=torch.long), 0).numel() == 0  # one value: no codes at all
+    assert torch.equal(unpack_codes(torch.empty(0, dtype=torch.uint8), 0, 4), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="2 bytes hold 5 codes of 3 bits, expected 6"):
+        unpack_codes(torch.zeros(2, dtype=torch.uint8), 3, 6)

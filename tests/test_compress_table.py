@@ -10,7 +10,7 @@ from torch import nn
 
 from g2lstm import G2LSTM, diagnostics
 from g2lstm.paper import run_task
-from g2lstm.report import relative_size, write_table
+from g2lstm.report import compressed_size, relative_size, write_table
 
 
 class Tagger(nn.Module):
@@ -81,9 +81,23 @@ def test_run_task_and_table(figures, tmp_path):
         total = sum(l["forget"]["count"] for l in layers.values())
         assert results["models"][kind]["saturation"]["forget_share_below_0.1"] == pytest.approx(below / total)
 
+        # Round and round & clip were measured as exported files (the others have no packed form);
+        # the files themselves were not kept.
+        for r in rows:
+            assert ("bytes" in r) == (r["method"] in ("round", "round_clip"))
+        b = rows[1]["bytes"]
+        assert b["file"] > 0 and b["ratio"] == b["file"] / b["float32"] and b["blocks_packed"] < b["blocks_float32"]
+        assert b["blocks_float32"] == 4 * 2 * 6 * (4 + 6 + 6 + 6)  # (input, forget) x 6 rows x (W_ih, W_hh) of 2 layers
+    assert sorted(p.name for p in (tmp_path / "toy").iterdir() if p.suffix == ".pt" or p.name.startswith(".")) == []
+
     text = write_table(tmp_path)
     assert (tmp_path / "table.md").read_text() == text
     assert "| Model | Original | Round (r=0.2) | Round & clip (r=0.2, c=0.4) | SVD (rank 3) | SVD+ (rank 1) |" in text
+    b = results["models"]["lstm"]["rows"][2]["bytes"]
+    assert (f"Round & clip: {results['models']['lstm']['rows'][2]['report']['distinct_values']} distinct values"
+            in text)
+    assert (f"file {b['file'] / 1e6:.2f} MB = x{b['ratio']:.3f} of the float32 export (gate blocks "
+            f"x{b['blocks_packed'] / b['blocks_float32']:.3f})") in text
     g2_rows = {r["method"]: r for r in results["models"]["g2lstm"]["rows"]}
     expected = (f"| G2-LSTM | {g2_rows['original']['value']:.2f} | {g2_rows['round']['value']:.2f} "
                 f"({g2_rows['round']['change']:+.2f}) |")
@@ -95,6 +109,9 @@ def test_run_task_and_table(figures, tmp_path):
     sharp = {r["method"]: r for r in results["models"]["sharpened"]["rows"]}
     assert float(row["value"]) == pytest.approx(sharp["round_clip"]["value"])
     assert int(row["bits_per_weight"]) == sharp["round_clip"]["report"]["bits_per_weight"]
+    assert int(row["file_bytes"]) == sharp["round_clip"]["bytes"]["file"]
+    assert int(row["float32_file_bytes"]) == sharp["round_clip"]["bytes"]["float32"]
+    assert next(r for r in table if r["method"] == "svd")["file_bytes"] == ""
 
 
 @pytest.mark.slow
@@ -104,6 +121,8 @@ def test_merge_adds_a_model_and_keeps_the_others(figures, tmp_path):
     cfg = OmegaConf.create({"int8": False})
     first = run_task(task, cfg, ["g2lstm", "lstm"], tmp_path / "toy", command="cmd one")
     assert list(first["models"]) == ["lstm", "g2lstm"]  # the paper's order whatever the run order
+    # A model merged in later under a config with one more compression: the others show "–" there.
+    task.cfg.compression["quantize_4bit"] = {"method": "quantize", "bits": 4}
     later = run_task(task, cfg, ["sharpened"], tmp_path / "toy", command="cmd two", merge=True)
     assert list(later["models"]) == ["lstm", "sharpened", "g2lstm"]
     assert later["models"]["lstm"] == first["models"]["lstm"]  # kept, not re-evaluated
@@ -122,7 +141,11 @@ def test_merge_adds_a_model_and_keeps_the_others(figures, tmp_path):
 
     text = write_table(tmp_path)
     assert "Made by `cmd one` (LSTM, G2-LSTM); `cmd two` (Sharpened sigmoid)." in text
-    assert "Relative round & clip (extra) (r=1.0σ, c=2.0σ)" in text
+    assert "Relative round & clip (extra) (r=1.0σ, c=2.0σ) | 4-bit codes (extra) |" in text
+    sharp = {r["method"]: r for r in later["models"]["sharpened"]["rows"]}
+    assert f"({sharp['round_relative']['change']:+.2f}) | {sharp['quantize_4bit']['value']:.2f} (" in text
+    lstm_line = next(line for line in text.splitlines() if line.startswith("| LSTM |"))
+    assert lstm_line.endswith(" | – |")
     assert f"| G2-LSTM | {stats['mean_abs']:.3f} | {stats['std']:.3f} |" in text
     figures.check_task_figures(tmp_path / "toy")  # the merged models' histograms and heatmaps, all three
     with pytest.raises(ValueError, match="holds task 'toy'"):
@@ -135,3 +158,11 @@ def test_relative_rounding_size_counts_levels_per_block(tmp_path):
     report = {"relative": True, "precision": 1.0, "clip": 2.0, "distinct_values": 33, "entropy_bits_per_weight": 3.7}
     assert relative_size(report).startswith("at most 5 levels per block (3 bits/weight)")
     assert relative_size(dict(report, precision=0.5)).startswith("at most 9 levels per block (4 bits/weight)")
+
+
+def test_compressed_size_of_quantized_blocks_and_of_a_measured_file():
+    row = {"report": {"method": "quantize", "bits": 4, "scale_bits_per_weight": 0.25}}
+    assert compressed_size(row) == "4 bits/weight and one scale per row (0.25 bits/weight)"
+    row["bytes"] = {"file": 6_687_637, "float32": 7_708_485, "ratio": 6_687_637 / 7_708_485, "blocks_packed": 153_600,
+                    "blocks_float32": 1_179_648}
+    assert compressed_size(row).endswith(", file 6.69 MB = x0.868 of the float32 export (gate blocks x0.130)")

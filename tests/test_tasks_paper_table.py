@@ -56,4 +56,10 @@ def test_paper_table_trains_and_compresses_the_task(key, figures, tmp_path):
                             block.copy_((u[:, :2] * sv[:2]) @ vh[:2])
         assert rows["svd"]["value"] == pytest.approx(loaded.evaluate(small, **evaluate), abs=1e-9)
         assert rows["svd"]["change"] == pytest.approx(rows["svd"]["value"] - rows["original"]["value"])
+        # round & clip was measured as a file exported from the checkpoint (metadata and all) and read back
+        sizes = rows["round_clip"]["bytes"]
+        assert sizes["checkpoint"] == (tmp_path / "runs" / f"{key}_{kind}" / "best.pt").stat().st_size
+        assert sizes["blocks_packed"] < sizes["blocks_float32"]  # (the file of so tiny a model is all overhead)
+        assert abs(sizes["float32"] - sizes["checkpoint"]) < 0.05 * sizes["checkpoint"]
+        assert "bytes" not in rows["svd"]
     figures.check_task_figures(tmp_path / key)

@@ -21,14 +21,18 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read or written; the message names the path and the way on."""
 
 
+RESUME_WAY_ON = "run again: the run resumes from its last checkpoint"
+
+
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike,
-                    keep_previous: str | os.PathLike | None = None) -> None:
+                    keep_previous: str | os.PathLike | None = None, way_on: str = RESUME_WAY_ON) -> None:
     """Write ``state`` to ``path`` atomically: a crash leaves either the old file or the new one
     (with ``keep_previous``, the old one is moved there first: a crash between the two moves
     leaves it there only).
 
     ``state`` must hold only tensors and plain Python values so that it loads with
-    ``torch.load(weights_only=True)``.
+    ``torch.load(weights_only=True)``. ``way_on``: what to do after freeing space, for the error
+    message (a training run resumes; another writer says its own).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -45,8 +49,7 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike,
         _remove(tmp)
         kept = f"the previous {path.name} is kept" if path.exists() else f"no {path.name} was written"
         raise CheckpointError(f"could not write the checkpoint {path} ({error}); {kept}. Free space in "
-                              f"{path.parent} (or fix its permissions) and run again: the run resumes from "
-                              f"its last checkpoint") from error
+                              f"{path.parent} (or fix its permissions) and {way_on}") from error
     except BaseException:
         _remove(tmp)
         raise
