@@ -381,9 +381,11 @@ def explore(argv: list[str] | None = None) -> None:
         texts, references = read_text_file(loaded[0].task, cfg.texts, int(cfg.max_texts)), None
     else:
         texts, references = split_texts(loaded[0], cfg.split, int(cfg.max_texts))
-    a = cfg.attribution
+    a, i = cfg.attribution, cfg.information
     build(dict(zip(names, loaded)), texts, cfg.out, references=references, budget_mb=float(cfg.budget_mb),
           tracked=cfg.tracked, bits={f: 16 for f in cfg.bits16}, batch_size=int(cfg.batch_size),
           attribution_texts=int(a.texts), ig_steps=int(a.n_steps), ig_max_steps=int(a.max_steps),
-          ig_tolerance=float(a.tolerance), ig_position=int(a.position), response_states=tuple(cfg.rnnvis.states),
+          ig_tolerance=float(a.tolerance), ig_position=int(a.position), information_texts=int(i.texts),
+          information_layers=str(i.layers), information_lam=float(i.lam), information_scale=float(i.scale),
+          information_steps=int(i.steps), information_draws=int(i.draws), response_states=tuple(cfg.rnnvis.states),
           top_words=int(cfg.rnnvis.top_words), clusters=int(cfg.rnnvis.clusters), seed=int(cfg.seed))

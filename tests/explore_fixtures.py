@@ -44,6 +44,32 @@ def tiny_classifier(cell: str, seed: int) -> ClassificationTask:
     return ClassificationTask(model, table, {"model": {"cell": cell}}, f"classifier_{cell}.pt", "cpu")
 
 
+def reference_information(loaded, texts, count: int, key: str, batch_size: int = 16, **options) -> list[np.ndarray]:
+    """Per text of the first ``count``, ``sigma`` per token of layer ``key`` straight from
+    ``word_information`` on ``batch_size`` texts at a time, with ``sigma_f`` the spread over all
+    ``texts`` of each text's mean hidden state, as the page should hold it."""
+    from g2lstm.interpret.sections import _layer_phi
+    from g2lstm.interpret.states import collect_states
+    from g2lstm.interpret.word_information import word_information
+
+    layer = collect_states(loaded, texts)[key]
+    sigma_f = np.std([h.mean(0) for h in layer.values["h"]], axis=0)
+    sigmas = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # hundreds of tiny forward-backward passes: a second thread only waits on the first
+    try:
+        for start in range(0, count, batch_size):
+            batch = loaded.encode(texts[start:min(start + batch_size, count)])
+            phi, x = _layer_phi(loaded.model, batch, layer.side, layer)
+            lengths = [len(t) for t in batch.tokens[layer.side]]
+            mask = torch.arange(x.shape[1])[None] < torch.tensor(lengths)[:, None]
+            sigma = word_information(phi, x, sigma_f, mask, **options).sigma.detach().double().numpy()
+            sigmas += [sigma[n, :length] for n, length in enumerate(lengths)]
+    finally:
+        torch.set_num_threads(threads)
+    return sigmas
+
+
 def dequantised_tracks(header, arrays, model: int, key: str, field: str) -> list[np.ndarray]:
     """Per tracked text, the ``(steps, units)`` values the page reads (as it computes them)."""
     from g2lstm.explore.pack import dequantise

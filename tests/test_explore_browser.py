@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from explore_fixtures import ODD_TEXTS, dequantised_tracks, lm_pair, lm_texts, tiny_classifier
+from explore_fixtures import ODD_TEXTS, dequantised_tracks, lm_pair, lm_texts, reference_information, tiny_classifier
 from g2lstm.explore import build, payload_of_page
+from g2lstm.explore.information import entropy
 from g2lstm.interpret import rank_neurons
 from g2lstm.interpret.states import collect_states
 
@@ -65,7 +66,8 @@ class Opened:
 def lm_page(tmp_path_factory):
     models = lm_pair()
     path = tmp_path_factory.mktemp("browser") / "lm.html"
-    build(models, lm_texts(), path, attribution_texts=3, tracked=8, progress=False)
+    build(models, lm_texts(), path, attribution_texts=3, tracked=8, progress=False, information_texts=3,
+          information_steps=30, information_layers="all")
     header, arrays = payload_of_page(path.read_text(encoding="utf-8"))
     return models, path, header, arrays
 
@@ -120,6 +122,47 @@ def test_a_new_step_moves_the_cursors_without_redrawing_the_text_view(browser, l
     page.keyboard.up("Shift")
     assert page.evaluate("g2lstm.ui.state().span") == [2, 3]
     assert page.locator("#sentence .token.span").count() == 2
+    opened.close()
+
+
+def test_per_word_information_shows_what_word_information_learns(browser, lm_page):
+    models, path, header, _ = lm_page
+    text, t, last = 2, 3, "rnns.1/l0"
+    opened = Opened(browser, path, f"#view=text&text={text}&layer={last}")
+    page = opened.page
+    assert "per-word information (σ per token, Guan et al. 2019) for the first 3, of layers lstm: rnns.0/l0, " \
+           "rnns.1/l0" in page.inner_text("#holds")
+    page.click(f"#sentence .token[data-step='{t}']")
+    references = {(name, key): reference_information(models[name], lm_texts(), 3, key, steps=30, draws=4)[text]
+                  for name in models for key in ("rnns.0/l0", "rnns.1/l0")}
+    for m, name in enumerate(models):
+        for key in ("rnns.0/l0", "rnns.1/l0"):
+            spec = header["models"][m]["information"]["layers"][key]["sigma"]
+            half = (spec["hi"] - spec["lo"]) / spec["levels"] / 2
+            expected = references[name, key]
+            returned = np.array(page.evaluate(f"g2lstm.information({m}, '{key}', {text})"))
+            assert returned.shape == expected.shape and np.abs(returned - expected).max() <= half + 1e-12, (name, key)
+            assert np.ptp(expected) > 100 * half  # tokens apart by far more than the quantisation
+            # the step panel: sigma to 4 significant digits, H to 2 decimals, the token's rank by sigma
+            shown = page.inner_text(f"#step-details > div:nth-child({m + 1}) [data-information='{key}']")
+            sigma, h, rank = re.search(r"σ ([0-9.e-]+), H (-?[0-9.]+) nats; rank ([0-9]+) of", shown).groups()
+            assert abs(float(sigma) - expected[t]) <= half + 5e-4 * expected[t], (name, key, shown)
+            assert abs(float(h) - entropy(expected[t], 8)) <= 0.005 + 8 * (half + 5e-4 * expected[t]) / expected[t]
+            assert int(rank) == 1 + (expected < expected[t]).sum()
+            # the strip's tooltip at the token, over the text view's canvas
+            box = page.locator(f"canvas[aria-label='{name}: σ {key}']").bounding_box()
+            cell = box["width"] / len(expected)
+            page.mouse.move(box["x"] + (t + 0.5) * cell, box["y"] + box["height"] / 2)
+            hovered = float(page.inner_text("#tooltip").rsplit(": ", 1)[1])
+            assert abs(hovered - expected[t]) <= half + 5e-4 * expected[t], (name, key)
+        assert page.evaluate(f"g2lstm.information({m}, '{last}', 3)") is None  # past the explained texts
+    opened.shot("text_information")
+    page.keyboard.press("1")  # the corpus table's column: the spread of H within the text, of the chosen layer
+    column = page.locator(".vrow.head span").all_inner_texts().index(f"g2 H spread {last}")
+    row = page.locator(f".vrow[data-text='{text}'] span").nth(column).inner_text()
+    spread = entropy(references["g2", last], 8).std()
+    assert abs(float(row) - spread) <= 5e-4 + 1e-4
+    assert page.locator(".vrow[data-text='5'] span").nth(column).inner_text() == "–"
     opened.close()
 
 
@@ -244,7 +287,7 @@ def test_every_view_renders_and_the_state_lives_in_the_hash(browser, lm_page):
 def test_unusual_texts_render(browser, tmp_path):
     path = tmp_path / "odd.html"
     build({"lstm": tiny_classifier("lstm", 0), "g2": tiny_classifier("g2lstm", 1)}, ODD_TEXTS, path,
-          references=[0, 1, 0, 1], attribution_texts=2, progress=False)
+          references=[0, 1, 0, 1], attribution_texts=2, information_texts=3, information_steps=5, progress=False)
     opened = Opened(browser, path)
     page = opened.page
     table = page.inner_text("#corpus-table")
@@ -256,6 +299,7 @@ def test_unusual_texts_render(browser, tmp_path):
     assert "a </script><b>bold</b> test & more" in page.inner_text("#view-text")
     page.evaluate("g2lstm.ui.openText(0)")
     assert "щ" in page.inner_text("#sentence")
+    assert page.locator("canvas[aria-label='g2: σ rnn/l0_reverse']").count() == 1  # both directions of a biLSTM
     opened.shot("odd_text")
     assert page.locator("b", has_text="bold").count() == 0  # shown as text, never parsed as HTML
     opened.close()

@@ -3,7 +3,9 @@
 What the page holds (it says so itself, in its header):
 
 - for every text: its tokens, each model's metric, per-token loss, output symbols, mean gate
-  saturation and, for the first ``attribution_texts`` texts, Integrated Gradients per token;
+  saturation and, for the first ``attribution_texts`` texts, Integrated Gradients per token and,
+  for the first ``information_texts``, per-word information (Guan et al. 2019) per token of the
+  last layer of each side (or of every layer);
 - for every layer direction of every model, aggregates over every text: per unit the shares of
   i, f, o below 0.1 and above 0.9, gate histograms, the expected response of units to the most
   frequent words and its co-clusters;
@@ -29,6 +31,7 @@ from ..interpret.attribution import converged_attributions, within_bound
 from ..interpret.sections import concentration
 from ..interpret.states import FIELDS, collect_states
 from .aggregate import SATURATION_GATES, LayerAggregate, co_clusters
+from .information import LAYER_CHOICES, entropy, explained_layers, feature_spread, layer_information
 from .outcomes import HIGHER_IS_BETTER, outcomes
 from .pack import Payload, encode, page_html
 
@@ -91,6 +94,7 @@ class _ModelData:
         self.tokens: dict[str, list[list[str]]] = {}
         self.tracks: dict[str, dict[str, list[np.ndarray]]] = {}  # key -> field -> per tracked text
         self.text_saturation: list[float] = []
+        self.mean_h: dict[str, list[np.ndarray]] = {}  # key -> per text, h's mean over its steps (sigma_f)
 
 
 def _gather(data: _ModelData, texts, tracked: set[int], words: dict[str, int], batch_size: int,
@@ -113,6 +117,7 @@ def _gather(data: _ModelData, texts, tracked: set[int], words: dict[str, int], b
                 values = {f: layer.values[f][n] for f in FIELDS}
                 ids = np.array([words.setdefault(t, len(words)) for t in tokens], dtype=np.int64)
                 aggregate.add(values, ids, response_states)
+                data.mean_h.setdefault(key, []).append(values["h"].mean(0))
                 for gate in SATURATION_GATES:
                     v = values[gate]
                     saturated[n] += ((v < 0.1) | (v > 0.9)).sum()
@@ -131,15 +136,20 @@ def _probe(loaded, text) -> dict:
             for key, layer in collect_states(loaded, [text]).items()}
 
 
-def reserved_bytes(models: Mapping, texts: Sequence, top_words: int, states: int) -> int:
+def reserved_bytes(models: Mapping, texts: Sequence, top_words: int, states: int, information_texts: int = 0) -> int:
     """What the page holds besides the full tracks, estimated from above (after base64): the page's
-    code, texts and tokens, per-text numbers, per-unit aggregates and response matrices."""
+    code, texts and tokens, per-text numbers, per-unit aggregates and response matrices, and the
+    per-word information of the first ``information_texts`` texts."""
     text_bytes = sum(len(_display(t).encode("utf-8")) for t in texts)
     per_model = 0
     for loaded in models.values():
-        for side, units in _probe(loaded, texts[0]).values():
+        probed = _probe(loaded, texts[0]).values()
+        for side, units in probed:
             per_model += top_words * units["h"] * states + 2 * 3 * 8 * units["i"] + 4 * 60 * 8
         per_model += 3 * text_bytes + 80 * len(texts)  # predictions, outputs, values, loss per token
+        # at most every layer direction: a uint16 per token (tokens <= bytes of text) and a spread per text
+        per_model += len(probed) * (2 * sum(len(_display(t).encode("utf-8")) + 2 for t in texts[:information_texts])
+                                    + 10 * min(information_texts, len(texts)))
     return PAGE_OVERHEAD + int(4 / 3 * (3 * text_bytes + 20 * len(texts) + per_model))
 
 
@@ -184,6 +194,12 @@ def build(
     ig_tolerance: float = 0.05,
     ig_position: int = -1,
     attributions: Mapping[str, tuple[Sequence, Sequence[int]]] | None = None,
+    information_texts: int = 8,
+    information_layers: str = "last",
+    information_lam: float = 0.1,
+    information_scale: float = 0.5,
+    information_steps: int = 200,
+    information_draws: int = 4,
     response_states: Sequence[str] = ("h",),
     top_words: int = 200,
     clusters: int = 6,
@@ -210,6 +226,11 @@ def build(
             to ``ig_tolerance``; shown instead of computing them here (the interpretability report
             passes its own, so IG runs once), and ``attribution_texts``, ``ig_steps``,
             ``ig_max_steps`` and ``ig_position`` are not used.
+        information_texts: texts whose per-word information (Guan et al. 2019) is learnt (0: none;
+            ``sigma_f`` is the hidden states' spread over all ``texts``, so it needs 2 of them), for the
+            ``information_layers`` (``'last'``: each side's last layer, every direction of it;
+            ``'all'``), with ``information_lam``, ``_scale``, ``_steps``, ``_draws`` as
+            :func:`g2lstm.interpret.word_information`'s ``lam``, ``scale``, ``steps``, ``draws``.
         response_states: states whose expected response to words (RNNVis) is kept.
         top_words, clusters: words of the response matrices, co-clusters wanted per matrix.
     """
@@ -229,9 +250,16 @@ def build(
             raise ValueError(f"response_states must be among {list(FIELDS)}; got {state!r}")
     if attributions is not None:
         _check_attributions(attributions, named, len(texts))
+    if information_layers not in LAYER_CHOICES:  # before the slow parts, not after them
+        raise ValueError(f"information_layers must be one of {list(LAYER_CHOICES)}; got {information_layers!r}")
+    if information_texts < 0:
+        raise ValueError(f"information_texts must be >= 0; got {information_texts}")
+    # sigma_f is the hidden states' spread over the page's texts: one text has none
+    explained = min(information_texts, len(texts)) if len(texts) >= 2 else 0
     budget = int(budget_mb * 1e6)
     if tracked is None:
-        chosen = choose_tracked(named, texts, budget, bits, reserved_bytes(named, texts, top_words, len(response_states)))
+        chosen = choose_tracked(named, texts, budget, bits,
+                                reserved_bytes(named, texts, top_words, len(response_states), explained))
     else:
         chosen = list(range(min(tracked, len(texts))))
     words: dict[str, int] = {}
@@ -242,14 +270,32 @@ def build(
         _gather(gathered[name], texts, set(chosen), words, batch_size, tuple(response_states), bar)
     bar.close()
     results = {name: outcomes(loaded, texts, references, batch_size) for name, loaded in named.items()}
-    if attributions is None:
-        attributed = {name: converged_attributions(loaded, texts[:attribution_texts], ig_position, ig_steps,
-                                                   ig_max_steps, ig_tolerance, batch_size, progress=progress)
-                      for name, loaded in named.items()} if attribution_texts else {}
-    else:
+    seconds = {}
+    attributed = {}
+    if attributions is not None:
         attributed = dict(attributions)
+    elif attribution_texts:
+        started = time.perf_counter()
+        subset = texts[:attribution_texts]
+        for name, loaded in named.items():
+            attributed[name] = converged_attributions(loaded, subset, ig_position, ig_steps, ig_max_steps, ig_tolerance,
+                                                      batch_size, progress=progress)
+        seconds["IG"] = time.perf_counter() - started
+    informed = {}
+    if explained:
+        started = time.perf_counter()
+        options = {"lam": information_lam, "scale": information_scale, "steps": information_steps,
+                   "draws": information_draws}
+        jobs = [(name, key) for name in named for key in explained_layers(gathered[name].layers, information_layers)]
+        for name, key in tqdm(jobs, desc="per-word information", disable=not progress, leave=False):
+            sigmas, dim = layer_information(named[name], texts[:explained], gathered[name].layers[key], key,
+                                            feature_spread(gathered[name].mean_h[key]), batch_size, seed=seed,
+                                            **options)
+            informed.setdefault(name, {"texts": explained, "which": information_layers, **options,
+                                       "layers": {}})["layers"][key] = (sigmas, dim)
+        seconds["per-word information"] = time.perf_counter() - started
     payload = Payload()
-    header = _header(task, named, gathered, results, attributed, texts, chosen, words, payload, bits,
+    header = _header(task, named, gathered, results, attributed, informed, texts, chosen, words, payload, bits,
                      tuple(response_states), top_words, clusters, seed, ig_tolerance, budget)
     header["budget_bytes"] = budget
     raw = payload.raw_bytes(header)
@@ -261,9 +307,11 @@ def build(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
-    seconds = time.perf_counter() - began
+    parts = ", ".join(f"{what} {s:.1f} s" for what, s in seconds.items())
+    note = "" if explained or not information_texts else "; no per-word information: it needs at least 2 texts"
     print(f"wrote {out}: {size / 1e6:.2f} MB of a {budget_mb:g} MB budget; {len(texts)} texts, full tracks of "
-          f"{len(chosen)}; built in {seconds:.1f} s", flush=True)
+          f"{len(chosen)}; built in {time.perf_counter() - began:.1f} s" + (f" ({parts})" if parts else "") + note,
+          flush=True)
     return out
 
 
@@ -276,7 +324,7 @@ def _check_attributions(attributions: Mapping, named: Mapping, texts: int) -> No
                              f"{texts} texts; expected one of each per text, for the first 1 to {texts} texts")
 
 
-def _header(task, named, gathered, results, attributed, texts, chosen, words, payload: Payload, bits,
+def _header(task, named, gathered, results, attributed, informed, texts, chosen, words, payload: Payload, bits,
             response_states, top_words, clusters, seed, ig_tolerance, budget) -> dict:
     names = list(named)
     first = gathered[names[0]]
@@ -333,6 +381,19 @@ def _header(task, named, gathered, results, attributed, texts, chosen, words, pa
                                "array": payload.add(np.concatenate([a.scores[s] for a in attributions]))}
                            for s in sides},
             }
+        if name in informed:
+            info = dict(informed[name])
+            layers_sigma = info.pop("layers")
+            info["layers"] = {}
+            for key, (sigmas, dim) in layers_sigma.items():
+                # 16 bits: sigma spans orders of magnitude below `scale`, and the small ones matter most
+                info["layers"][key] = {
+                    "sigma": dict(payload.add_quantised(np.concatenate(sigmas), 16),
+                                  offsets=np.cumsum([0] + [len(s) for s in sigmas]).tolist()),
+                    "dim": dim,  # the entropy's K: the width of the embeddings of the layer's side
+                    "spread": _round([entropy(s, dim).std() for s in sigmas]),
+                }
+            model["information"] = info
         models.append(model)
     return {
         "version": 1, "task": task, "fields": list(FIELDS), "sides": list(first.tokens),

@@ -7,6 +7,7 @@ from typing import Optional
 
 from .. import config
 from ..interpret.states import FIELDS
+from .information import LAYER_CHOICES
 
 
 @dataclass
@@ -21,6 +22,22 @@ class AttributionOptions:
         config.at_least(self, 0, "texts")
         config.positive(self, "n_steps", "max_steps", "tolerance")
         config.require(self, "max_steps", lambda v: v >= self.n_steps, f"at least n_steps ({self.n_steps})")
+
+
+@dataclass
+class InformationOptions:
+    texts: int = 8
+    layers: str = "last"
+    lam: float = 0.1
+    scale: float = 0.5
+    steps: int = 200
+    draws: int = 4
+
+    def __post_init__(self):
+        config.at_least(self, 0, "texts")
+        config.one_of(self, "layers", LAYER_CHOICES)
+        config.finite_positive(self, "lam", "scale")
+        config.positive(self, "steps", "draws")
 
 
 @dataclass
@@ -49,6 +66,7 @@ class ExploreConfig:
     threads: int = 1
     seed: int = 0
     attribution: AttributionOptions = field(default_factory=AttributionOptions)
+    information: InformationOptions = field(default_factory=InformationOptions)
     rnnvis: RNNVisOptions = field(default_factory=RNNVisOptions)
 
     def __post_init__(self):

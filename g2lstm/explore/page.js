@@ -88,6 +88,21 @@
     return a.subarray(arrayEntry.offsets[n], arrayEntry.offsets[n + 1]);
   }
   function outputsOf(m, n) { return H.models[m].outputs[n]; }
+  /** Per-word information: the layer keys of model m that hold it (those of `side` if given). */
+  function informedLayers(m, side) {
+    const info = H.models[m].information;
+    return info ? Object.keys(info.layers).filter((key) => side === undefined || layerOf(m, key).side === side) : [];
+  }
+  /** The dequantised sigma of each token of text n for layer `key` of model m, or null where the page has none. */
+  function informationOf(m, key, n) {
+    const info = H.models[m].information;
+    if (!info || n >= info.texts || !info.layers[key]) return null;
+    const spec = info.layers[key].sigma, q = perText(spec, n), step = (spec.hi - spec.lo) / spec.levels;
+    return Array.from(q, (x) => spec.lo + x * step);
+  }
+  /** H_i = K/2 log(2 pi e) + K log sigma_i (nats), K the embeddings' width: g2lstm.explore.information.entropy. */
+  function entropyOf(m, key, sigma) { const K = H.models[m].information.layers[key].dim; return (K / 2) * Math.log(2 * Math.PI * Math.E) + K * Math.log(sigma); }
+  const sig = (v) => (v === null || v === undefined || Number.isNaN(v) ? "–" : Number(v).toPrecision(4)); // sigma spans decades
   function sameTokens(mA, mB) { return !H.models[mA].tokens && !H.models[mB].tokens; }
 
   // ---------------------------------------------------------------------------- select and match
@@ -326,6 +341,12 @@
       cols.push({ name: `${m.name} ${m.metric}`, get: (n) => m.values[n], num: true, width: "1fr", model: i });
       cols.push({ name: `${m.name} saturation`, get: (n) => m.saturation[n], num: true, width: "1fr", model: i });
       if (m.attribution) cols.push({ name: `${m.name} IG top-1`, get: (n) => (n < m.attribution.texts ? m.attribution.top1_share[n] : null), num: true, width: "1fr", model: i });
+      const informed = informedLayers(i);
+      if (informed.length) {
+        // one column per model: the chosen layer's where it holds per-word information, else its first such layer
+        const key = informed.includes(state.layer) ? state.layer : informed[0];
+        cols.push({ name: `${m.name} H spread ${key}`, get: (n) => (n < m.information.texts ? m.information.layers[key].spread[n] : null), num: true, width: "1fr", model: i });
+      }
     });
     return cols;
   }
@@ -353,7 +374,7 @@
     const template = cols.map((c) => c.width).join(" ");
     const wrap = el("div", { class: "table-wrap", id: "corpus-table", tabindex: 0, role: "grid", "aria-rowcount": rows.length });
     const head = el("div", { class: "vrow head", style: `grid-template-columns:${template}` }, cols.map((c, i) =>
-      el("span", { class: c.num ? "num" : "", role: "columnheader", title: "sort", onclick: () => {
+      el("span", { class: c.num ? "num" : "", role: "columnheader", title: `${c.name}: click to sort`, onclick: () => {
         state.sort = state.sort && state.sort.column === i ? { column: i, direction: -state.sort.direction } : { column: i, direction: c.num ? -1 : 1 };
         render();
       } }, c.name + (state.sort && state.sort.column === i ? (state.sort.direction > 0 ? " ▲" : " ▼") : ""))));
@@ -423,12 +444,12 @@
     return panel(spec.title, el("div", {}, labels, canvas), pngButton(spec.id, canvas));
   }
 
-  function strip(title, values, scale, toks) {
+  function strip(title, values, scale, toks, format) {
     const cw = Math.max(10, Math.min(22, Math.floor(560 / Math.max(values.length, 1))));
     const canvas = el("canvas", { width: values.length * cw, height: 12, "aria-label": title });
     const g = canvas.getContext("2d");
     values.forEach((v, t) => { g.fillStyle = v === null || Number.isNaN(v) ? "#eee" : css(scale.colour(v)); g.fillRect(t * cw, 0, cw, 12); });
-    canvas.addEventListener("mousemove", (e) => { const t = Math.floor((e.clientX - canvas.getBoundingClientRect().left) / cw); if (t >= 0 && t < values.length) showTip(e.clientX, e.clientY, `${title}\nstep ${t} ${JSON.stringify(toks[t])}: ${fmt(values[t], 4)}`); });
+    canvas.addEventListener("mousemove", (e) => { const t = Math.floor((e.clientX - canvas.getBoundingClientRect().left) / cw); if (t >= 0 && t < values.length) showTip(e.clientX, e.clientY, `${title}\nstep ${t} ${JSON.stringify(toks[t])}: ${(format || ((v) => fmt(v, 4)))(values[t])}`); });
     canvas.addEventListener("mouseleave", hideTip);
     return el("div", { class: "row", style: "gap:6px;align-items:center" }, el("span", { class: "muted", style: "width:130px;font-size:11px" }, title), canvas);
   }
@@ -463,6 +484,16 @@
         const mx = Math.max(...s.map(Math.abs), 1e-12);
         strips.push(strip(`${m.name}: IG`, s, { colour: (v) => mix(DIVERGING, (v / mx + 1) / 2) }, toks));
       }
+      for (const layer of informedLayers(i, side)) {
+        const sigma = informationOf(i, layer, n);
+        if (!sigma) continue;
+        // As the report's view: log sigma about the text's mean, red where the layer kept the word (small sigma)
+        const logs = sigma.map(Math.log), mean = logs.reduce((a, b) => a + b, 0) / logs.length;
+        const mx = Math.max(...logs.map((v) => Math.abs(v - mean)), 1e-12);
+        strips.push(strip(`${m.name}: σ ${layer}`, sigma, { colour: (v) => mix(DIVERGING, (1 - (Math.log(v) - mean) / mx) / 2) }, toks, sig));
+      }
+      if (informedLayers(i, side).length && informationOf(i, informedLayers(i, side)[0], n))
+        strips.push(el("div", { class: "muted", style: "font-size:11px" }, "σ: per-word information, red where the layer kept the word (small σ: it tolerates little noise), blue where it did not; white: the text's mean log σ"));
       if (strips.length) root.append(panel(`${m.name}: per token`, el("div", {}, strips)));
     });
     if (!isTracked(n)) { root.append(el("p", { class: "warn" }, `Text ${n} has no full tracks in this page (${H.tracked.length} texts do: the budget). Its aggregates are in the corpus table.`)); return; }
@@ -517,7 +548,13 @@
     H.models.forEach((m, i) => {
       const rows = changes(i, key, n, t, 12);
       const ig = m.attribution && n < m.attribution.texts && m.attribution.scores[side] ? perText(m.attribution.scores[side], n)[t] : null;
-      body.append(el("div", {}, el("h3", {}, `${m.name}` + (ig !== null ? ` (IG of this token ${fmt(ig, 4)})` : "")),
+      const information = informedLayers(i, side).map((layer) => {
+        const sigma = informationOf(i, layer, n);
+        if (!sigma) return null;
+        const rank = 1 + sigma.filter((v) => v < sigma[t]).length;
+        return el("div", { class: "muted", "data-information": layer }, `per-word information, ${layer}: σ ${sig(sigma[t])}, H ${fmt(entropyOf(i, layer, sigma[t]), 2)} nats; rank ${rank} of ${sigma.length} tokens by σ (1: kept most)`);
+      }).filter(Boolean);
+      body.append(el("div", {}, el("h3", {}, `${m.name}` + (ig !== null ? ` (IG of this token ${fmt(ig, 4)})` : "")), information,
         el("table", { class: "plain" }, el("tr", {}, el("th", {}, "field"), el("th", {}, "unit"), el("th", {}, "before"), el("th", {}, "after"), el("th", {}, "change")),
           rows.map((r) => el("tr", { class: "clickable", onclick: () => { state.unit = r.unit; state.view = "units"; ui.unitField = r.field; render(); } },
             el("td", {}, r.field), el("td", {}, r.unit), el("td", { class: "num" }, fmt(r.before)), el("td", { class: "num" }, fmt(r.after)), el("td", { class: "num" }, fmt(r.change)))))));
@@ -759,8 +796,10 @@
   function holds() {
     const models = H.models.map((m) => `${m.name} (${m.cell || "?"})`).join(", ");
     const attributed = H.models[0].attribution ? `; Integrated Gradients for the first ${H.models[0].attribution.texts}` : "";
+    const info = H.models[0].information;
+    const informed = info ? `; per-word information (σ per token, Guan et al. 2019) for the first ${info.texts}, of layers ${H.models.map((m, i) => `${m.name}: ${informedLayers(i).join(", ")}`).join("; ")}` : "";
     const missed = H.models.map((m) => (m.attribution ? `${m.name}: ${m.attribution.within_bound.filter((x) => !x).length} of ${m.attribution.texts} texts miss |delta| <= ${m.attribution.tolerance * 100}% of |F(x) − F(0)|` : null)).filter(Boolean).join("; ");
-    return `${H.task}: ${models}. ${H.texts.length} texts with their metrics and aggregates (saturation, histograms, responses, co-clusters); full per-step tracks of h, c, i, f, g, o for ${H.tracked.length} of them${attributed}. ${missed}`;
+    return `${H.task}: ${models}. ${H.texts.length} texts with their metrics and aggregates (saturation, histograms, responses, co-clusters); full per-step tracks of h, c, i, f, g, o for ${H.tracked.length} of them${attributed}${informed}. ${missed}`;
   }
 
   async function start() {
@@ -788,6 +827,7 @@
       array: (index) => A[index].slice(),
       tokenLoss: (m, n) => Array.from(perText(H.models[m].token_loss, n)),
       attribution: (m, side, n) => (H.models[m].attribution && n < H.models[m].attribution.texts ? Array.from(perText(H.models[m].attribution.scores[side], n)) : null),
+      information: informationOf, informationLayers: informedLayers,
       selectAndMatch, searchUnits, changes, stepSaturation,
       ui: Object.freeze({
         state: () => JSON.parse(JSON.stringify(state)),

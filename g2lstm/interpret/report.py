@@ -120,6 +120,7 @@ def _explore_page(models: dict, texts: Sequence, references, attributed, path: P
     page = cfg.explore
     return build(models, texts, path, references=references, budget_mb=float(page.budget_mb), tracked=page.tracked,
                  bits={f: 16 for f in page.bits16}, batch_size=int(cfg.batch_size), attribution_texts=0,
+                 information_texts=0,  # the report's own section learns it; twice would double the slowest part
                  ig_tolerance=float(cfg.attribution.tolerance), attributions=attributed,
                  response_states=tuple(page.rnnvis.states), top_words=int(page.rnnvis.top_words),
                  clusters=int(page.rnnvis.clusters), seed=int(cfg.seed))
