@@ -1,0 +1,58 @@
+"""Named recipes: the module constructor and every trainer's recipe= select the same G2 options."""
+
+import pytest
+import torch
+
+from g2lstm import G2LSTM, G2LSTMCell
+from g2lstm.config import compose_config
+from g2lstm.recipes import RECIPES
+
+TASKS = ("lm", "mt", "classify", "translit")
+
+
+@pytest.mark.parametrize("module", [G2LSTM, G2LSTMCell])
+def test_from_recipe_sets_the_recipe_and_keeps_the_other_arguments(module):
+    rnn = module.from_recipe("binary", 4, 6, bias=False)
+    assert (rnn.gates, rnn.noise_p, rnn.tau) == ("gumbel", 1.0, 0.5)
+    assert rnn.bias is False and rnn.hidden_size == 6
+    default = module(4, 6)
+    assert (default.noise_p, default.tau) == (0.2, 1.0)  # the recipe is not the default
+
+
+def test_a_binary_recipe_layer_trains_with_every_gate_element_perturbed():
+    torch.manual_seed(0)
+    rnn = G2LSTM.from_recipe("binary", 3, 5, impl="reference")
+    out, _ = rnn(torch.randn(7, 2, 3))
+    out.sum().backward()
+    assert rnn.weight_ih_l0.grad is not None and rnn.weight_ih_l0.grad.abs().sum() > 0
+
+
+def test_a_recipe_option_passed_as_well_is_refused_and_an_unknown_recipe_named():
+    with pytest.raises(ValueError, match=r"recipe 'binary' sets \['noise_p'\]"):
+        G2LSTM.from_recipe("binary", 4, 6, noise_p=0.3)
+    with pytest.raises(ValueError, match=r"recipe must be one of \['binary'\], got 'binry'"):
+        G2LSTM.from_recipe("binry", 4, 6)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_every_trainer_recipe_file_says_what_the_python_recipe_says(task):
+    """recipe=binary in each config root sets model.cell/noise_p/tau as RECIPES['binary'] does, and wins
+    over an experiment's (and the task's defaults') values."""
+    cfg = compose_config(task, ["recipe=binary"])
+    options = RECIPES["binary"]
+    assert options["gates"] == "gumbel" and cfg.model.cell == "g2lstm"
+    assert (cfg.model.noise_p, cfg.model.tau) == (options["noise_p"], options["tau"])
+    plain = compose_config(task, [])
+    assert (plain.model.noise_p, plain.model.tau) != (options["noise_p"], options["tau"])
+
+
+def test_a_recipe_wins_over_the_experiment_and_loses_to_the_command_line():
+    cfg = compose_config("lm", ["experiment=binarize_bible", "recipe=binary"])
+    assert (cfg.model.noise_p, cfg.model.tau, cfg.model.emsize) == (1.0, 0.5, 64)
+    cfg = compose_config("lm", ["recipe=binary", "model.tau=0.25"])
+    assert (cfg.model.noise_p, cfg.model.tau) == (1.0, 0.25)
+
+
+def test_a_misspelt_recipe_is_an_error_that_lists_the_recipes():
+    with pytest.raises(Exception, match=r"(?s)recipe/binry.*Available options in 'recipe':\s+binary"):
+        compose_config("lm", ["recipe=binry"])
