@@ -440,8 +440,21 @@
     canvas.addEventListener("mouseleave", hideTip);
     canvas.addEventListener("click", (e) => { const [t, u] = cell(e); spec.onpick(t, u); });
     ui.heatmaps.push({ id: spec.id, canvas, cw, rh, steps: spec.steps, units: spec.units, draw });
-    const labels = el("div", { class: "labels", style: `width:${spec.steps * cw}px` }, spec.tokens.map((tok) => el("span", { style: `width:${cw}px`, title: tok }, tok)));
+    const labels = tokenLabels(spec.tokens, spec.steps, cw);
     return panel(spec.title, el("div", {}, labels, canvas), pngButton(spec.id, canvas));
+  }
+
+  // The tokens above a heatmap, slanted, drawn on one canvas: a rotated element per token cost
+  // more layout and paint than the heatmaps themselves (12 heatmaps x 60 tokens on a text view).
+  function tokenLabels(toks, steps, cw) {
+    const canvas = el("canvas", { class: "labels", width: steps * cw, height: 44, "aria-label": toks.join(" ") });
+    const g = canvas.getContext("2d");
+    g.font = "10px sans-serif"; g.fillStyle = "#333";
+    for (let t = 0; t < steps; t++) {
+      g.save(); g.translate(t * cw + cw / 2 + 3, 42); g.rotate(-50 * Math.PI / 180);
+      g.fillText(String(toks[t]).slice(0, 12), 0, 0); g.restore();
+    }
+    return canvas;
   }
 
   function strip(title, values, scale, toks, format) {
