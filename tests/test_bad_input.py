@@ -218,7 +218,8 @@ def _documented_commands():
         text = doc.read_text(encoding="utf-8").replace("\\\n", " ")
         for script, args in re.findall(r"python3? experiments/(" + "|".join(roots) + r")\.py([^`\n|#&;]*)", text):
             for placeholder, value in (("${rnn}", "lstm"), ("$rnn", "lstm"), ("${cell}", "lstm"), ("$cell", "lstm"),
-                                       ("${seed}", "1"), ("$seed", "1"), ("$s", "1"), ("$k", "lstm"), ("$L", "runs")):
+                                       ("${seed}", "1"), ("$seed", "1"), ("$s", "1"), ("${c}", "lstm"), ("$c", "lstm"), ("$k", "lstm"),
+                                       ("$L", "runs")):
                 args = args.replace(placeholder, value)
             words = [w for w in shlex.split(args) if w != "-m" and not w.startswith("hydra.")]
             if any(w.startswith(("<", "[")) or "..." in w or "=" not in w for w in words):
