@@ -229,6 +229,14 @@ def test_report_says_when_every_text_meets_the_bound(tiny_pair, tmp_path):
     assert numbers["summary"]["g2"]["steps_max"] > 2
 
 
+def test_a_page_over_its_budget_names_the_report_key(tiny_pair, tmp_path):
+    cfg = compose_config("interpret", ATTRIBUTION_ONLY + ["attribution.n_steps=2", "explore.budget_mb=0.01",
+                                                          "explore.tracked=0"])
+    with pytest.raises(ValueError, match=r"over explore\.budget_mb=0\.01; lower explore\.tracked, the words of "
+                                         r"the responses \(explore\.rnnvis\.top_words\)"):
+        write_report(tiny_pair, lm_texts(), tmp_path / "report", cfg, "test")
+
+
 def test_report_with_the_page_refuses_more_models_than_the_page_shows(tmp_path):
     models = {f"m{k}": tiny_lm("lstm") for k in range(5)}
     with pytest.raises(ValueError, match="explore.enabled=true: the explorer page shows 1 to 4 models"):

@@ -184,6 +184,7 @@ def build(
     *,
     references: Sequence | None = None,
     title: str | None = None,
+    key_prefix: str = "",
     budget_mb: float = 25.0,
     tracked: int | None = None,
     bits: Mapping[str, int] | None = None,
@@ -232,6 +233,7 @@ def build(
             ``'all'``), with ``information_lam``, ``_scale``, ``_steps``, ``_draws`` as
             :func:`g2lstm.interpret.word_information`'s ``lam``, ``scale``, ``steps``, ``draws``.
         response_states: states whose expected response to words (RNNVis) is kept.
+        key_prefix: put before the option names in errors (the report's page: ``'explore.'``).
         top_words, clusters: words of the response matrices, co-clusters wanted per matrix.
     """
     began = time.perf_counter()
@@ -302,8 +304,8 @@ def build(
     page = page_html(title or f"g2lstm explorer: {', '.join(named)} ({task})", encode(raw))
     size = len(page.encode("utf-8"))
     if size > budget:
-        raise ValueError(f"the page would weigh {size / 1e6:.2f} MB, over budget_mb={budget_mb}; lower tracked, "
-                         "top_words or the number of texts")
+        raise ValueError(f"the page would weigh {size / 1e6:.2f} MB, over {key_prefix}budget_mb={budget_mb}; lower "
+                         f"{key_prefix}tracked, the words of the responses ({key_prefix}rnnvis.top_words) or the texts")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")

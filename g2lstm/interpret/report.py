@@ -123,4 +123,4 @@ def _explore_page(models: dict, texts: Sequence, references, attributed, path: P
                  information_texts=0,  # the report's own section learns it; twice would double the slowest part
                  ig_tolerance=float(cfg.attribution.tolerance), attributions=attributed,
                  response_states=tuple(page.rnnvis.states), top_words=int(page.rnnvis.top_words),
-                 clusters=int(page.rnnvis.clusters), seed=int(cfg.seed))
+                 clusters=int(page.rnnvis.clusters), seed=int(cfg.seed), key_prefix="explore.")
