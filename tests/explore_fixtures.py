@@ -48,7 +48,7 @@ def reference_information(loaded, texts, count: int, key: str, batch_size: int =
     """Per text of the first ``count``, ``sigma`` per token of layer ``key`` straight from
     ``word_information`` on ``batch_size`` texts at a time, with ``sigma_f`` the spread over all
     ``texts`` of each text's mean hidden state, as the page should hold it."""
-    from g2lstm.interpret.sections import _layer_phi
+    from g2lstm.interpret.phi import layer_phi
     from g2lstm.interpret.states import collect_states
     from g2lstm.interpret.word_information import word_information
 
@@ -60,7 +60,7 @@ def reference_information(loaded, texts, count: int, key: str, batch_size: int =
     try:
         for start in range(0, count, batch_size):
             batch = loaded.encode(texts[start:min(start + batch_size, count)])
-            phi, x = _layer_phi(loaded.model, batch, layer.side, layer)
+            phi, x = layer_phi(loaded.model, batch, layer.side, layer)
             lengths = [len(t) for t in batch.tokens[layer.side]]
             mask = torch.arange(x.shape[1])[None] < torch.tensor(lengths)[:, None]
             sigma = word_information(phi, x, sigma_f, mask, **options).sigma.detach().double().numpy()

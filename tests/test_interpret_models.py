@@ -6,7 +6,7 @@ import torch
 
 from g2lstm.data.lm import Vocab
 from g2lstm.interpret import token_attributions
-from g2lstm.interpret.sections import _layer_phi
+from g2lstm.interpret.phi import layer_phi
 from g2lstm.interpret.states import collect_states
 from g2lstm.lm.model import AWDLSTM
 from g2lstm.lm.task import LanguageModelTask
@@ -97,7 +97,7 @@ def test_layer_features_are_the_traced_hidden_states(tokenizers, mt_pairs):
         for key, layer in states.items():
             if layer.side != side:
                 continue
-            phi, x = _layer_phi(loaded.model, batch, side, layer)
+            phi, x = layer_phi(loaded.model, batch, side, layer)
             h = phi(torch.cat([x, x]))  # two copies of the batch, as word_information calls it
             for n, tokens in enumerate(batch.tokens[side]):
                 for copy in (n, n + len(texts)):

@@ -105,7 +105,7 @@ def _gather(data: _ModelData, texts, tracked: set[int], words: dict[str, int], b
         saturated = np.zeros(len(chunk))
         counted = np.zeros(len(chunk))
         for key, layer in states.items():
-            info = data.layers.setdefault(key, {"name": layer.name, "layer": layer.layer, "direction": layer.direction,
+            data.layers.setdefault(key, {"name": layer.name, "layer": layer.layer, "direction": layer.direction,
                                                 "side": layer.side,
                                                 "units": {f: int(layer.values[f][0].shape[1]) for f in FIELDS}})
             aggregate = data.aggregates.setdefault(key, LayerAggregate())

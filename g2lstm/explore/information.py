@@ -1,7 +1,7 @@
 """Per-word information (Guan et al. 2019) of the page's texts: per layer direction, the noise scale
 ``sigma`` each token can take while the layer's hidden states stay as they are.
 
-The feature ``phi`` of a layer is built as the report's (:func:`g2lstm.interpret.sections._layer_phi`):
+The feature ``phi`` of a layer is built as the report's (:func:`g2lstm.interpret.phi.layer_phi`):
 the layer's hidden states when the embeddings of the layer's side are ``x`` and the other sides
 keep their own. ``sigma_f``, the per-unit spread of ``phi`` over sentences, comes from every text
 of the page (the per-text means of ``h`` that the build gathers anyway: no extra pass), not from the
@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from ..interpret.sections import _layer_phi
+from ..interpret.phi import layer_phi
 from ..interpret.states import LayerStates
 from ..interpret.word_information import word_information
 
@@ -52,7 +52,7 @@ def _phi_of(loaded, texts: Sequence, info: Mapping, key: str):
     batch = loaded.encode(list(texts))
     side = info["side"]
     states = LayerStates(key, info["name"], info["layer"], info["direction"], side)
-    phi, x = _layer_phi(loaded.model, batch, side, states)
+    phi, x = layer_phi(loaded.model, batch, side, states)
     lengths = torch.tensor([len(t) for t in batch.tokens[side]])
     mask = (torch.arange(x.shape[1])[None] < lengths[:, None]).to(x.device)
     return phi, x, mask, lengths

@@ -12,16 +12,15 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
-from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
-from .. import config, trace
+from .. import config
 from ..diagnostics import RECORDED_GATES, plot_heatmap
-from .attribution import (TokenAttribution, converged_attributions, delta_ratio, repeat_batch, target_string,
-                          time_major, within_bound)
+from .attribution import TokenAttribution, converged_attributions, delta_ratio, target_string, within_bound
 from .neurons import rank_neurons
 from .rnnvis import CO_CLUSTER_MODES, co_cluster, expected_response
 from .states import FIELDS, LayerStates
 from .views import ColoredText, activation_png, plot_memory_chips, plot_word_clouds
+from .phi import layer_phi
 from .word_information import word_information
 
 # Closed-class English words: the "function words" of the paper's per-token gate figure.
@@ -449,10 +448,10 @@ def neuron_section(states: dict[str, dict[str, LayerStates]], out, cfg) -> tuple
             f"`{p}` {d:.2f} (p={q:.3f})" for d, q, p in scores[:5]))
         layer = states[name][key]
         for n in range(min(cfg.views, len(layer.tokens))):
-            for field in ("c", "h", internal):
-                values = layer.values[field][n][:, unit]
-                shown = np.tanh(values) if field == "c" else (2 * values - 1 if field in "ifo" else values)
-                views.append(ColoredText(f"{name} {key} unit {unit} {field} (text {n})", layer.tokens[n], shown))
+            for state in ("c", "h", internal):
+                values = layer.values[state][n][:, unit]
+                shown = np.tanh(values) if state == "c" else (2 * values - 1 if state in "ifo" else values)
+                views.append(ColoredText(f"{name} {key} unit {unit} {state} (text {n})", layer.tokens[n], shown))
     lines = [
         "## Neurons that decide: Hellinger distance between activation histograms",
         "",
@@ -474,54 +473,6 @@ def neuron_section(states: dict[str, dict[str, LayerStates]], out, cfg) -> tuple
 
 
 # --------------------------------------------------------------------------- word information
-def _module_output(module, output, steps: int) -> torch.Tensor | None:
-    """A recurrent module's output ``(N, T, directions * H)``, or None when it is not one tensor
-    for the whole sequence (several calls, projections)."""
-    if len(output) != 1 or module.proj_size:
-        return None
-    out = output[0][0]
-    if isinstance(out, PackedSequence):
-        out = pad_packed_sequence(out, batch_first=module.batch_first, total_length=steps)[0]
-    return out if module.batch_first else out.transpose(0, 1)
-
-
-def _layer_phi(model, batch, side: str, states: LayerStates):
-    """``phi(x)``: the hidden states ``(B', T, H)`` of the layer of ``states`` when ``side``'s embeddings are
-    ``x`` (batch-first, ``B'`` a multiple of the batch) and the other sides are the batch's own.
-
-    The last layer of a module is read from the module's output (its fused kernel, fast); an inner
-    layer of a multi-layer module from a trace with gradients (the reference loop, slower)."""
-    is_time_major = time_major(model)
-    with torch.no_grad():
-        embedded = model.embed(batch)
-    size = embedded[side].shape[1 if is_time_major else 0]
-    axis = 1 if is_time_major else 0
-    module = dict(model.named_modules())[states.name]
-    width = module.hidden_size
-
-    def phi(x):
-        times = x.shape[0] // size
-        inputs = {s: torch.cat([e] * times, dim=axis) for s, e in embedded.items()}
-        inputs[side] = x.transpose(0, 1) if is_time_major else x
-        repeated = repeat_batch(batch, times, is_time_major)
-        if states.layer == module.num_layers - 1:
-            outputs = []
-            handle = module.register_forward_hook(lambda m, args, out: outputs.append(out))
-            try:
-                model.extract_features(repeated, inputs)
-            finally:
-                handle.remove()
-            h = _module_output(module, outputs, x.shape[1])
-            if h is not None:
-                return h[..., states.direction * width:(states.direction + 1) * width]
-        with trace.record(model, grad=True) as recorded:
-            model.extract_features(repeated, inputs)
-        return recorded.layer(states.name, states.layer, states.direction).h.transpose(0, 1)
-
-    first = embedded[side].transpose(0, 1) if is_time_major else embedded[side]
-    return phi, first.detach()
-
-
 def information_section(models: dict, texts: Sequence, states: dict[str, dict[str, LayerStates]], out, cfg):
     names = list(models)
     chosen = list(texts[: cfg.max_texts])
@@ -534,7 +485,7 @@ def information_section(models: dict, texts: Sequence, states: dict[str, dict[st
         for name in names:
             loaded = models[name]
             batch = loaded.encode(chosen)
-            phi, x = _layer_phi(loaded.model, batch, side0, states[name][key])
+            phi, x = layer_phi(loaded.model, batch, side0, states[name][key])
             lengths = torch.tensor([len(t) for t in batch.tokens[side0]])
             mask = torch.arange(x.shape[1])[None] < lengths[:, None]
             with torch.backends.cudnn.flags(enabled=False):
