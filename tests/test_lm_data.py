@@ -104,10 +104,21 @@ def test_bible_split_by_book_is_disjoint_and_checked():
     assert valid[0][:4] == ["jude", ",", "a", "servant"]  # Jude 1:1
     assert len(valid) == 25 and len(test) == 404  # verses of Jude and Revelation
     assert len(train) == 31102 - 25 - 404
-    with pytest.raises(ValueError, match="both valid and test"):
+    with pytest.raises(ValueError, match=r"one split only; \[1\] are listed in two"):
         read_bible("4", valid_books=[1], test_books=[1])
+    with pytest.raises(ValueError, match=r"one split only; \[66\]"):
+        read_bible("4", valid_books=[65], test_books=[66], train_books=[64, 66])
     with pytest.raises(ValueError, match="1..66"):
         read_bible("4", valid_books=[67], test_books=[])
+    with pytest.raises(ValueError, match=r"1..66; got \[0\]"):
+        read_bible("4", valid_books=[], test_books=[], train_books=[0])
+
+
+def test_bible_train_books_limit_the_training_split_only():
+    train, valid, test = read_bible("4", valid_books=[65], test_books=[66], train_books=[63, 64])
+    assert len(train) == 13 + 14  # the verses of 2 and 3 John (3 John has 14 in the WEB)
+    assert train[0][:3] == ["the", "elder", ","]  # 2 John 1:1
+    assert len(valid) == 25 and len(test) == 404  # as without train_books
 
 
 def test_batchify_makes_contiguous_columns():

@@ -15,7 +15,7 @@ from g2lstm import runtime
 from g2lstm.lm.evaluate import SplitOutputs, cache_pointer_loss
 from g2lstm.lm.model import AWDLSTM
 from g2lstm.report import collect, markdown
-from g2lstm.lm.nt_asgd import nt_trigger
+from g2lstm.lm.nt_asgd import NTASGD, START_FINETUNE, SWITCH_TO_ASGD, nt_trigger
 from g2lstm.lm.train import load_model, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,6 +46,18 @@ def test_model_switch_builds_g2lstm_layers_with_weight_drop(cell, gates):
     assert torch.equal(model.rnns[0].weight_hh_l0, w_hh_before)  # the mask never touches the parameter
 
 
+def test_eval_gates_hard_reaches_every_layer_from_the_config():
+    from g2lstm.lm.train import build_model, lm_config
+
+    model = build_model(lm_config(["experiment=converge_bible", "model.eval_gates=hard"]).model, 30).eval()
+    assert [r.eval_gates for r in model.rnns] == ["hard", "hard"]
+    words = torch.randint(0, 30, (5, 2))
+    _, _, raw, _ = model(words, model.init_hidden(2))
+    soft = build_model(lm_config(["experiment=converge_bible"]).model, 30).eval()
+    soft.load_state_dict(model.state_dict())
+    assert not torch.allclose(soft(words, soft.init_hidden(2))[2][0], raw[0])  # hard gates change the output
+
+
 def test_unknown_cell_kind_is_rejected():
     with pytest.raises(ValueError, match="model.cell must be one of .*got 'gru'"):
         AWDLSTM(10, cell="gru")
@@ -55,6 +67,35 @@ def test_nt_trigger_is_non_monotone():
     assert not nt_trigger([5.0, 4.0], 4.5, nonmono=2)  # too little history
     assert nt_trigger([5.0, 4.0, 3.9, 3.8], 4.5, nonmono=2)  # worse than the best before the last 2
     assert not nt_trigger([5.0, 4.0, 3.9, 3.8], 4.9, nonmono=3)  # 5.0 is the only older value
+
+
+def test_patience_ends_the_training_stage_once_asgd_stops_improving():
+    schedule = NTASGD()
+    for loss in (5.0, 4.0, 3.0):  # SGD, improving
+        schedule.improved(loss)
+        assert schedule.end_epoch(loss, epochs=100, finetune_epochs=0, nonmono=2, asgd=True, patience=2) is None
+    actions = []
+    for loss in (3.5, 3.6, 3.7):  # 2 stale SGD epochs do not end it; the trigger fires on 3.7 (> 3.0)
+        schedule.improved(loss)
+        actions.append(schedule.end_epoch(loss, 100, 0, 2, True, patience=2))
+    assert actions == [None, None, SWITCH_TO_ASGD] and schedule.stale == 0 and not schedule.done
+    schedule.improved(2.9)
+    schedule.end_epoch(2.9, 100, 0, 2, True, patience=2)
+    assert schedule.stale == 0 and not schedule.done  # a better loss starts the count again
+    for loss in (3.0, 3.1):
+        schedule.improved(loss)
+        schedule.end_epoch(loss, 100, 0, 2, True, patience=2)
+    assert schedule.done and schedule.ended_by == "patience" and len(schedule.history) == 9
+    assert schedule.extend(200, 0) is None and schedule.done  # converged: more epochs do not reopen it
+    assert schedule.extend(200, 3) == START_FINETUNE  # a finetune may still follow
+
+
+def test_without_patience_the_stage_runs_its_epochs():
+    schedule = NTASGD(optimizer_kind="asgd")
+    for epoch in range(3):
+        schedule.improved(5.0 + epoch)
+        schedule.end_epoch(5.0 + epoch, epochs=3, finetune_epochs=0, nonmono=5, asgd=True)
+    assert schedule.done and schedule.ended_by == "epochs" and schedule.stale == 2
 
 
 # ----------------------------------------------------------------------------- cache pointer

@@ -167,19 +167,23 @@ def split_by_word_count(sentences: list[Sentence], sizes: Sequence[int]) -> list
 
 
 def read_bible(translation: str, valid_books: Sequence[int], test_books: Sequence[int],
-               lowercase: bool = True) -> tuple[list[Sentence], list[Sentence], list[Sentence]]:
-    """One verse per sentence; the listed books go to valid/test, all others to train."""
+               lowercase: bool = True, train_books: Sequence[int] | None = None,
+               ) -> tuple[list[Sentence], list[Sentence], list[Sentence]]:
+    """One verse per sentence; the listed books go to valid/test, ``train_books`` (default: all
+    others) to train."""
     from g2lstm.data import bible
 
-    overlap = set(valid_books) & set(test_books)
+    overlap = set(valid_books) & set(test_books) | set(train_books or ()) & (set(valid_books) | set(test_books))
     if overlap:
-        raise ValueError(f"a book cannot be in both valid and test; both list {sorted(overlap)}")
-    bad = [b for b in (*valid_books, *test_books) if not 1 <= b <= bible.NUM_BOOKS]
+        raise ValueError(f"a book can be in one split only; {sorted(overlap)} are listed in two")
+    bad = [b for b in (*valid_books, *test_books, *(train_books or ())) if not 1 <= b <= bible.NUM_BOOKS]
     if bad:
         raise ValueError(f"Bible book numbers are 1..{bible.NUM_BOOKS}; got {bad}")
     train, valid, test = [], [], []
     for book, _chapter, _verse, text in bible.verses(translation):
         split = valid if book in valid_books else test if book in test_books else train
+        if split is train and train_books is not None and book not in train_books:
+            continue
         split.append(tokenize(text, lowercase))
     return train, valid, test
 
@@ -253,6 +257,7 @@ class BibleDataConfig(LMDataConfig):
     translation: str = "4"
     valid_books: list[int] = field(default_factory=list)
     test_books: list[int] = field(default_factory=list)
+    train_books: Optional[list[int]] = None  # null: every book not in valid_books or test_books
     lowercase: bool = True
 
     def __post_init__(self):
@@ -262,8 +267,12 @@ class BibleDataConfig(LMDataConfig):
         for key in ("valid_books", "test_books"):
             config.require(self, key, lambda books: all(1 <= b <= NUM_BOOKS for b in books),
                            f"Bible book numbers in 1..{NUM_BOOKS}")
+        config.require(self, "train_books", lambda books: len(books) > 0 and all(1 <= b <= NUM_BOOKS for b in books),
+                       f"a non-empty list of Bible book numbers in 1..{NUM_BOOKS}", optional=True)
         config.require(self, "test_books", lambda books: not set(books) & set(self.valid_books),
                        "books not also in data.valid_books")
+        config.require(self, "train_books", lambda books: not set(books) & {*self.valid_books, *self.test_books},
+                       "books not also in data.valid_books or data.test_books", optional=True)
 
 
 @dataclass
@@ -310,11 +319,12 @@ config.store(TextDataConfig, "lm_text_schema", group="data")
 
 def read_splits(source: str, path: str | None = None, *, lowercase: bool = True,
                 translation: str = "4", valid_books: Sequence[int] = (), test_books: Sequence[int] = (),
+                train_books: Sequence[int] | None = None,
                 train_words: int = 800_000, valid_words: int = 200_000,
                 files: Sequence[str] | None = None) -> tuple[list[Sentence], list[Sentence], list[Sentence]]:
     """The (train, valid, test) sentences of one source; see the module docstring."""
     if source == "bible":
-        return read_bible(translation, valid_books, test_books, lowercase)
+        return read_bible(translation, valid_books, test_books, lowercase, train_books)
     if source == "brown":
         train, valid, test = split_by_word_count(read_brown(path, lowercase), [train_words, valid_words])
         return train, valid, test

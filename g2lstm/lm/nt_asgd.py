@@ -1,6 +1,8 @@
 """AWD-LSTM's training schedule (Merity et al. 2018) as a small object with explicit state: SGD
-until the non-monotone trigger fires, then averaged SGD (NT-ASGD) to the end of ``train.epochs``,
-then an optional finetune stage that restarts from the best weights with a fresh ASGD.
+until the non-monotone trigger fires, then averaged SGD (NT-ASGD) to the end of ``train.epochs``
+(or, with ``train.patience``, until that many ASGD epochs brought no better validation loss:
+convergence), then an optional finetune stage that restarts from the best weights with a fresh
+ASGD.
 
 The object decides; the trainer acts on what it returns (a new optimizer, the best weights).
 Its state is saved in ``last.pt`` as the trainer's state (:meth:`NTASGD.as_dict`).
@@ -31,7 +33,9 @@ class NTASGD:
     """Where training is: ``stage`` ('train', 'finetune' or 'done'; ``done_stage`` is the stage
     that ended, where a raised budget goes on), the ``epoch`` of that stage (from 1), the
     ``position`` in the epoch's token stream, the validation losses of the stage (``history``),
-    the best one (``best_val``) and the optimizer in use (``optimizer_kind``: 'sgd' or 'asgd')."""
+    the best one (``best_val``), the optimizer in use (``optimizer_kind``: 'sgd' or 'asgd'), the
+    epochs since the stage's best or since the switch to ASGD (``stale``) and why the last stage
+    ended (``ended_by``: 'epochs', 'patience', 'nonmono' or 'stop')."""
 
     stage: str = "train"
     epoch: int = 1
@@ -40,6 +44,8 @@ class NTASGD:
     best_val: float = math.inf
     optimizer_kind: str = "sgd"
     done_stage: str | None = None
+    stale: int = 0
+    ended_by: str | None = None
 
     @classmethod
     def restore(cls, saved: dict[str, Any] | None, saved_train_cfg: dict | None = None) -> "NTASGD":
@@ -66,34 +72,41 @@ class NTASGD:
             return True
         return False
 
-    def end_epoch(self, val_loss: float, epochs: int, finetune_epochs: int, nonmono: int, asgd: bool) -> str | None:
-        """Count the epoch that ended with ``val_loss`` and move the schedule on; returns what the
-        trainer must do (:data:`SWITCH_TO_ASGD`, :data:`START_FINETUNE`) or None."""
+    def end_epoch(self, val_loss: float, epochs: int, finetune_epochs: int, nonmono: int, asgd: bool,
+                  patience: int | None = None) -> str | None:
+        """Count the epoch that ended with ``val_loss`` (already passed to :meth:`improved`) and move
+        the schedule on; returns what the trainer must do (:data:`SWITCH_TO_ASGD`,
+        :data:`START_FINETUNE`) or None. ``patience``: end the training stage after that many
+        epochs without a better validation loss on the final optimizer (ASGD, or SGD without it)."""
         triggered = nt_trigger(self.history, val_loss, nonmono)
         self.history.append(val_loss)
         self.epoch += 1
         self.position = 0
+        self.stale = 0 if val_loss <= self.best_val else self.stale + 1
         if self.stage == "train":
-            if self.epoch > epochs:
+            on_final_optimizer = self.optimizer_kind == "asgd" or not asgd
+            stalled = patience is not None and on_final_optimizer and self.stale >= patience
+            if self.epoch > epochs or stalled:
                 if finetune_epochs > 0:
                     self._start_finetune()
                     return START_FINETUNE
-                self._end()
+                self._end("patience" if stalled else "epochs")
             if triggered and self.optimizer_kind == "sgd" and asgd:
-                self.optimizer_kind = "asgd"
+                self.optimizer_kind, self.stale = "asgd", 0  # the averaged iterates get their own patience
                 return SWITCH_TO_ASGD
         elif self.stage == "finetune" and (triggered or self.epoch > finetune_epochs):
-            self._end()
+            self._end("nonmono" if triggered else "epochs")
         return None
 
     def stop(self) -> None:
         """End training now (the minute budget)."""
-        self._end()
+        self._end("stop")
 
     def extend(self, epochs: int, finetune_epochs: int) -> str | None:
         """A finished run resumed with a raised ``train.epochs`` or ``train.finetune_epochs`` goes on
-        where it ended; returns :data:`START_FINETUNE` when that means starting the finetune."""
-        if self.done_stage == "train" and self.epoch <= epochs:
+        where it ended; returns :data:`START_FINETUNE` when that means starting the finetune. A
+        training stage that converged (ended by ``train.patience``) is not taken on by more epochs."""
+        if self.done_stage == "train" and self.epoch <= epochs and self.ended_by != "patience":
             self.stage = "train"
         elif self.done_stage == "train" and finetune_epochs > 0:
             self._start_finetune()
@@ -103,8 +116,8 @@ class NTASGD:
         return None
 
     def _start_finetune(self) -> None:
-        self.stage, self.epoch, self.position = "finetune", 1, 0
+        self.stage, self.epoch, self.position, self.stale = "finetune", 1, 0, 0
         self.history, self.optimizer_kind = [self.best_val], "asgd"
 
-    def _end(self) -> None:
-        self.done_stage, self.stage = self.stage, "done"
+    def _end(self, reason: str) -> None:
+        self.done_stage, self.stage, self.ended_by = self.stage, "done", reason

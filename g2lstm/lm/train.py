@@ -61,6 +61,7 @@ class LMTrainConfig(RunConfig):
     asgd: bool = True
     nonmono: int = 5
     finetune_epochs: int = 0
+    patience: Optional[int] = None
     saturation_tokens: int = 2000
 
     def __post_init__(self):
@@ -69,6 +70,7 @@ class LMTrainConfig(RunConfig):
         config.finite_positive(self, "lr")
         config.at_least(self, 0, "clip", "wdecay", "alpha", "beta", "finetune_epochs")
         config.positive(self, "saturation_tokens")
+        config.positive(self, "patience", optional=True)
 
 
 @dataclass
@@ -169,9 +171,11 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None, overrides: 
     """Train (or resume, if ``run_dir`` has a ``last.pt``) and evaluate one run. With the command
     line's ``overrides``, a resumed run takes its saved config with only those applied.
 
-    Returns ``{'run_dir', 'steps', 'stopped', 'train_minutes', 'valid_ppl', 'test_ppl',
-    'cache': {...} | None}`` where ``stopped`` is ``'done'``, ``'max_steps'`` (no evaluation: run the
-    folder again to go on) or ``'max_minutes'``.
+    Returns ``{'run_dir', 'steps', 'stopped', 'ended_by', 'epochs', 'train_minutes', 'valid_ppl',
+    'test_ppl', 'cache': {...} | None}`` where ``stopped`` is ``'done'``, ``'max_steps'`` (no
+    evaluation: run the folder again to go on) or ``'max_minutes'``; ``ended_by`` says why the last
+    stage ended (:class:`~g2lstm.lm.nt_asgd.NTASGD`: 'epochs', 'patience' (converged), 'nonmono',
+    'stop') and ``epochs`` counts the last stage's epochs.
     """
     config.validate(cfg, LMConfig)  # before anything is read or written
     run_dir = run_dir if run_dir is not None else Path("runs/lm") / time.strftime("%Y-%m-%d_%H-%M-%S")
@@ -233,7 +237,7 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None, overrides: 
             tqdm.write(f"{schedule.stage} epoch {schedule.epoch}: valid ppl {val['ppl']:.2f} "
                        f"({schedule.optimizer_kind}, best {exp_or_inf(schedule.best_val):.2f})")
             action = schedule.end_epoch(val["loss"], train_cfg.epochs, train_cfg.finetune_epochs, train_cfg.nonmono,
-                                        train_cfg.asgd)
+                                        train_cfg.asgd, train_cfg.patience)
             if action == START_FINETUNE:
                 optimizer = restart_from_best(model, run.best_path, train_cfg)
             elif action is not None:  # the non-monotone trigger: averaged SGD from here on
@@ -293,7 +297,7 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None, overrides: 
         return run.stopped_early(train_minutes=run.elapsed / 60)
     result = run.world.on_main(lambda: final_evaluation(cfg, run.best_path, corpus))
     watch.plot(run.metrics, run.dir / "saturation.png", f"{run.dir.name}: gate saturation")
-    return run.finish({"stopped": stopped, **result})
+    return run.finish({"stopped": stopped, "ended_by": schedule.ended_by, "epochs": len(schedule.history), **result})
 
 
 def gathered(run: Run, hidden) -> list[list[torch.Tensor]]:

@@ -11,6 +11,10 @@ import torch
 from .checkpoint import load_checkpoint
 
 GUARD_DECAY = 0.98  # of the exponential running average of the loss (from the first step on)
+# A running average below this (in nats) counts as this: a converged model's loss of 0.01 may jump
+# to 0.2 on one hard batch, which is noise, not divergence, and a refusal would recur at the same
+# step on every resume.
+LOSS_FLOOR = 0.1
 
 
 class NonFiniteLossError(RuntimeError):
@@ -33,11 +37,12 @@ class DivergenceGuard:
 
     def check_loss(self, loss: float | torch.Tensor, step: int) -> None:
         """Refuse (:class:`DivergedError`) a non-finite loss or one above ``factor`` times the
-        running average of the steps before it; otherwise count it into the average."""
+        running average of the steps before it (at least :data:`LOSS_FLOOR`); otherwise count it
+        into the average."""
         value = float(loss)
         if not math.isfinite(value):
             self._diverged(f"the training loss became {value}", step)
-        if self.factor and self.loss_average is not None and value > self.factor * self.loss_average:
+        if self.factor and self.loss_average is not None and value > self.factor * max(self.loss_average, LOSS_FLOOR):
             self._diverged(f"the training loss {value:.4g} is more than train.divergence_factor={self.factor} "
                            f"times its running average {self.loss_average:.4g}", step)
         self.loss_average = value if self.loss_average is None else \
