@@ -38,7 +38,8 @@ def test_summary_of_a_finished_run(tiny_lm_config, traced_gates, figures, tmp_pa
     train_lm(tiny_lm_config("train.epochs=1", "eval.cache.enabled=false", "train.saturation_every=5",
                          "train.schedules.tau={end: 0.5, steps: 10, shape: linear}"), run_dir)
     summary = binarization.main([str(tmp_path / "out"), str(run_dir), "--evaluate", "batch_size=4", "bptt=12",
-                                 "--gates", "tokens=200", "batch_size=4", "bptt=12"])
+                                 "--gates", "tokens=200", "batch_size=4", "bptt=12",
+                                 "--export-dir", str(tmp_path / "exports"), "--rows", str(tmp_path / "rows.json")])
     entry = summary["lm/g2_run"]
     result = json.loads((run_dir / "results.json").read_text())
     assert entry["quality"] == pytest.approx(result["test_ppl"], rel=1e-6)  # the task's own test metric
@@ -54,10 +55,30 @@ def test_summary_of_a_finished_run(tiny_lm_config, traced_gates, figures, tmp_pa
             assert entry["binary_share"][key][gate] == pytest.approx(share, abs=1e-9), (key, gate)
     target = all(entry["binary_share"][key][gate] >= 0.5 for key in values for gate in ("input", "forget"))
     assert entry["meets_target"] is target
-    assert set(entry["compression"]) == {"round_clip", "round_relative", "svd"}
+    assert set(entry["compression"]) == {"round_clip", "round_relative", "quantize4", "svd", "hard_gates"}
+    hard = binarization.hard_gated(loaded.model)
+    assert {layer.eval_gates for layer in hard.recurrent_layers().values()} == {"hard"}
+    assert {layer.eval_gates for layer in loaded.model.recurrent_layers().values()} == {"soft"}  # a copy
+    assert entry["compression"]["hard_gates"]["value"] == pytest.approx(loaded.evaluate(hard, batch_size=4, bptt=12))
+    # the packed schemes were scored from their files, whose sizes the rows report
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert len(rows) == 1 and rows[0]["run"] == "g2_run" and rows[0]["task"] == "lm"
+    row = rows[0]
+    assert row["converged"] is False  # ended by train.epochs, not by a convergence test
+    assert row["quality"] == entry["quality"] and row["quality_name"] == "test perplexity" and not row["higher_is_better"]
+    assert row["binary"] == {k: {g: v[g] for g in ("input", "forget")} for k, v in entry["binary_share"].items()}
+    assert row["compression"] == {k: v["change"] for k, v in entry["compression"].items()}
+    exported = tmp_path / "exports" / "lm" / "g2_run"
+    assert row["bytes"] == {name: (exported / f"{name}.pt").stat().st_size
+                            for name in ("float32", "round_clip", "round_relative", "quantize4")}
+    blocks = entry["compression"]["quantize4"]["bytes"]  # a tiny model's file is mostly pickle overhead
+    assert blocks["blocks_packed"] < blocks["blocks_float32"] / 4
+    packed = g2lstm.load(exported / "quantize4.pt")
+    assert entry["compression"]["quantize4"]["value"] == pytest.approx(packed.evaluate(batch_size=4, bptt=12))
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["lm/g2_run"]["quality"] == entry["quality"]
     table = (tmp_path / "out" / "lm.md").read_text()
     assert "| g2lstm tau=1 p=0.2, tau->0.5 (linear) | 1 |" in table
+
     # the histograms drawn are those of the gate statistics written beside them, and of the traced gates
     stats = {"g2lstm tau=1 p=0.2, tau->0.5 (linear) s1": GateStats.from_json(tmp_path / "out" / "gates_lm_g2_run.json")}
     figures.check_histograms(tmp_path / "out" / "lm_histograms.png", stats)
@@ -69,3 +90,13 @@ def test_summary_of_a_finished_run(tiny_lm_config, traced_gates, figures, tmp_pa
     records = [r for r in runtime.MetricsLog(run_dir / "metrics.jsonl").read() if r.get("event") == "gates"]
     assert (tmp_path / "out" / "saturation_lm_g2_run.png").read_bytes() == (run_dir / "saturation.png").read_bytes()
     figures.check_saturation(tmp_path / "out" / "saturation_lm_g2_run.png", records, saved_as=run_dir / "saturation.png")
+
+
+def test_converged_is_the_run_s_own_stopping_test():
+    assert binarization.converged("lm", {"ended_by": "patience"})
+    assert binarization.converged("lm", {"ended_by": "nonmono"})  # the finetune stage's trigger
+    assert not binarization.converged("lm", {"ended_by": "epochs"})
+    assert binarization.converged("translit", {"stopped": "no better validation word_accuracy in 8 validations"})
+    assert binarization.converged("mt", {"stopped": "no improvement in 4 validations"})
+    assert not binarization.converged("mt", {"stopped": "max_epochs=10 reached"})
+    assert not binarization.converged("classify", {"stopped": "budget reached (3.0 min)"})
