@@ -56,3 +56,38 @@ def test_a_recipe_wins_over_the_experiment_and_loses_to_the_command_line():
 def test_a_misspelt_recipe_is_an_error_that_lists_the_recipes():
     with pytest.raises(Exception, match=r"(?s)recipe/binry.*Available options in 'recipe':\s+binary"):
         compose_config("lm", ["recipe=binry"])
+
+
+@pytest.mark.parametrize("task", ["translit", "lm", "mt"])
+def test_every_run_of_the_convergence_queue_composes_to_what_its_name_says(task):
+    """results/binarization/run_convergence.sh: each queued command is a valid config of its
+    trainer, and its folder name matches its cell, recipe, finetune source and evaluation gates."""
+    import shlex
+    import subprocess
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    script = Path(__file__).resolve().parents[1] / "results/binarization/run_convergence.sh"
+    lines = subprocess.run(["bash", str(script), task, "1 2", "--dry-run"], capture_output=True, text=True,
+                           check=True).stdout.splitlines()
+    assert len(lines) == 16
+    for line in lines:
+        overrides = shlex.split(line)[2:]  # python experiments/train_<task>.py ...
+        run_dir = next(o.split("=", 1)[1] for o in overrides if o.startswith("hydra.run.dir="))
+        cfg = OmegaConf.to_container(compose_config(task, [o for o in overrides if not o.startswith("hydra.")]),
+                                     resolve=True)
+        name, model, train = Path(run_dir).name, cfg["model"], cfg["train"]
+        assert name.endswith(f"_s{cfg['seed']}")
+        if "lstm" in name.split("_")[:3] and "then" not in name:  # model_cell_lstm_s1
+            assert model["cell"] == "lstm"
+        if "binary" in name:
+            assert (model["cell"], model["noise_p"], model["tau"]) == ("g2lstm", 1.0, 0.5)
+        if "_then_" in name:
+            source = name.split("_then_")[0]
+            assert Path(train["init_from"]).parent.name in (f"model_cell_{source}_s{cfg['seed']}",
+                                                            f"recipe_{source}_s{cfg['seed']}")
+        hard = model.get("eval_gates", model.get("g2_options", {}).get("eval_gates", "soft"))
+        assert (hard == "hard") == name.startswith("binary_then_hard")
+        if name.startswith("schedule"):
+            assert train["schedules"]["noise_p"]["end"] == 1.0 and train["schedules"]["tau"]["end"] == 0.5

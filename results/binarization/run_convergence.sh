@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Issue 23's convergence study, as queues of runs that resume by their folder: run it again after an
 # interruption and every finished run is left as it is, every unfinished one goes on from last.pt.
-# Usage: bash results/binarization/run_convergence.sh TASK "SEEDS"   (TASK: translit | lm; one queue per seed)
+# Usage: bash results/binarization/run_convergence.sh TASK "SEEDS" [--dry-run]
+#   TASK: translit | lm | mt; one queue per seed; --dry-run prints the commands (tests compose them)
 # Each line of a queue is "FOLDER ARGS...": the baselines first, then the recipes, some of which start
 # from a baseline's best.pt of the same seed ($from/<folder>/best.pt).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-task=$1 seeds=$2
+task=$1 seeds=$2 dry_run=${3:-}
 runs=runs/converge/$task
 case $task in
   translit)
@@ -15,21 +16,29 @@ case $task in
   lm)
     entry="experiments/train_lm.py experiment=converge_bible"
     steps_20_epochs=5000 hard=model.eval_gates=hard short=train.epochs=10 ;;
-  *) echo "unknown task $task (translit | lm)"; exit 2 ;;
+  mt)
+    entry="experiments/train_mt.py experiment=converge_multi30k"
+    steps_20_epochs=4300 hard=+model.g2_options.eval_gates=hard short=train.max_epochs=10 ;;
+  *) echo "unknown task $task (translit | lm | mt)"; exit 2 ;;
 esac
 queue() {  # the runs of one seed, in order
   local seed=$1 from=$runs
   cat <<EOF
 model_cell_lstm_s$seed model.cell=lstm
-model_cell_sharpened_s$seed model.cell=sharpened
-model_cell_g2lstm_s$seed model.cell=g2lstm
 recipe_binary_s$seed recipe=binary
 lstm_then_binary_s$seed recipe=binary train.init_from=$from/model_cell_lstm_s$seed/best.pt
+model_cell_sharpened_s$seed model.cell=sharpened
+model_cell_g2lstm_s$seed model.cell=g2lstm
 g2lstm_then_binary_s$seed recipe=binary train.init_from=$from/model_cell_g2lstm_s$seed/best.pt
 binary_then_hard_s$seed recipe=binary $hard $short train.init_from=$from/recipe_binary_s$seed/best.pt
 schedule_p1_tau0.5_s$seed model.cell=g2lstm train.schedules.noise_p={end:1.0,steps:$steps_20_epochs,shape:linear} train.schedules.tau={end:0.5,steps:$steps_20_epochs,shape:exponential}
 EOF
 }
+if [[ $dry_run == --dry-run ]]; then
+  for seed in $seeds; do queue "$seed" | while read -r name args; do
+    echo "python $entry $args seed=$seed threads=1 hydra.run.dir=$runs/$name"; done; done
+  exit 0
+fi
 for seed in $seeds; do (
   queue "$seed" | while read -r name args; do
     source_run=$(grep -o "init_from=[^ ]*" <<<"$args" | sed 's/init_from=//; s|/best.pt||')
