@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -152,7 +153,8 @@ def _label(entry: dict) -> str:
     if entry.get("eval_gates") == "hard":
         label += ", hard gates in evaluation"
     if entry.get("init_from"):  # a finetune: its steps come after those of the run it started from
-        label += f", from {Path(entry['init_from']).parent.name}"
+        source = Path(entry["init_from"]).parent.name
+        label += f", from {re.sub(r'_s' + str(entry['seed']) + '$', '', source)}"  # the same seed's run
     return label
 
 
