@@ -224,16 +224,21 @@ def plot_saturation(records: list[dict], path: str | Path, gates=("input", "forg
 
 def plot_histograms(stats: dict[str, GateStats], path: str | Path, gates=("input", "forget"),
                     layers: Iterable[str] | None = None, title: str = "") -> None:
-    """One panel per (layer, gate), one bar series per model in ``stats`` (``{label: GateStats}``)."""
+    """One panel per (layer, gate), one bar series per model in ``stats`` (``{label: GateStats}``),
+    the legend below the panels (tab20 colours beyond ten models, so that each has its own)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     keys = list(layers) if layers is not None else list(next(iter(stats.values())).counts)
-    fig, axes = plt.subplots(len(keys), len(gates), figsize=(3.2 * len(gates), 2.4 * len(keys)),
+    legend_rows = (len(stats) + 1) // 2
+    legend_height = 0.22 * legend_rows + 0.3  # inches
+    legend_width = 2 * 0.055 * max(map(len, stats)) + 0.6  # two columns of 7-point labels
+    fig, axes = plt.subplots(len(keys), len(gates), figsize=(max(3.6 * len(gates), legend_width), 2.4 * len(keys) + legend_height),
                              squeeze=False)
     centers = torch.arange(BINS) / BINS + 0.05
     width = 0.09 / len(stats)
+    colours = [plt.cm.tab20(m) for m in range(len(stats))] if len(stats) > 10 else [f"C{m}" for m in range(len(stats))]
     for r, key in enumerate(keys):
         for c, gate in enumerate(gates):
             ax = axes[r][c]
@@ -241,7 +246,8 @@ def plot_histograms(stats: dict[str, GateStats], path: str | Path, gates=("input
             for m, (label, s) in enumerate(stats.items()):
                 if key in s.counts:
                     offset = (m - (len(stats) - 1) / 2) * width
-                    ax.bar((centers + offset).tolist(), s.histogram(key)[g].tolist(), width=width, label=label)
+                    ax.bar((centers + offset).tolist(), s.histogram(key)[g].tolist(), width=width, label=label,
+                           color=colours[m])
             ax.set_xlim(0, 1)
             ax.set_ylim(0, 1)
             ax.set_title(f"{key} {gate} gate", fontsize=9)
@@ -249,10 +255,11 @@ def plot_histograms(stats: dict[str, GateStats], path: str | Path, gates=("input
                 ax.set_xlabel("gate value")
             if c == 0:
                 ax.set_ylabel("share")
-    axes[0][0].legend(fontsize=8)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2 if len(stats) > 1 else 1, fontsize=7, frameon=False)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, legend_height / fig.get_figheight(), 1, 1))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
