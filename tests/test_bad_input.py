@@ -125,6 +125,7 @@ OUT_OF_RANGE = [  # (root, overrides, message start, what is expected)
     ("lm", ["data.train_books=[5, 6]"], "data.train_books=[5, 6]", "books not also in data.valid_books or data.test_books"),
     ("lm", ["data.train_books=[]"], "data.train_books=[]", "a non-empty list of Bible book numbers"),
     ("lm", ["train.patience=0"], "train.patience=0", "> 0"),
+    ("lm", ["train.min_delta=-0.1"], "train.min_delta=-0.1", ">= 0"),
     ("lm", ["model.eval_gates=firm"], "model.eval_gates='firm'", "['soft', 'hard']"),
     ("lm", ["data=brown", "data.valid_words=0"], "data.valid_words=0", "> 0"),
     ("lm", ["data=text"], "data.path=None", "the folder of the text files"),

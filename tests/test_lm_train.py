@@ -90,6 +90,17 @@ def test_patience_ends_the_training_stage_once_asgd_stops_improving():
     assert schedule.extend(200, 3) == START_FINETUNE  # a finetune may still follow
 
 
+def test_min_delta_counts_a_tiny_gain_as_no_gain():
+    schedule = NTASGD(optimizer_kind="asgd")
+    for loss in (3.0, 2.9995, 2.999):  # better, but by less than 0.002 nats
+        schedule.end_epoch(loss, epochs=100, finetune_epochs=0, nonmono=5, asgd=True, patience=2, min_delta=0.002)
+    assert schedule.done and schedule.ended_by == "patience" and len(schedule.history) == 3
+    strict = NTASGD(optimizer_kind="asgd")
+    for loss in (3.0, 2.9995, 2.999):
+        strict.end_epoch(loss, epochs=100, finetune_epochs=0, nonmono=5, asgd=True, patience=2)
+    assert not strict.done and strict.stale == 0
+
+
 def test_without_patience_the_stage_runs_its_epochs():
     schedule = NTASGD(optimizer_kind="asgd")
     for epoch in range(3):

@@ -1,7 +1,7 @@
 """AWD-LSTM's training schedule (Merity et al. 2018) as a small object with explicit state: SGD
 until the non-monotone trigger fires, then averaged SGD (NT-ASGD) to the end of ``train.epochs``
-(or, with ``train.patience``, until that many ASGD epochs brought no better validation loss:
-convergence), then an optional finetune stage that restarts from the best weights with a fresh
+(or, with ``train.patience``, until that many ASGD epochs brought no validation loss better by
+more than ``train.min_delta``: convergence), then an optional finetune stage that restarts from the best weights with a fresh
 ASGD.
 
 The object decides; the trainer acts on what it returns (a new optimizer, the best weights).
@@ -73,16 +73,17 @@ class NTASGD:
         return False
 
     def end_epoch(self, val_loss: float, epochs: int, finetune_epochs: int, nonmono: int, asgd: bool,
-                  patience: int | None = None) -> str | None:
-        """Count the epoch that ended with ``val_loss`` (already passed to :meth:`improved`) and move
-        the schedule on; returns what the trainer must do (:data:`SWITCH_TO_ASGD`,
-        :data:`START_FINETUNE`) or None. ``patience``: end the training stage after that many
-        epochs without a better validation loss on the final optimizer (ASGD, or SGD without it)."""
+                  patience: int | None = None, min_delta: float = 0.0) -> str | None:
+        """Count the epoch that ended with ``val_loss`` and move the schedule on; returns what the
+        trainer must do (:data:`SWITCH_TO_ASGD`, :data:`START_FINETUNE`) or None. ``patience``: end
+        the training stage after that many epochs on the final optimizer (ASGD, or SGD without it)
+        that did not lower the stage's best validation loss by more than ``min_delta``."""
         triggered = nt_trigger(self.history, val_loss, nonmono)
+        better = not self.history or val_loss < min(self.history) - min_delta
         self.history.append(val_loss)
         self.epoch += 1
         self.position = 0
-        self.stale = 0 if val_loss <= self.best_val else self.stale + 1
+        self.stale = 0 if better else self.stale + 1
         if self.stage == "train":
             on_final_optimizer = self.optimizer_kind == "asgd" or not asgd
             stalled = patience is not None and on_final_optimizer and self.stale >= patience

@@ -62,6 +62,7 @@ class LMTrainConfig(RunConfig):
     nonmono: int = 5
     finetune_epochs: int = 0
     patience: Optional[int] = None
+    min_delta: float = 0.0
     saturation_tokens: int = 2000
 
     def __post_init__(self):
@@ -71,6 +72,7 @@ class LMTrainConfig(RunConfig):
         config.at_least(self, 0, "clip", "wdecay", "alpha", "beta", "finetune_epochs")
         config.positive(self, "saturation_tokens")
         config.positive(self, "patience", optional=True)
+        config.at_least(self, 0, "min_delta")
 
 
 @dataclass
@@ -237,7 +239,7 @@ def train(cfg: DictConfig, run_dir: str | os.PathLike | None = None, overrides: 
             tqdm.write(f"{schedule.stage} epoch {schedule.epoch}: valid ppl {val['ppl']:.2f} "
                        f"({schedule.optimizer_kind}, best {exp_or_inf(schedule.best_val):.2f})")
             action = schedule.end_epoch(val["loss"], train_cfg.epochs, train_cfg.finetune_epochs, train_cfg.nonmono,
-                                        train_cfg.asgd, train_cfg.patience)
+                                        train_cfg.asgd, train_cfg.patience, train_cfg.min_delta)
             if action == START_FINETUNE:
                 optimizer = restart_from_best(model, run.best_path, train_cfg)
             elif action is not None:  # the non-monotone trigger: averaged SGD from here on
