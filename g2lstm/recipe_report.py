@@ -131,14 +131,16 @@ def plot(rows: list[dict], path: str | Path) -> None:
     tasks = [t for t in dict.fromkeys(r["task"] for r in rows)
              if any(r["task"] == t and r["config"] == BASELINE for r in rows)]
     fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 6.5), squeeze=False)
+    configs = sorted({r["config"] for r in rows})
+    markers = "osD^v<>pP*Xh"
     for ax, task in zip(axes[0], tasks):
         runs = [r for r in rows if r["task"] == task]
         base = _mean([r["quality"] for r in runs if r["config"] == BASELINE])
-        configs = list(dict.fromkeys(r["config"] for r in runs))
-        markers = "osD^v<>pP*Xh"
-        for k, config in enumerate(configs):
+        for config in dict.fromkeys(r["config"] for r in runs):
+            k = configs.index(config)  # one marker and colour per configuration in every panel
             points = [(min_share(r), relative_cost(task, r["quality"], base), r["seed"]) for r in runs if r["config"] == config]
-            ax.scatter([p[0] for p in points], [p[1] for p in points], marker=markers[k % len(markers)], s=50, label=config)
+            ax.scatter([p[0] for p in points], [p[1] for p in points], marker=markers[k % len(markers)], s=50, label=config,
+                       color=plt.cm.tab20(k % 20))
             for x, y, seed in points:
                 ax.annotate(f"s{seed}", (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
         low, high = ax.get_ylim()
