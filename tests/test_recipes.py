@@ -71,7 +71,7 @@ def test_every_run_of_the_convergence_queue_composes_to_what_its_name_says(task)
     script = Path(__file__).resolve().parents[1] / "results/binarization/run_convergence.sh"
     lines = subprocess.run(["bash", str(script), task, "1 2", "--dry-run"], capture_output=True, text=True,
                            check=True).stdout.splitlines()
-    assert len(lines) == 16
+    assert len(lines) == 18
     for line in lines:
         overrides = shlex.split(line)[2:]  # python experiments/train_<task>.py ...
         run_dir = next(o.split("=", 1)[1] for o in overrides if o.startswith("hydra.run.dir="))

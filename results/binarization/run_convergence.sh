@@ -27,6 +27,7 @@ queue() {  # the runs of one seed, in order
 model_cell_lstm_s$seed model.cell=lstm
 recipe_binary_s$seed recipe=binary
 lstm_then_binary_s$seed recipe=binary train.init_from=$from/model_cell_lstm_s$seed/best.pt
+lstm_then_p0.5_tau0.5_s$seed model.cell=g2lstm model.noise_p=0.5 model.tau=0.5 train.init_from=$from/model_cell_lstm_s$seed/best.pt
 model_cell_sharpened_s$seed model.cell=sharpened
 model_cell_g2lstm_s$seed model.cell=g2lstm
 g2lstm_then_binary_s$seed recipe=binary train.init_from=$from/model_cell_g2lstm_s$seed/best.pt
