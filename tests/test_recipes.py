@@ -53,6 +53,18 @@ def test_a_recipe_wins_over_the_experiment_and_loses_to_the_command_line():
     assert (cfg.model.noise_p, cfg.model.tau) == (1.0, 0.25)
 
 
+@pytest.mark.parametrize("task", TASKS)
+def test_a_recipe_with_another_cell_is_refused_not_ignored(task):
+    """model.cell=lstm recipe=binary would train an LSTM with the recipe's noise settings unused."""
+    from g2lstm.config import ConfigValueError
+
+    assert compose_config(task, ["recipe=binary"]).recipe == "binary"
+    assert compose_config(task, []).recipe is None
+    with pytest.raises(ConfigValueError, match=r"^recipe='binary': expected model.cell='g2lstm', the recipe's cell; "
+                                               r"model.cell='sharpened' was given as well"):
+        compose_config(task, ["recipe=binary", "model.cell=sharpened"])
+
+
 def test_a_misspelt_recipe_is_an_error_that_lists_the_recipes():
     with pytest.raises(Exception, match=r"(?s)recipe/binry.*Available options in 'recipe':\s+binary"):
         compose_config("lm", ["recipe=binry"])

@@ -94,11 +94,20 @@ class TaskConfig:
     seed: int = 1
     device: str = "cpu"
     threads: Optional[int] = 1  # torch.set_num_threads; null keeps torch's default
+    recipe: Optional[str] = None  # set by the recipe=<name> group (g2lstm/recipes.py), never by hand
 
     def __post_init__(self):
         config.seed(self, "seed")
         config.check_device(self, "device")  # whether this machine has it: config.check_machine
         config.positive(self, "threads", optional=True)
+        if self.recipe is not None:  # a recipe is G2 options: a cell without them would ignore it
+            from g2lstm.recipes import RECIPES
+
+            config.one_of(self, "recipe", RECIPES)
+            cell = getattr(getattr(self, "model", None), "cell", "g2lstm")
+            config.require(self, "recipe", lambda name: cell == "g2lstm",
+                           f"model.cell='g2lstm', the recipe's cell; model.cell={cell!r} was given as well "
+                           "(drop one of the two)")
 
 
 def check_schedules(schedules: dict, model_cfg: dict) -> dict:
