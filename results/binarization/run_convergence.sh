@@ -3,8 +3,9 @@
 # interruption and every finished run is left as it is, every unfinished one goes on from last.pt.
 # Usage: bash results/binarization/run_convergence.sh TASK "SEEDS" [--dry-run]
 #   TASK: translit | lm | mt; one queue per seed; --dry-run prints the commands (tests compose them)
-# Each line of a queue is "FOLDER ARGS...": the baselines first, then the recipes, some of which start
-# from a baseline's best.pt of the same seed ($from/<folder>/best.pt).
+# Each line of a queue is "FOLDER ARGS...", most wanted first (the LSTM, its practical finetune, the
+# recipe from scratch, the sharpened baseline); finetunes start from a baseline's best.pt of the same
+# seed ($from/<folder>/best.pt).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 task=$1 seeds=$2 dry_run=${3:-}
@@ -25,11 +26,11 @@ queue() {  # the runs of one seed, in order
   local seed=$1 from=$runs
   cat <<EOF
 model_cell_lstm_s$seed model.cell=lstm
-recipe_binary_s$seed recipe=binary
 lstm_then_binary_s$seed recipe=binary train.init_from=$from/model_cell_lstm_s$seed/best.pt
-lstm_then_p0.5_tau0.5_s$seed model.cell=g2lstm model.noise_p=0.5 model.tau=0.5 train.init_from=$from/model_cell_lstm_s$seed/best.pt
+recipe_binary_s$seed recipe=binary
 model_cell_sharpened_s$seed model.cell=sharpened
 model_cell_g2lstm_s$seed model.cell=g2lstm
+lstm_then_p0.5_tau0.5_s$seed model.cell=g2lstm model.noise_p=0.5 model.tau=0.5 train.init_from=$from/model_cell_lstm_s$seed/best.pt
 g2lstm_then_binary_s$seed recipe=binary train.init_from=$from/model_cell_g2lstm_s$seed/best.pt
 binary_then_hard_s$seed recipe=binary $hard $short train.init_from=$from/recipe_binary_s$seed/best.pt
 schedule_p1_tau0.5_s$seed model.cell=g2lstm train.schedules.noise_p={end:1.0,steps:$steps_20_epochs,shape:linear} train.schedules.tau={end:0.5,steps:$steps_20_epochs,shape:exponential}
