@@ -552,7 +552,8 @@ def _export_source(source) -> tuple[nn.Module, dict, str | None]:
         if isinstance(source, G2LSTM):
             arguments.update(gates=source.gates, tau=source.tau, noise_p=source.noise_p,
                              stochastic_gates=list(source.stochastic_gates), noise_mode=source.noise_mode,
-                             eval_gates=source.eval_gates, weight_drop=source.weight_drop, impl=source.impl)
+                             eval_gates=source.eval_gates, train_gates=source.train_gates, weight_drop=source.weight_drop,
+                             impl=source.impl)
         return source, {"kind": "layer", "class": type(source).__name__, "arguments": arguments}, None
     if isinstance(source, nn.Module):
         lstm_layers(source)  # an error now if there are no gate blocks to compress

@@ -26,17 +26,29 @@ import torch
 from torch import nn
 
 from . import config
+from .reference import TRAIN_GATES
 from .rnn import G2LSTM
 
 # model.cell -> G2LSTM(gates=...): the paper's baseline, its sharpened-sigmoid baseline, G2-LSTM.
 CELLS = {"lstm": "sigmoid", "sharpened": "sharpened", "g2lstm": "gumbel"}
 # G2LSTM keywords a task's model.g2_options may set (cell, tau and noise_p are the config's own fields)
-G2_OPTIONS = ("stochastic_gates", "noise_mode", "eval_gates", "weight_drop", "impl")
+G2_OPTIONS = ("stochastic_gates", "noise_mode", "eval_gates", "train_gates", "weight_drop", "impl")
 
 
 def check_g2_options(cfg) -> None:
     """Refuse, at composition, a ``model.g2_options`` key that G2LSTM would reject only when built."""
     config.require(cfg, "g2_options", lambda o: set(o) <= set(G2_OPTIONS), f"G2LSTM keywords among {list(G2_OPTIONS)}")
+    check_train_gates(cfg.cell, cfg.g2_options.get("train_gates", "soft"), "g2_options.train_gates")
+
+
+def check_train_gates(cell: str, train_gates: str, key: str = "train_gates") -> None:
+    """``train_gates`` is 'soft' or 'hard', and 'hard' (straight-through) only for a cell whose gates
+    it rounds: the LSTM's plain sigmoids have no training formula to round."""
+    if train_gates not in TRAIN_GATES:
+        raise config.ConfigValueError(key, train_gates, f"one of {list(TRAIN_GATES)}")
+    if train_gates == "hard" and cell == "lstm":
+        raise config.ConfigValueError(key, train_gates, "'soft' with model.cell='lstm' (straight-through "
+                                      "gates round those of model.cell='g2lstm' or 'sharpened')")
 
 
 def check_cell(cell: str) -> str:

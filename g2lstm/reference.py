@@ -21,7 +21,12 @@ mode           training                             evaluation
 =============  ===================================  ==============================
 
 with ``L = log U - log(1 - U)`` and ``B ~ Bernoulli(p)`` from :mod:`g2lstm.noise`. With
-``eval_gates='hard'`` the stochastic gates are ``a >= 0`` at evaluation, in every mode.
+``eval_gates='hard'`` the stochastic gates are ``a >= 0`` at evaluation, in every mode. With
+``train_gates='hard'`` (``gumbel`` and ``sharpened``) a stochastic gate in training is its soft
+value ``s`` above rounded, ``s >= 1/2``, and its gradient is that of ``s`` (the straight-through
+estimator: Bengio et al. 2013, "Estimating or Propagating Gradients Through Stochastic Neurons";
+the straight-through Gumbel estimator of Jang et al. 2017): the model trains with the binary gates
+it is evaluated with under ``eval_gates='hard'``.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ GATE_NAMES = ("input", "forget", "cell", "output")  # the row blocks of W_ih / W
 SIGMOID_GATES = (0, 1, 3)  # input, forget, output: the blocks that pass through a gate function
 GATE_MODES = ("gumbel", "sigmoid", "sharpened")
 EVAL_GATES = ("soft", "hard")
+TRAIN_GATES = ("soft", "hard")  # hard: straight-through
 
 
 @dataclass(frozen=True)
@@ -45,19 +51,27 @@ class GateSpec:
 
     ``stochastic`` holds the indices into :data:`GATE_NAMES` of the gates that receive the
     Gumbel noise (``gumbel``), the temperature (``gumbel``, ``sharpened``) and the hard
-    evaluation (``eval_gates='hard'``); the cell candidate (index 2) is never one of them.
+    evaluation (``eval_gates='hard'``) and the straight-through training (``train_gates='hard'``);
+    the cell candidate (index 2) is never one of them.
     """
 
     gates: str = "gumbel"
     tau: float = 1.0
     stochastic: tuple[int, ...] = (0, 1)
     eval_gates: str = "soft"
+    train_gates: str = "soft"
 
     def __post_init__(self):
         if self.gates not in GATE_MODES:
             raise ValueError(f"gates must be one of {GATE_MODES}, got {self.gates!r}")
         if self.eval_gates not in EVAL_GATES:
             raise ValueError(f"eval_gates must be one of {EVAL_GATES}, got {self.eval_gates!r}")
+        if self.train_gates not in TRAIN_GATES:
+            raise ValueError(f"train_gates must be one of {TRAIN_GATES}, got {self.train_gates!r}")
+        if self.train_gates == "hard" and self.gates == "sigmoid":
+            raise ValueError("train_gates='hard' rounds the gates of gates='gumbel' or 'sharpened'; "
+                             "gates='sigmoid' is a plain LSTM (use gates='gumbel' with noise_p=0 for "
+                             "straight-through sigmoid gates)")
         if not self.tau > 0:
             raise ValueError(f"tau must be a positive temperature, got {self.tau}")
         if any(k not in SIGMOID_GATES for k in self.stochastic):
@@ -70,6 +84,8 @@ class GateSpec:
         if not self.stochastic:
             return True
         if not training and self.eval_gates == "hard":
+            return False
+        if training and self.train_gates == "hard":
             return False
         if self.gates == "sigmoid":
             return True
@@ -86,8 +102,18 @@ def gate_activation(
         if spec.gates == "sharpened" or (spec.gates == "gumbel" and training):
             if noise is not None:
                 a = a + noise
-            return torch.sigmoid(a / spec.tau)
+            soft = torch.sigmoid(a / spec.tau)
+            if training and spec.train_gates == "hard":
+                return straight_through(soft)
+            return soft
     return torch.sigmoid(a)
+
+
+def straight_through(soft: torch.Tensor) -> torch.Tensor:
+    """``soft >= 1/2`` as 0 or 1 in the forward pass, with the gradient of ``soft``: exactly the
+    binary value (``hard + soft - soft`` adds a zero), differentiable as ``soft`` is."""
+    hard = (soft >= 0.5).to(soft.dtype)
+    return hard + (soft - soft.detach())
 
 
 def cell_step(

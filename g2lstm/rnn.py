@@ -38,6 +38,10 @@ _G2_DOC = r"""
             ``'input'``, ``'forget'``, ``'output'``. Default: ``('input', 'forget')``
         eval_gates: ``'soft'`` (``sigmoid``) or ``'hard'`` (``a >= 0``) stochastic gates at
             evaluation. Default: ``'soft'``
+        train_gates: ``'soft'``, or ``'hard'``: in training each stochastic gate of ``'gumbel'``
+            or ``'sharpened'`` is its value above rounded to 0 or 1 (``>= 1/2``), with the gradient
+            of that value (straight-through; Bengio et al. 2013, Jang et al. 2017), so the model
+            trains with the binary gates that ``eval_gates='hard'`` evaluates. Default: ``'soft'``
 """
 
 
@@ -66,7 +70,7 @@ class _G2Options:
             raise ValueError(f"recipe {recipe!r} sets {clash}; drop them, or build without the recipe")
         return cls(*args, **kwargs, **options)
 
-    def _set_g2_options(self, gates, tau, noise_p, stochastic_gates, eval_gates):
+    def _set_g2_options(self, gates, tau, noise_p, stochastic_gates, eval_gates, train_gates):
         self.gates = gates
         self.tau = float(tau)
         self.noise_p = float(noise_p)
@@ -74,9 +78,14 @@ class _G2Options:
             GATE_NAMES[k] for k in _stochastic_indices(stochastic_gates)
         )
         self.eval_gates = eval_gates
+        self.train_gates = train_gates
         if not 0.0 <= self.noise_p <= 1.0:
             raise ValueError(f"noise_p must be a probability in [0, 1], got {noise_p}")
-        self.gate_spec  # validates gates, tau and eval_gates
+        self.gate_spec  # validates gates, tau, eval_gates and train_gates
+
+    def __setstate__(self, state):
+        state.setdefault("train_gates", "soft")  # a module pickled before the option existed
+        super().__setstate__(state)
 
     @property
     def gate_spec(self) -> GateSpec:
@@ -86,6 +95,7 @@ class _G2Options:
             tau=self.tau,
             stochastic=_stochastic_indices(self.stochastic_gates),
             eval_gates=self.eval_gates,
+            train_gates=self.train_gates,
         )
 
     @torch.no_grad()
@@ -112,6 +122,7 @@ class _G2Options:
         return (
             f"gates={self.gates!r}, tau={self.tau}, noise_p={self.noise_p}, "
             f"stochastic_gates={self.stochastic_gates}, eval_gates={self.eval_gates!r}"
+            + (f", train_gates={self.train_gates!r}" if self.train_gates != "soft" else "")
         )
 
 
@@ -167,6 +178,7 @@ class G2LSTM(_G2Options, nn.LSTM):
         stochastic_gates: Sequence[str] = ("input", "forget"),
         noise_mode: str = "step",
         eval_gates: str = "soft",
+        train_gates: str = "soft",
         weight_drop: float = 0.0,
         impl: str = "auto",
     ):
@@ -182,7 +194,7 @@ class G2LSTM(_G2Options, nn.LSTM):
             device=device,
             dtype=dtype,
         )
-        self._set_g2_options(gates, tau, noise_p, stochastic_gates, eval_gates)
+        self._set_g2_options(gates, tau, noise_p, stochastic_gates, eval_gates, train_gates)
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
         if not 0.0 <= weight_drop < 1.0:
@@ -349,9 +361,10 @@ class G2LSTMCell(_G2Options, nn.LSTMCell):
         noise_p: float = 0.2,
         stochastic_gates: Sequence[str] = ("input", "forget"),
         eval_gates: str = "soft",
+        train_gates: str = "soft",
     ):
         super().__init__(input_size, hidden_size, bias=bias, device=device, dtype=dtype)
-        self._set_g2_options(gates, tau, noise_p, stochastic_gates, eval_gates)
+        self._set_g2_options(gates, tau, noise_p, stochastic_gates, eval_gates, train_gates)
 
     @classmethod
     def from_lstm_cell(cls, cell: nn.LSTMCell, **options) -> G2LSTMCell:

@@ -40,6 +40,7 @@ from torch.nn.utils.rnn import PackedSequence
 from . import kernels
 from .inputs import normalize
 from .kernels import cpu
+from .kernels.common import STRAIGHT, gate_plan
 from .protocol import lstm_layers
 from .reference import GATE_NAMES, StepRecord, lstm_direction, step_mask
 from .rnn import gate_spec_of, run_layers
@@ -141,6 +142,12 @@ def _recorded_by_cpu_op(x_proj, h0, c0, w_hh, w_hr, spec, training, noise=None, 
     # slot t of cs / hs is the state entering step t of a forward pass, leaving it in a reverse one
     states = slice(0, steps) if reverse else slice(1, steps + 1)
     active = step_mask(lengths, steps, x_proj.device)
+    hidden = cs.shape[-1]
+    plan = gate_plan(spec, training, noise is not None and bool(spec.stochastic))
+    for block, kind in zip((0, 1, 3), plan.kinds):  # the op saves a straight-through gate's soft value
+        if kind in STRAIGHT:
+            values = gates[..., block * hidden:(block + 1) * hidden]
+            values.copy_(values >= 0.5)
     if active is not None:  # the op computes gates at padding steps too; the record holds 0 there
         gates.masked_fill_(~active.unsqueeze(-1), 0)
     return out, h_n, c_n, StepRecord(hs[states], cs[states], *gates.chunk(4, dim=-1))

@@ -37,6 +37,17 @@ CASES = {
     "sharpened": (GateSpec("sharpened", 0.7), True, None, True, False, False),
     "sharpened-eval-output-gate": (GateSpec("sharpened", 0.4, (3,)), False, None, False, True, False),
     "sigmoid": (GateSpec("sigmoid"), True, None, False, False, True),
+    # straight-through (train_gates='hard'): binary gates in the step, the soft gates' slopes
+    "straight-through-step-lengths-proj": (
+        GateSpec("gumbel", 0.5, (0, 1), "hard", "hard"), True, NoiseKey(13, 1, 0.5, "step"), True, False, True),
+    "straight-through-3gates-noiseless-rev": (GateSpec("gumbel", 0.7, (0, 1, 3), "soft", "hard"), True, None,
+                                              False, True, False),
+    "straight-through-f-o-sequence": (
+        GateSpec("gumbel", 0.8, (1, 3), "soft", "hard"), True, NoiseKey(17, 0, 1.0, "sequence"), False, False, True),
+    "straight-through-sharpened-forget": (GateSpec("sharpened", 0.6, (1,), "soft", "hard"), True, None,
+                                          True, True, False),
+    "straight-through-spec-in-eval": (GateSpec("gumbel", 0.5, (0, 1), "soft", "hard"), False, None,
+                                      False, False, False),
 }
 
 

@@ -25,14 +25,14 @@ def test_opcheck():
         return torch.randn(*shape, generator=gen, dtype=torch.float64).requires_grad_()
 
     args = (rand(steps, batch, 4 * hidden), rand(batch, h_out), rand(batch, hidden), rand(4 * hidden, h_out),
-            rand(h_out, hidden), torch.tensor([3, 1]), True, "gumbel", 0.7, [0, 1], "soft", True, 12345, 1,
-            0.5, "step", 1, 4, True)  # noise of rows [1, 3) of a global batch of 4
+            rand(h_out, hidden), torch.tensor([3, 1]), True, "gumbel", 0.7, [0, 1], "soft", "hard", True,
+            12345, 1, 0.5, "step", 1, 4, True)  # straight-through noisy gates; rows [1, 3) of a batch of 4
     # AOT dispatch is left to the torch.compile tests below (opcheck's costs 7 s more here)
     checks = ("test_schema", "test_autograd_registration", "test_faketensor")
     torch.library.opcheck(cpu.cpu_direction, args, test_utils=checks)
     out, h, c, gates, cs, hs = cpu.cpu_direction(*args)
     backward_args = (torch.ones_like(out), torch.ones_like(h), torch.ones_like(c), gates.detach(), cs.detach(),
-                     hs.detach(), args[3].detach(), args[4].detach(), args[5], True, [2, 2, 0], 0.7, True)
+                     hs.detach(), args[3].detach(), args[4].detach(), args[5], True, [5, 5, 0], 0.7, True)
     torch.library.opcheck(cpu.cpu_direction_backward, backward_args, test_utils=checks)
     torch.library.opcheck(cpu.cpu_project, (rand(steps, batch, 5), rand(4 * hidden, 5), rand(4 * hidden)),
                           test_utils=checks)

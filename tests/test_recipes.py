@@ -83,7 +83,7 @@ def test_every_run_of_the_convergence_queue_composes_to_what_its_name_says(task)
     script = Path(__file__).resolve().parents[1] / "results/binarization/run_convergence.sh"
     lines = subprocess.run(["bash", str(script), task, "1 2", "--dry-run"], capture_output=True, text=True,
                            check=True).stdout.splitlines()
-    assert len(lines) == 18
+    assert len(lines) == 22
     for line in lines:
         overrides = shlex.split(line)[2:]  # python experiments/train_<task>.py ...
         run_dir = next(o.split("=", 1)[1] for o in overrides if o.startswith("hydra.run.dir="))
@@ -93,13 +93,20 @@ def test_every_run_of_the_convergence_queue_composes_to_what_its_name_says(task)
         assert name.endswith(f"_s{cfg['seed']}")
         if "lstm" in name.split("_")[:3] and "then" not in name:  # model_cell_lstm_s1
             assert model["cell"] == "lstm"
-        if "binary" in name:
+        if "binary" in name and "stochastic_binary" not in name:
             assert (model["cell"], model["noise_p"], model["tau"]) == ("g2lstm", 1.0, 0.5)
         if "_then_" in name:
             source = name.split("_then_")[0]
             assert Path(train["init_from"]).parent.name in (f"model_cell_{source}_s{cfg['seed']}",
                                                             f"recipe_{source}_s{cfg['seed']}")
-        hard = model.get("eval_gates", model.get("g2_options", {}).get("eval_gates", "soft"))
-        assert (hard == "hard") == name.startswith("binary_then_hard")
+        def option(key):
+            return model.get(key, model.get("g2_options", {}).get(key, "soft"))
+
+        straight_through = name.startswith(("lstm_then_straight_through", "lstm_then_stochastic_binary"))
+        assert (option("eval_gates") == "hard") == (name.startswith("binary_then_hard") or straight_through)
+        assert (option("train_gates") == "hard") == straight_through
+        if straight_through:
+            noise_p = 1.0 if "stochastic" in name else 0.0
+            assert (model["cell"], model["noise_p"], model["tau"]) == ("g2lstm", noise_p, 1.0)
         if name.startswith("schedule"):
             assert train["schedules"]["noise_p"]["end"] == 1.0 and train["schedules"]["tau"]["end"] == 0.5

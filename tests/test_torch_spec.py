@@ -38,9 +38,12 @@ MODES = {
 CELL_MODES = {"eval-sharpened-tau1": (False, dict(gates="sharpened")),
               "train-sharpened-tau1": (True, dict(gates="sharpened")),
               "train-gumbel-p0": (True, dict(noise_p=0.0))}
-# Bad input raises torch's errors in modes whose values no torch module computes, too: hard gates at evaluation.
-ERROR_MODES = {**MODES, "eval-hard-auto": (False, dict(eval_gates="hard"))}
-CELL_ERROR_MODES = {**CELL_MODES, "eval-hard": (False, dict(eval_gates="hard"))}
+# Bad input raises torch's errors in modes whose values no torch module computes, too: hard gates at
+# evaluation, straight-through gates in training.
+ERROR_MODES = {**MODES, "eval-hard-auto": (False, dict(eval_gates="hard")),
+               "train-straight-through-auto": (True, dict(train_gates="hard"))}
+CELL_ERROR_MODES = {**CELL_MODES, "eval-hard": (False, dict(eval_gates="hard")),
+                    "train-straight-through": (True, dict(train_gates="hard"))}
 G2_PATH_MODES = [m for m in MODES if m.startswith("train-gumbel")]
 
 _INFO = {info.module_cls: info for info in common_modules.module_db

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from g2lstm import G2LSTM, kernels
-from g2lstm.reference import EVAL_GATES, GATE_MODES
+from g2lstm.reference import EVAL_GATES, GATE_MODES, TRAIN_GATES
 
 pytestmark = pytest.mark.skipif(not kernels.HAS_TRITON, reason="triton is not installed")
 
@@ -64,15 +64,19 @@ def test_every_launch_is_a_listed_variant(monkeypatch):
     names = ("input", "forget", "output")
     subsets = [s for size in range(4) for s in itertools.combinations(names, size)]
     shapes = itertools.cycle([(False, False), (True, True), (True, False), (False, True)])  # projection, lengths
-    runs = [(gates, stochastic, eval_gates, training, noise_p, torch.float32)
+    runs = [(gates, stochastic, eval_gates, train_gates, training, noise_p, torch.float32)
             for gates in GATE_MODES for stochastic in subsets for eval_gates in EVAL_GATES
-            for training in (True, False) for noise_p in ((0.5, 0.0) if gates == "gumbel" and training else (0.5,))]
-    runs += [("gumbel", ("input", "forget"), "soft", True, 0.5, dtype) for dtype in (torch.float16, torch.bfloat16)]
-    for gates, stochastic, eval_gates, training, noise_p, dtype in runs:
+            for training in (True, False)
+            for train_gates in (TRAIN_GATES if training and gates != "sigmoid" else ("soft",))
+            for noise_p in ((0.5, 0.0) if gates == "gumbel" and training else (0.5,))]
+    runs += [("gumbel", ("input", "forget"), "soft", "soft", True, 0.5, dtype)
+             for dtype in (torch.float16, torch.bfloat16)]
+    for gates, stochastic, eval_gates, train_gates, training, noise_p, dtype in runs:
         proj, lengths = next(shapes)
         torch.manual_seed(0)
         module = G2LSTM(3, 4, proj_size=2 if proj else 0, gates=gates, stochastic_gates=stochastic,
-                        eval_gates=eval_gates, noise_p=noise_p, impl="triton").train(training)
+                        eval_gates=eval_gates, train_gates=train_gates, noise_p=noise_p,
+                        impl="triton").train(training)
         x = torch.randn(2, 2, 3)
         if lengths:
             x = torch.nn.utils.rnn.pack_padded_sequence(x, torch.tensor([2, 1]))
@@ -90,16 +94,17 @@ def test_the_table_has_every_dtype_plan_and_backward():
     from g2lstm.kernels.common import launched_gate_plans
 
     launches = triton_lstm.launch_variants()
-    assert len(launched_gate_plans()) == 22  # 7 subsets of (i, f, o) x (scaled, noisy, hard), and all plain
-    assert len(launches) == len(kernels.TRITON_DTYPES) * (22 + 4)
+    # 7 subsets of (i, f, o) x (scaled, noisy, hard, straight-through scaled and noisy), and all plain
+    assert len(launched_gate_plans()) == 36
+    assert len(launches) == len(kernels.TRITON_DTYPES) * (36 + 4)
     assert len({launch.name for launch in launches}) == len(launches)
     subset = triton_aot.representative(launches)
     assert {launch.name for launch in launches if launch.name.startswith("backward-")} <= {s.name for s in subset}
     for dtype in ("float32", "float16", "bfloat16"):
         forwards = [s.constexprs for s in subset if s.name.startswith(f"forward-{dtype}-")]
         covered = {(gate, c[f"KIND_{gate}"]) for c in forwards for gate in "IFO"}
-        assert covered == {(gate, kind) for gate in "IFO" for kind in range(4)}, dtype
-        assert len(forwards) == 4, dtype
+        assert covered == {(gate, kind) for gate in "IFO" for kind in range(6)}, dtype
+        assert len(forwards) == 6, dtype
 
 
 def _without_interpreter(tmp_path) -> dict:
@@ -121,7 +126,7 @@ def test_the_kernels_compile_for_sm80_and_sm90(tmp_path):
                           env=_without_interpreter(tmp_path), cwd=ROOT, capture_output=True, text=True, timeout=600)
     _skip_without_ptxas(done.stderr)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "96 of 96 compiled (24 of 78 variants, sm_80, sm_90)" in done.stdout, done.stdout[-2000:]
+    assert "120 of 120 compiled (30 of 120 variants, sm_80, sm_90)" in done.stdout, done.stdout[-2000:]
 
 
 BROKEN = '''

@@ -15,8 +15,8 @@ import torch
 
 from .. import reference
 from ..noise import gate_noise
-from .common import (HARD, NOISY, PLAIN, SCALED, GatePlan, check_direction_args,
-                     differentiable_grads, gate_plan)
+from .common import (HARD, NOISY, PLAIN, SCALED, STRAIGHT, STRAIGHT_NOISY, STRAIGHT_SCALED,
+                     GatePlan, check_direction_args, differentiable_grads, gate_plan)
 
 
 def _up(x: torch.Tensor) -> torch.Tensor:
@@ -31,23 +31,28 @@ class TorchPointwise:
         self.plan, self.noise_values = plan, noise_values
 
     def _gate(self, a, k, t):
+        """The saved value of gate ``k``: for a straight-through gate its soft value."""
         kind = self.plan.kinds[k]
         if kind == HARD:
             return (a >= 0).to(a.dtype)
-        if kind == SCALED:
+        if kind in (SCALED, STRAIGHT_SCALED):
             return torch.sigmoid(a / self.plan.tau)
-        if kind == NOISY:
+        if kind in (NOISY, STRAIGHT_NOISY):
             noise = self.noise_values[t if self.noise_values.shape[0] > 1 else 0, :, self.plan.slots[k]]
             return torch.sigmoid((a + noise) / self.plan.tau)
         return torch.sigmoid(a)
 
+    def _value(self, saved, k):
+        """The value gate ``k`` takes in the step, from its saved value."""
+        return (saved >= 0.5).to(saved.dtype) if self.plan.kinds[k] in STRAIGHT else saved
+
     def forward_step(self, gates, c_prev, c_new, r_out, t):
-        """In place: ``gates`` (N, 4H) pre-activations -> gate values; ``c_new``, ``r_out`` written."""
+        """In place: ``gates`` (N, 4H) pre-activations -> saved gate values; ``c_new``, ``r_out`` written."""
         a_i, a_f, a_g, a_o = gates.chunk(4, dim=-1)
         i, f, o = self._gate(a_i, 0, t), self._gate(a_f, 1, t), self._gate(a_o, 2, t)
         g = torch.tanh(a_g)
-        c = f * c_prev + i * g
-        torch.mul(o, torch.tanh(c), out=r_out)
+        c = self._value(f, 1) * c_prev + self._value(i, 0) * g
+        torch.mul(self._value(o, 2), torch.tanh(c), out=r_out)
         c_new.copy_(c)
         a_i.copy_(i), a_f.copy_(f), a_g.copy_(g), a_o.copy_(o)
 
@@ -60,15 +65,16 @@ class TorchPointwise:
 
     def backward_step(self, gates, c_prev, c_new, dr, dc, da, r_out, active):
         """``da`` (N, 4H) written, ``dc`` updated in place; rows with ``active`` False pass dc."""
-        i, f, g, o = _up(gates).chunk(4, dim=-1)
+        saved_i, saved_f, g, saved_o = _up(gates).chunk(4, dim=-1)
+        i, f, o = self._value(saved_i, 0), self._value(saved_f, 1), self._value(saved_o, 2)
         dr = _up(dr)
         tc = torch.tanh(_up(c_new))
         dc_total = _up(dc) + dr * o * (1 - tc * tc)
         d = torch.cat([
-            dc_total * g * self._slope(i, 0),
-            dc_total * _up(c_prev) * self._slope(f, 1),
+            dc_total * g * self._slope(saved_i, 0),
+            dc_total * _up(c_prev) * self._slope(saved_f, 1),
             dc_total * i * (1 - g * g),
-            dr * tc * self._slope(o, 2),
+            dr * tc * self._slope(saved_o, 2),
         ], dim=-1)
         dc_prev = dc_total * f
         if r_out is not None:

@@ -13,13 +13,18 @@ from itertools import combinations
 
 import torch
 
-from ..reference import EVAL_GATES, GATE_MODES, SIGMOID_GATES, GateSpec
+from ..reference import EVAL_GATES, GATE_MODES, SIGMOID_GATES, TRAIN_GATES, GateSpec
 
 # The formulas of a gate value v from its pre-activation a (n: the gate's noise, tau: temperature).
 PLAIN = 0  # v = sigmoid(a)
 SCALED = 1  # v = sigmoid(a / tau)
 NOISY = 2  # v = sigmoid((a + n) / tau)
 HARD = 3  # v = (a >= 0); no gradient flows through it
+# Straight-through (train_gates='hard'): the kernel saves the soft value s of SCALED or NOISY, from
+# which the backward takes the slope s (1 - s) / tau; the step uses (s >= 1/2), also in the backward.
+STRAIGHT_SCALED = 4  # v = (sigmoid(a / tau) >= 1/2), gradient of sigmoid(a / tau)
+STRAIGHT_NOISY = 5  # v = (sigmoid((a + n) / tau) >= 1/2), gradient of sigmoid((a + n) / tau)
+STRAIGHT = (STRAIGHT_SCALED, STRAIGHT_NOISY)
 
 
 @dataclass(frozen=True)
@@ -32,7 +37,7 @@ class GatePlan:
 
     @property
     def noisy(self) -> bool:
-        return NOISY in self.kinds
+        return NOISY in self.kinds or STRAIGHT_NOISY in self.kinds
 
 
 def gate_plan(spec: GateSpec, training: bool, has_noise: bool) -> GatePlan:
@@ -46,6 +51,8 @@ def gate_plan(spec: GateSpec, training: bool, has_noise: bool) -> GatePlan:
             elif spec.gates == "sharpened" or (spec.gates == "gumbel" and training):
                 kind = NOISY if has_noise else SCALED
                 slot = spec.stochastic.index(k)
+                if training and spec.train_gates == "hard":
+                    kind = STRAIGHT_NOISY if has_noise else STRAIGHT_SCALED
         kinds.append(kind)
         slots.append(slot)
     return GatePlan(tuple(kinds), tuple(slots), float(spec.tau))
@@ -53,18 +60,21 @@ def gate_plan(spec: GateSpec, training: bool, has_noise: bool) -> GatePlan:
 
 def launched_gate_plans() -> list[GatePlan]:
     """Every gate plan a ``G2LSTM`` can hand a fused kernel, in a fixed order: :func:`gate_plan` of
-    each gate mode, subset of stochastic gates (sorted, as ``G2LSTM`` keeps them), evaluation mode,
-    training or not, with noise or without. The temperature only changes a float argument, so it
+    each gate mode, subset of stochastic gates (sorted, as ``G2LSTM`` keeps them), evaluation and
+    training mode of the gates, training or not, with noise or without. The temperature only changes a float argument, so it
     is 1 here; a ``GateSpec`` built by hand with the gates in another order gives other slots."""
     plans = set()
     for gates in GATE_MODES:
         for size in range(len(SIGMOID_GATES) + 1):
             for stochastic in combinations(SIGMOID_GATES, size):
                 for eval_gates in EVAL_GATES:
-                    spec = GateSpec(gates, 1.0, stochastic, eval_gates)
-                    for training in (True, False):
-                        for has_noise in (True, False):
-                            plans.add(gate_plan(spec, training, has_noise and bool(stochastic)))
+                    for train_gates in TRAIN_GATES:
+                        if train_gates == "hard" and gates == "sigmoid":
+                            continue  # refused by GateSpec
+                        spec = GateSpec(gates, 1.0, stochastic, eval_gates, train_gates)
+                        for training in (True, False):
+                            for has_noise in (True, False):
+                                plans.add(gate_plan(spec, training, has_noise and bool(stochastic)))
     return sorted(plans, key=lambda plan: (plan.kinds, plan.slots))
 
 

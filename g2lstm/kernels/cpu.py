@@ -116,15 +116,15 @@ DTYPES = (torch.float32, torch.float64)
 def cpu_direction(
     x_proj: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, w_hr: Optional[Tensor],
     lengths: Optional[Tensor], reverse: bool, gates: str, tau: float, stochastic: list[int],
-    eval_gates: str, training: bool, seed: Optional[int], stream: int, noise_p: float,
+    eval_gates: str, train_gates: str, training: bool, seed: Optional[int], stream: int, noise_p: float,
     noise_mode: str, noise_row_offset: int, noise_global_batch: Optional[int], save: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """``(output, h_T, c_T, gates, cs, hs)``; the last three are saved for the backward
     (``gates`` holds one step only when ``save`` is False)."""
     if not load_extension():
         raise RuntimeError(f"g2lstm::cpu_direction needs the C++ extension: {build_error()}")
-    spec, noise = _spec_and_noise(gates, tau, stochastic, eval_gates, seed, stream, noise_p, noise_mode,
-                                  noise_row_offset, noise_global_batch)
+    spec, noise = _spec_and_noise(gates, tau, stochastic, eval_gates, train_gates, seed, stream, noise_p,
+                                  noise_mode, noise_row_offset, noise_global_batch)
     plan = gate_plan(spec, training, noise is not None and bool(spec.stochastic))
     batch = x_proj.shape[1]
     keys, p, mode, (row_offset, global_batch) = [], 1.0, 0, (0, batch)
@@ -140,7 +140,7 @@ def cpu_direction(
 
 @cpu_direction.register_fake
 def _cpu_direction_fake(x_proj, h0, c0, w_hh, w_hr, lengths, reverse, gates, tau, stochastic,
-                        eval_gates, training, seed, stream, noise_p, noise_mode, noise_row_offset,
+                        eval_gates, train_gates, training, seed, stream, noise_p, noise_mode, noise_row_offset,
                         noise_global_batch, save):
     steps, batch, four_h = x_proj.shape
     h_out, hidden = h0.shape[-1], four_h // 4
@@ -236,28 +236,28 @@ def input_projection(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tenso
     return cpu_project(x, weight, bias)
 
 
-def _spec_and_noise(gates, tau, stochastic, eval_gates, seed, stream, noise_p, noise_mode, row_offset,
-                    global_batch):
-    spec = GateSpec(gates, tau, tuple(stochastic), eval_gates)
+def _spec_and_noise(gates, tau, stochastic, eval_gates, train_gates, seed, stream, noise_p, noise_mode,
+                    row_offset, global_batch):
+    spec = GateSpec(gates, tau, tuple(stochastic), eval_gates, train_gates)
     noise = None if seed is None else NoiseKey(seed, stream, noise_p, noise_mode, row_offset, global_batch)
     return spec, noise
 
 
-# cpu_direction's 19 arguments: gradients for the first five (x_proj, h0, c0, w_hh, w_hr), None
+# cpu_direction's 20 arguments: gradients for the first five (x_proj, h0, c0, w_hh, w_hr), None
 # for lengths and the options
-_NO_GRADS = (None,) * 14
+_NO_GRADS = (None,) * 15
 
 
 def _setup_context(ctx, inputs, output):
-    x_proj, h0, c0, w_hh, w_hr, lengths, reverse, gates, tau, stochastic, eval_gates, training, \
-        seed, stream, noise_p, noise_mode, row_offset, global_batch, _ = inputs
+    x_proj, h0, c0, w_hh, w_hr, lengths, reverse, gates, tau, stochastic, eval_gates, train_gates, \
+        training, seed, stream, noise_p, noise_mode, row_offset, global_batch, _ = inputs
     ctx.save_for_backward(x_proj, h0, c0, w_hh, w_hr, lengths, *output[3:])
     # gates, cs and hs are saved state, never used downstream: without this autograd would fill a
     # zero gradient for each (three full passes over (T, N, 4H) and (T + 1, N, H) per backward)
     ctx.set_materialize_grads(False)
     ctx.reverse, ctx.training = reverse, training
-    ctx.spec, ctx.noise = _spec_and_noise(gates, tau, stochastic, eval_gates, seed, stream, noise_p,
-                                          noise_mode, row_offset, global_batch)
+    ctx.spec, ctx.noise = _spec_and_noise(gates, tau, stochastic, eval_gates, train_gates, seed, stream,
+                                          noise_p, noise_mode, row_offset, global_batch)
 
 
 def _backward(ctx, grad_out, grad_h, grad_c, *_):
@@ -332,4 +332,4 @@ def run_op(x_proj, h0, c0, w_hh, w_hr, spec, training, noise, lengths, reverse, 
     seed, stream, p, mode, row_offset, global_batch = (None, 0, 1.0, "step", 0, None) if noise is None else (
         noise.seed, noise.stream, noise.p, noise.mode, noise.row_offset, noise.global_batch)
     return cpu_direction(x_proj, h0, c0, w_hh, w_hr, lengths, reverse, spec.gates, spec.tau, list(spec.stochastic),
-                         spec.eval_gates, training, seed, stream, p, mode, row_offset, global_batch, save)
+                         spec.eval_gates, spec.train_gates, training, seed, stream, p, mode, row_offset, global_batch, save)

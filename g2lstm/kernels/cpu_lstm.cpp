@@ -108,7 +108,11 @@ at::Tensor empty_buffer(at::IntArrayRef sizes, const at::TensorOptions& opts) {
 
 void empty_cache() { buffer_cache().clear(); }
 
-enum GateKind : int64_t { PLAIN = 0, SCALED = 1, NOISY = 2, HARD = 3 };
+// STRAIGHT_*: straight-through gates (train_gates='hard'). The saved value is the soft one of
+// SCALED / NOISY (the backward's slope); the step uses it rounded, (s >= 1/2), as 0 or 1.
+enum GateKind : int64_t { PLAIN = 0, SCALED = 1, NOISY = 2, HARD = 3, STRAIGHT_SCALED = 4, STRAIGHT_NOISY = 5 };
+
+inline bool is_straight(int64_t kind) { return kind == STRAIGHT_SCALED || kind == STRAIGHT_NOISY; }
 
 struct GatePlan {
   int64_t kind[3];  // input, forget, output
@@ -128,7 +132,9 @@ GatePlan make_plan(at::IntArrayRef kinds, at::IntArrayRef slots, double tau) {
 }
 
 bool plan_has_noise(const GatePlan& plan) {
-  return plan.kind[0] == NOISY || plan.kind[1] == NOISY || plan.kind[2] == NOISY;
+  for (int k = 0; k < 3; ++k)
+    if (plan.kind[k] == NOISY || plan.kind[k] == STRAIGHT_NOISY) return true;
+  return false;
 }
 
 // exp and log written so that the compiler vectorises the loops that call them (std::expf and
@@ -235,12 +241,21 @@ void draw_noise(T* out, const NoiseParams& np, int64_t t, int64_t n, int64_t slo
 // the cell and (pre-projection) hidden update of those units. `hw` points at unit j0 of gate
 // block i of row 0, the other blocks `hw_block` values further (rows 4H apart). `scratch` holds
 // j1 - j0 values.
+// The value a gate takes in the step from its saved value v: v, or for a straight-through gate
+// (s >= 1/2) as 0 or 1.
+template <typename T>
+inline T step_value(T v, bool straight) {
+  return straight ? (v >= T(0.5) ? T(1) : T(0)) : v;
+}
+
 template <typename T>
 void forward_pointwise(T* gates, const T* hw, int64_t hw_block, const T* x_proj, const T* c_prev,
                        T* c_new, T* r_out, const NoiseParams& np, int64_t t, int64_t n0, int64_t n1,
                        int64_t H, int64_t j0, int64_t j1, const GatePlan& plan, T* scratch) {
   const T tau = T(plan.tau);
   const int64_t count = j1 - j0;
+  const bool si = is_straight(plan.kind[0]), sf = is_straight(plan.kind[1]), so = is_straight(plan.kind[2]);
+  const bool straight = si || sf || so;
   for (int64_t n = n0; n < n1; ++n) {
     T* a = gates + n * 4 * H + j0;
     const T* hwn = hw + n * 4 * H;
@@ -259,10 +274,12 @@ void forward_pointwise(T* gates, const T* hw, int64_t hw_block, const T* x_proj,
       }
       switch (plan.kind[k]) {
         case SCALED:
+        case STRAIGHT_SCALED:
 #pragma omp simd
           for (int64_t j = 0; j < count; ++j) ak[j] = sigmoid((hk[j] + xk[j]) / tau);
           break;
         case NOISY:
+        case STRAIGHT_NOISY:
           draw_noise(scratch, np, t, n, plan.slot[k], H, j0, count);
 #pragma omp simd
           for (int64_t j = 0; j < count; ++j) ak[j] = sigmoid((hk[j] + xk[j] + nz[j]) / tau);
@@ -283,6 +300,15 @@ void forward_pointwise(T* gates, const T* hw, int64_t hw_block, const T* x_proj,
     const T* __restrict__ cpr = c_prev + n * H + j0;
     T* __restrict__ cnr = c_new + n * H + j0;
     T* __restrict__ rr = r_out + n * H + j0;
+    if (straight) {
+#pragma omp simd
+      for (int64_t j = 0; j < count; ++j) {
+        const T c = step_value(af[j], sf) * cpr[j] + step_value(ai[j], si) * ag[j];
+        cnr[j] = c;
+        rr[j] = step_value(ao[j], so) * tanh_(c);
+      }
+      continue;
+    }
 #pragma omp simd
     for (int64_t j = 0; j < count; ++j) {
       const T c = af[j] * cpr[j] + ai[j] * ag[j];
@@ -296,7 +322,7 @@ void forward_pointwise(T* gates, const T* hw, int64_t hw_block, const T* x_proj,
 // 1 / tau for a tempered one.
 template <typename T>
 inline T slope_scale(int64_t kind, T inv_tau) {
-  return kind == HARD ? T(0) : (kind == PLAIN ? T(1) : inv_tau);
+  return kind == HARD ? T(0) : (kind == PLAIN ? T(1) : inv_tau);  // SCALED, NOISY, STRAIGHT_*
 }
 
 // Rows [n0, n1) and units [j0, j1) of one backward step: from dr (gradient w.r.t. o * tanh(c'))
@@ -309,6 +335,7 @@ void backward_pointwise(const T* gates, const T* c_prev, const T* c_new, const T
   const T inv_tau = T(1) / T(plan.tau);
   const T si = slope_scale(plan.kind[0], inv_tau), sf = slope_scale(plan.kind[1], inv_tau),
           so = slope_scale(plan.kind[2], inv_tau);
+  const bool bi = is_straight(plan.kind[0]), bf = is_straight(plan.kind[1]), bo = is_straight(plan.kind[2]);
   for (int64_t n = n0; n < n1; ++n) {
     const T* __restrict__ v = gates + n * 4 * H + j0;
     T* __restrict__ d = da + n * 4 * H + j0;
@@ -317,6 +344,22 @@ void backward_pointwise(const T* gates, const T* c_prev, const T* c_new, const T
     const T* __restrict__ drn = dr + n * H + j0;
     T* __restrict__ dcn = dc + n * H + j0;
     T* __restrict__ rn = r_out + n * H + j0;
+    if (bi || bf || bo) {  // the slopes from the saved soft values, the step from their rounding
+#pragma omp simd
+      for (int64_t j = 0; j < j1 - j0; ++j) {
+        const T i = v[j], f = v[H + j], g = v[2 * H + j], o = v[3 * H + j];
+        const T iv = step_value(i, bi), fv = step_value(f, bf), ov = step_value(o, bo);
+        const T tc = tanh_(cn[j]);
+        const T dc_total = dcn[j] + drn[j] * ov * (T(1) - tc * tc);
+        d[j] = dc_total * g * (i * (T(1) - i) * si);
+        d[H + j] = dc_total * cp[j] * (f * (T(1) - f) * sf);
+        d[2 * H + j] = dc_total * iv * (T(1) - g * g);
+        d[3 * H + j] = drn[j] * tc * (o * (T(1) - o) * so);
+        dcn[j] = dc_total * fv;
+        rn[j] = ov * tc;
+      }
+      continue;
+    }
 #pragma omp simd
     for (int64_t j = 0; j < j1 - j0; ++j) {
       const T i = v[j], f = v[H + j], g = v[2 * H + j], o = v[3 * H + j];

@@ -80,7 +80,8 @@ def compile_launch(launch, arch: int, specialize: bool = False):
 
 def representative(launches) -> list:
     """A subset: every backward variant and, per dtype, forward plans that give each gate each of
-    its formulas (plain, scaled, noisy, hard) once, chosen greedily (in practice 4 per dtype)."""
+    its formulas (plain, scaled, noisy, hard, straight-through scaled and noisy) once, chosen
+    greedily (in practice 6 per dtype)."""
     chosen = [launch for launch in launches if launch.name.startswith("backward-")]
     forwards = [launch for launch in launches if launch.name.startswith("forward-")]
     for dtype in dict.fromkeys(launch.name.split("-")[1] for launch in forwards):

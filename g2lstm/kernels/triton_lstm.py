@@ -27,7 +27,8 @@ from ..reference import GateSpec
 from . import TRITON_DTYPES as DTYPES
 from . import unsupported
 from .bptt import run_bptt
-from .common import HARD, PLAIN, GatePlan, check_direction_args, gate_plan, launched_gate_plans
+from .common import (HARD, PLAIN, STRAIGHT, GatePlan, check_direction_args, gate_plan,
+                     launched_gate_plans)
 
 BLOCK = 1024
 
@@ -61,21 +62,29 @@ def _tanh(x):
 @triton.jit
 def _gate(a, row, j, N, H, G, noise_t, mask_t, key_u, key_b, p, tau,
           KIND: tl.constexpr, SLOT: tl.constexpr):
-    """The value of one sigmoid gate; the formulas of g2lstm.kernels.common. ``row`` and ``N``: the
-    global row and batch size of the noise index."""
+    """The saved value of one sigmoid gate; the formulas of g2lstm.kernels.common (a straight-through
+    gate saves its soft value). ``row`` and ``N``: the global row and batch size of the noise index."""
     if KIND == 3:  # HARD
         v = tl.where(a >= 0.0, 1.0, 0.0)
-    elif KIND == 2:  # NOISY: B * (log U - log(1 - U)) drawn here, index ((t N + n) G + g) H + j
+    elif KIND == 2 or KIND == 5:  # (STRAIGHT_)NOISY: B * (log U - log(1 - U)) drawn here, index ((t N + n) G + g) H + j
         index = (((noise_t * N + row) * G + SLOT) * H + j).to(tl.uint32)
         u = _uniform(key_u, index)
         noise = tl.log(u) - tl.log(1.0 - u)
         mask_index = (((mask_t * N + row) * G + SLOT) * H + j).to(tl.uint32)
         keep = _uniform(key_b, mask_index) < p
         v = _sigmoid((a + tl.where(keep, noise, 0.0)) / tau)
-    elif KIND == 1:  # SCALED
+    elif KIND == 1 or KIND == 4:  # (STRAIGHT_)SCALED
         v = _sigmoid(a / tau)
     else:
         v = _sigmoid(a)
+    return v
+
+
+@triton.jit
+def _step_value(v, ROUND: tl.constexpr):
+    """The value a gate takes in the step: ``v``, or a straight-through gate's soft value rounded."""
+    if ROUND:
+        v = tl.where(v >= 0.5, 1.0, 0.0)
     return v
 
 
@@ -106,8 +115,8 @@ def _forward_step_kernel(gates_ptr, c_prev_ptr, c_new_ptr, r_ptr, N, H, G, noise
     f = _gate(a_f, row, j, noise_rows, H, G, noise_t, mask_t, key_u, key_b, p, tau, KIND_F, SLOT_F)
     o = _gate(a_o, row, j, noise_rows, H, G, noise_t, mask_t, key_u, key_b, p, tau, KIND_O, SLOT_O)
     g = _tanh(a_g)
-    c = f * c_prev + i * g
-    r = o * _tanh(c)
+    c = _step_value(f, KIND_F >= 4) * c_prev + _step_value(i, KIND_I >= 4) * g
+    r = _step_value(o, KIND_O >= 4) * _tanh(c)
     out_ty = gates_ptr.dtype.element_ty
     tl.store(gates_ptr + g_off, i.to(out_ty), mask=valid)
     tl.store(gates_ptr + g_off + H, f.to(out_ty), mask=valid)
@@ -119,7 +128,7 @@ def _forward_step_kernel(gates_ptr, c_prev_ptr, c_new_ptr, r_ptr, N, H, G, noise
 
 @triton.jit
 def _backward_step_kernel(gates_ptr, c_prev_ptr, c_new_ptr, dr_ptr, dc_ptr, da_ptr, r_ptr,
-                          active_ptr, N, H, scale_i, scale_f, scale_o,
+                          active_ptr, N, H, scale_i, scale_f, scale_o, round_i, round_f, round_o,
                           HAS_R: tl.constexpr, HAS_ACTIVE: tl.constexpr, BLOCK_SIZE: tl.constexpr):
     offs = tl.program_id(0) * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)
     valid = offs < N * H
@@ -134,14 +143,19 @@ def _backward_step_kernel(gates_ptr, c_prev_ptr, c_new_ptr, dr_ptr, dc_ptr, da_p
     c_new = tl.load(c_new_ptr + offs, mask=valid, other=0.0).to(tl.float32)
     dr = tl.load(dr_ptr + offs, mask=valid, other=0.0).to(tl.float32)
     dc = tl.load(dc_ptr + offs, mask=valid, other=0.0).to(tl.float32)
+    # a straight-through gate (round_* = 1.0, a runtime flag: no more compiled variants) steps with
+    # its saved soft value rounded and takes its slope from the soft value
+    i_step = tl.where(round_i != 0.0, tl.where(i >= 0.5, 1.0, 0.0), i)
+    f_step = tl.where(round_f != 0.0, tl.where(f >= 0.5, 1.0, 0.0), f)
+    o_step = tl.where(round_o != 0.0, tl.where(o >= 0.5, 1.0, 0.0), o)
     tc = _tanh(c_new)
-    dc_total = dc + dr * o * (1.0 - tc * tc)
+    dc_total = dc + dr * o_step * (1.0 - tc * tc)
     d_i = dc_total * g * (i * (1.0 - i) * scale_i)
     d_f = dc_total * c_prev * (f * (1.0 - f) * scale_f)
-    d_g = dc_total * i * (1.0 - g * g)
+    d_g = dc_total * i_step * (1.0 - g * g)
     d_o = dr * tc * (o * (1.0 - o) * scale_o)
-    dc_prev = dc_total * f
-    r = o * tc
+    dc_prev = dc_total * f_step
+    r = o_step * tc
     if HAS_ACTIVE:  # rows past their end: no gradient to the gates, dc passes through
         active = tl.load(active_ptr + n, mask=valid, other=0) != 0
         d_i = tl.where(active, d_i, 0.0)
@@ -204,6 +218,8 @@ class TritonPointwise:
         self.forward_scalars = (key_u, key_b, p, plan.tau)
         self.forward_constants = forward_constexprs(plan, block)
         self.slope_scales = tuple(_slope_scale(kind, plan.tau) for kind in plan.kinds)
+        # floats: Triton would specialise an int argument equal to 1 (one more compiled kernel)
+        self.rounded = tuple(float(kind in STRAIGHT) for kind in plan.kinds)
 
     def forward_args(self, gates, c_prev, c_new, r_out, t) -> tuple:
         batch, hidden = c_prev.shape
@@ -217,7 +233,7 @@ class TritonPointwise:
         return (gates, c_prev, c_new, dr.contiguous(), dc, da,
                 r_out if r_out is not None else dc,
                 active.view(torch.uint8) if active is not None else dc,
-                batch, hidden, *self.slope_scales)
+                batch, hidden, *self.slope_scales, *self.rounded)
 
     def forward_step(self, gates, c_prev, c_new, r_out, t):
         grid = (triton.cdiv(c_prev.numel(), self.block),)
@@ -259,7 +275,8 @@ def launch_variants(batch: int = 1, hidden: int = 16) -> list[KernelLaunch]:
         for plan in launched_gate_plans():
             num_gates = max(1, sum(kind != PLAIN for kind in plan.kinds))  # len(spec.stochastic)
             pointwise = TritonPointwise(plan, noise if plan.noisy else None, num_gates, batch)
-            kinds = "".join("PSNH"[kind] for kind in plan.kinds)  # plain, scaled, noisy, hard; gates i f o
+            # plain, scaled, noisy, hard, straight-through scaled / noisy; gates i f o
+            kinds = "".join("PSNHsn"[kind] for kind in plan.kinds)
             slots = "".join(map(str, plan.slots))
             launches.append(KernelLaunch(f"forward-{name}-{kinds}-slots{slots}", _forward_step_kernel,
                                          pointwise.forward_args(x, c, c.clone(), h, 0), pointwise.forward_constants))

@@ -17,7 +17,7 @@ from torch import nn
 from g2lstm import config, shard
 from g2lstm.noise import NOISE_MODES
 from g2lstm.reference import EVAL_GATES
-from g2lstm.protocol import CELLS, Batch, check_cell, lstm_layers, recurrent_layer
+from g2lstm.protocol import CELLS, Batch, check_cell, check_train_gates, lstm_layers, recurrent_layer
 
 
 @dataclass
@@ -33,6 +33,7 @@ class LMModelConfig:
     noise_p: float = 0.2
     noise_mode: str = "step"
     eval_gates: str = "soft"
+    train_gates: str = "soft"  # hard: straight-through binary gates in training (G2LSTM's train_gates)
     dropout: float = 0.4
     dropouth: float = 0.3
     dropouti: float = 0.65
@@ -46,6 +47,7 @@ class LMModelConfig:
         config.probability(self, "noise_p")
         config.one_of(self, "noise_mode", NOISE_MODES)
         config.one_of(self, "eval_gates", EVAL_GATES)
+        check_train_gates(self.cell, self.train_gates)
         config.dropout(self, "dropout", "dropouth", "dropouti", "dropoute", "wdrop")
 
 
@@ -85,7 +87,7 @@ class AWDLSTM(nn.Module):
 
     def __init__(self, vocab_size: int, emsize: int = 400, nhid: int = 1150, nlayers: int = 3,
                  cell: str = "g2lstm", tau: float = 1.0, noise_p: float = 0.2, noise_mode: str = "step",
-                 eval_gates: str = "soft", dropout: float = 0.4, dropouth: float = 0.3, dropouti: float = 0.65, dropoute: float = 0.1,
+                 eval_gates: str = "soft", train_gates: str = "soft", dropout: float = 0.4, dropouth: float = 0.3, dropouti: float = 0.65, dropoute: float = 0.1,
                  wdrop: float = 0.5, tie_weights: bool = True):
         super().__init__()
         if nlayers < 1:
@@ -99,7 +101,8 @@ class AWDLSTM(nn.Module):
         sizes = [emsize] + [nhid] * (nlayers - 1) + [emsize if tie_weights else nhid]
         self.rnns = nn.ModuleList(
             recurrent_layer(cell, sizes[k], sizes[k + 1], tau=tau, noise_p=noise_p,
-                            noise_mode=noise_mode, eval_gates=eval_gates, weight_drop=wdrop)
+                            noise_mode=noise_mode, eval_gates=eval_gates, train_gates=train_gates,
+                            weight_drop=wdrop)
             for k in range(nlayers)
         )
         self.decoder = nn.Linear(sizes[-1], vocab_size)
