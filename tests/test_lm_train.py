@@ -215,6 +215,18 @@ def test_resume_refuses_a_different_model(tiny_lm_config, tmp_path):
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before  # refused before writing
 
 
+def test_a_run_saved_before_a_key_existed_resumes_only_with_its_old_meaning():
+    """model.train_gates came after runs were saved: a checkpoint without it resumes with 'soft'
+    (what the code computed then) and is refused with 'hard'."""
+    from g2lstm.config.resume import differences
+
+    saved = {"cell": "g2lstm", "nhid": 12}
+    assert differences(saved, {**saved, "train_gates": "soft"}, "model") == []
+    assert differences(saved, {**saved, "train_gates": "hard"}, "model") == [
+        "model.train_gates: None in the checkpoint, 'hard' now"]
+    assert differences(saved, {**saved, "new_key": "x"}, "model") == ["model.new_key: None in the checkpoint, 'x' now"]
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_lm_config, tmp_path, monkeypatch):
     calls = {"n": 0}
     real_cross_entropy = F.cross_entropy
