@@ -131,3 +131,19 @@ def test_a_trace_in_training_records_the_binary_gates(grad):
     for gate in (t.i, t.f):
         assert set(gate.unique().tolist()) == {0.0, 1.0}
     assert not set(t.o.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_with_noise_on_every_element_the_gate_is_a_bernoulli_sample_of_sigmoid_a():
+    """p = 1: the rounded gate is (a + L >= 0) with logistic L, i.e. Bernoulli(sigmoid(a)), at any tau."""
+    from g2lstm.noise import NoiseKey, gate_noise
+
+    samples, hidden = 4000, 4
+    a = torch.tensor([-2.0, 0.3, 1.5, 3.0], dtype=torch.float64).repeat(samples, 4)  # (N, 4H)
+    noise = gate_noise(NoiseKey(21, 0, 1.0), 1, samples, 2, hidden, "cpu", torch.float64)[0]
+    spec = GateSpec("gumbel", 0.3, (0, 1), "soft", "hard")
+    _, _, (i, f, _, _) = reference.cell_step(a, torch.zeros(samples, hidden, dtype=torch.float64), spec, True, noise)
+    p = torch.sigmoid(a[0, :hidden])
+    bound = 4 * torch.sqrt(p * (1 - p) / samples)
+    for gate in (i, f):
+        assert set(gate.unique().tolist()) == {0.0, 1.0}
+        assert ((gate.mean(0) - p).abs() < bound).all(), (gate.mean(0), p)
