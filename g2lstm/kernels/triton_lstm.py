@@ -81,10 +81,11 @@ def _gate(a, row, j, N, H, G, noise_t, mask_t, key_u, key_b, p, tau,
 
 
 @triton.jit
-def _step_value(v, ROUND: tl.constexpr):
-    """The value a gate takes in the step: ``v``, or a straight-through gate's soft value rounded."""
+def _step_value(v, SAVED_TY: tl.constexpr, ROUND: tl.constexpr):
+    """The value a gate takes in the step: ``v``, or a straight-through gate's soft value rounded,
+    as saved (in ``SAVED_TY``), so that the backward, which rounds the saved value, rounds alike."""
     if ROUND:
-        v = tl.where(v >= 0.5, 1.0, 0.0)
+        v = tl.where(v.to(SAVED_TY).to(tl.float32) >= 0.5, 1.0, 0.0)
     return v
 
 
@@ -115,9 +116,9 @@ def _forward_step_kernel(gates_ptr, c_prev_ptr, c_new_ptr, r_ptr, N, H, G, noise
     f = _gate(a_f, row, j, noise_rows, H, G, noise_t, mask_t, key_u, key_b, p, tau, KIND_F, SLOT_F)
     o = _gate(a_o, row, j, noise_rows, H, G, noise_t, mask_t, key_u, key_b, p, tau, KIND_O, SLOT_O)
     g = _tanh(a_g)
-    c = _step_value(f, KIND_F >= 4) * c_prev + _step_value(i, KIND_I >= 4) * g
-    r = _step_value(o, KIND_O >= 4) * _tanh(c)
     out_ty = gates_ptr.dtype.element_ty
+    c = _step_value(f, out_ty, KIND_F >= 4) * c_prev + _step_value(i, out_ty, KIND_I >= 4) * g
+    r = _step_value(o, out_ty, KIND_O >= 4) * _tanh(c)
     tl.store(gates_ptr + g_off, i.to(out_ty), mask=valid)
     tl.store(gates_ptr + g_off + H, f.to(out_ty), mask=valid)
     tl.store(gates_ptr + g_off + 2 * H, g.to(out_ty), mask=valid)
