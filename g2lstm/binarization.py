@@ -106,7 +106,8 @@ def study_run(run_dir: Path, evaluate_options: dict, gate_options: dict, export_
         "cell": config["model"]["cell"], "tau": config["model"].get("tau"), "noise_p": config["model"].get("noise_p"),
         "schedules": {k: v for k, v in (config["train"].get("schedules") or {}).items() if v},
         "init_from": config["train"].get("init_from"),
-        "eval_gates": _eval_gates(loaded.model),
+        "eval_gates": _layer_option(loaded.model, "eval_gates"),
+        "train_gates": _layer_option(loaded.model, "train_gates"),
         "seed": config["seed"], "higher_is_better": loaded.higher_is_better,
         "steps": result.get("steps"), "converged": converged(loaded.task, result),
         "quality": rows[0]["value"], "quality_name": QUALITY_NAMES.get(loaded.task, "test metric"),
@@ -118,8 +119,9 @@ def study_run(run_dir: Path, evaluate_options: dict, gate_options: dict, export_
     }
 
 
-def _eval_gates(model: nn.Module) -> str:
-    kinds = {getattr(layer, "eval_gates", "soft") for layer in lstm_layers(model).values()}
+def _layer_option(model: nn.Module, option: str) -> str:
+    """The ``eval_gates`` or ``train_gates`` of the model's LSTM layers ('soft' for an nn.LSTM)."""
+    kinds = {getattr(layer, option, "soft") for layer in lstm_layers(model).values()}
     return kinds.pop() if len(kinds) == 1 else "mixed"
 
 
@@ -150,6 +152,8 @@ def _label(entry: dict) -> str:
         label += f" p={entry['noise_p']:g}"
     for option, s in entry["schedules"].items():
         label += f", {option}->{s['end']:g} ({s['shape']})"
+    if entry.get("train_gates") == "hard":
+        label += ", straight-through in training"
     if entry.get("eval_gates") == "hard":
         label += ", hard gates in evaluation"
     if entry.get("init_from"):  # a finetune: its steps come after those of the run it started from

@@ -44,6 +44,7 @@ def test_summary_of_a_finished_run(tiny_lm_config, traced_gates, figures, tmp_pa
     result = json.loads((run_dir / "results.json").read_text())
     assert entry["quality"] == pytest.approx(result["test_ppl"], rel=1e-6)  # the task's own test metric
     assert entry["schedules"] == {"tau": {"end": 0.5, "steps": 10, "shape": "linear"}}
+    assert (entry["eval_gates"], entry["train_gates"]) == ("soft", "soft")
     assert set(entry["binary_share"]) == {"rnns.0/l0", "rnns.1/l0"}
     # the shares recomputed from the gates as g2lstm.trace records them on the same test batches
     loaded = g2lstm.load(run_dir / "best.pt")
@@ -90,6 +91,15 @@ def test_summary_of_a_finished_run(tiny_lm_config, traced_gates, figures, tmp_pa
     records = [r for r in runtime.MetricsLog(run_dir / "metrics.jsonl").read() if r.get("event") == "gates"]
     assert (tmp_path / "out" / "saturation_lm_g2_run.png").read_bytes() == (run_dir / "saturation.png").read_bytes()
     figures.check_saturation(tmp_path / "out" / "saturation_lm_g2_run.png", records, saved_as=run_dir / "saturation.png")
+
+
+def test_a_configuration_label_names_straight_through_and_hard_gates_and_the_source():
+    entry = {"cell": "g2lstm", "tau": 1.0, "noise_p": 0.0, "schedules": {}, "train_gates": "hard",
+             "eval_gates": "hard", "init_from": "runs/converge/lm/model_cell_lstm_s2/best.pt", "seed": 2}
+    assert binarization._label(entry) == ("g2lstm tau=1 p=0, straight-through in training, hard gates in "
+                                          "evaluation, from model_cell_lstm")
+    assert binarization._label({**entry, "train_gates": "soft", "eval_gates": "soft", "init_from": None}) == \
+        "g2lstm tau=1 p=0"
 
 
 def test_converged_is_the_run_s_own_stopping_test():
