@@ -30,20 +30,47 @@ def test_a_binary_recipe_layer_trains_with_every_gate_element_perturbed():
 def test_a_recipe_option_passed_as_well_is_refused_and_an_unknown_recipe_named():
     with pytest.raises(ValueError, match=r"recipe 'binary' sets \['noise_p'\]"):
         G2LSTM.from_recipe("binary", 4, 6, noise_p=0.3)
-    with pytest.raises(ValueError, match=r"recipe must be one of \['binary'\], got 'binry'"):
+    with pytest.raises(ValueError, match=r"recipe must be one of \['binary', 'hard'\], got 'binry'"):
         G2LSTM.from_recipe("binry", 4, 6)
 
 
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
 @pytest.mark.parametrize("task", TASKS)
-def test_every_trainer_recipe_file_says_what_the_python_recipe_says(task):
-    """recipe=binary in each config root sets model.cell/noise_p/tau as RECIPES['binary'] does, and wins
-    over an experiment's (and the task's defaults') values."""
-    cfg = compose_config(task, ["recipe=binary"])
-    options = RECIPES["binary"]
-    assert options["gates"] == "gumbel" and cfg.model.cell == "g2lstm"
-    assert (cfg.model.noise_p, cfg.model.tau) == (options["noise_p"], options["tau"])
+def test_every_trainer_recipe_file_says_what_the_python_recipe_says(task, recipe):
+    """recipe=<name> in each config root sets model.cell, noise_p, tau and the gate modes (the LM's
+    model keys, the other trainers' model.g2_options) as RECIPES[name] does, and wins over the task's
+    defaults; the model it builds has those options."""
+    cfg = compose_config(task, [f"recipe={recipe}"])
+    options = dict(RECIPES[recipe])
+    assert options.pop("gates") == "gumbel" and cfg.model.cell == "g2lstm"
+    assert cfg.recipe == recipe
+    configured = {key: cfg.model[key] for key in ("noise_p", "tau")}
+    for key in ("train_gates", "eval_gates"):
+        configured[key] = cfg.model.get(key, cfg.model.get("g2_options", {}).get(key, "soft"))
+    assert {key: configured[key] for key in options} == options
+    assert {key: configured[key] for key in configured if key not in options} == {
+        key: "soft" for key in configured if key not in options}
     plain = compose_config(task, [])
     assert (plain.model.noise_p, plain.model.tau) != (options["noise_p"], options["tau"])
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_from_recipe_builds_the_recipe_s_options(recipe):
+    rnn = G2LSTM.from_recipe(recipe, 4, 6)
+    assert {key: getattr(rnn, key) for key in RECIPES[recipe]} == dict(RECIPES[recipe])
+
+
+def test_the_hard_recipe_trains_and_evaluates_with_binary_gates():
+    import g2lstm.trace
+
+    torch.manual_seed(1)
+    rnn = G2LSTM.from_recipe("hard", 3, 5)
+    x = torch.randn(6, 2, 3)
+    for training in (True, False):
+        with g2lstm.trace.record(rnn.train(training)) as recorded:
+            rnn(x)
+        steps = recorded.layer("", layer=0, direction=0)
+        assert set(steps.i.unique().tolist()) | set(steps.f.unique().tolist()) == {0.0, 1.0}, training
 
 
 def test_a_recipe_wins_over_the_experiment_and_loses_to_the_command_line():
@@ -66,7 +93,7 @@ def test_a_recipe_with_another_cell_is_refused_not_ignored(task):
 
 
 def test_a_misspelt_recipe_is_an_error_that_lists_the_recipes():
-    with pytest.raises(Exception, match=r"(?s)recipe/binry.*Available options in 'recipe':\s+binary"):
+    with pytest.raises(Exception, match=r"(?s)recipe/binry.*Available options in 'recipe':\s+binary\s+hard"):
         compose_config("lm", ["recipe=binry"])
 
 
