@@ -222,10 +222,20 @@ def plot_saturation(records: list[dict], path: str | Path, gates=("input", "forg
     plt.close(fig)
 
 
+def distinct_colours(count: int) -> list:
+    """``count`` matplotlib colours, all different up to 60: tab20, then tab20b and tab20c (a
+    colormap called past its last colour repeats that colour, so tab20 alone gives the 21st
+    series the 20th's colour)."""
+    import matplotlib.pyplot as plt
+
+    palette = [cmap(k) for cmap in (plt.cm.tab20, plt.cm.tab20b, plt.cm.tab20c) for k in range(20)]
+    return [palette[m % len(palette)] for m in range(count)]
+
+
 def plot_histograms(stats: dict[str, GateStats], path: str | Path, gates=("input", "forget"),
                     layers: Iterable[str] | None = None, title: str = "") -> None:
     """One panel per (layer, gate), one bar series per model in ``stats`` (``{label: GateStats}``),
-    the legend below the panels (tab20 colours beyond ten models, so that each has its own)."""
+    the legend below the panels, each model in a colour of its own (:func:`distinct_colours`)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -238,7 +248,7 @@ def plot_histograms(stats: dict[str, GateStats], path: str | Path, gates=("input
                              squeeze=False)
     centers = torch.arange(BINS) / BINS + 0.05
     width = 0.09 / len(stats)
-    colours = [plt.cm.tab20(m) for m in range(len(stats))] if len(stats) > 10 else [f"C{m}" for m in range(len(stats))]
+    colours = [f"C{m}" for m in range(len(stats))] if len(stats) <= 10 else distinct_colours(len(stats))
     for r, key in enumerate(keys):
         for c, gate in enumerate(gates):
             ax = axes[r][c]

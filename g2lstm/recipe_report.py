@@ -21,6 +21,8 @@ import json
 import statistics
 from pathlib import Path
 
+from .diagnostics import distinct_colours
+
 TARGET_SHARE = 0.5
 ROBUSTNESS_SCHEMES = ("round_clip", "svd")
 SHOWN_SCHEMES = ROBUSTNESS_SCHEMES + ("quantize4", "hard_gates")  # the table's loss columns
@@ -133,6 +135,7 @@ def plot(rows: list[dict], path: str | Path) -> None:
     fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 6.5), squeeze=False)
     configs = sorted({r["config"] for r in rows})
     markers = "osD^v<>pP*Xh"
+    colours = distinct_colours(len(configs))
     for ax, task in zip(axes[0], tasks):
         runs = [r for r in rows if r["task"] == task]
         base = _mean([r["quality"] for r in runs if r["config"] == BASELINE])
@@ -140,7 +143,7 @@ def plot(rows: list[dict], path: str | Path) -> None:
             k = configs.index(config)  # one marker and colour per configuration in every panel
             points = [(min_share(r), relative_cost(task, r["quality"], base), r["seed"]) for r in runs if r["config"] == config]
             ax.scatter([p[0] for p in points], [p[1] for p in points], marker=markers[k % len(markers)], s=50, label=config,
-                       color=plt.cm.tab20(k % 20))
+                       color=colours[k])
             for x, y, seed in points:
                 ax.annotate(f"s{seed}", (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
         low, high = ax.get_ylim()

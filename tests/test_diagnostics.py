@@ -176,3 +176,10 @@ def test_gate_stats_json_round_trip(tmp_path):
     (tmp_path / "other.json").write_text(json.dumps({"layers": {}}))
     with pytest.raises(ValueError, match="expected a GateStats.to_json file"):
         GateStats.from_json(tmp_path / "other.json")
+
+
+def test_distinct_colours_stay_distinct_past_twenty_series():
+    from g2lstm.diagnostics import distinct_colours
+
+    colours = [tuple(c) for c in distinct_colours(22)]
+    assert len(set(colours)) == 22  # tab20 alone repeats its last colour from the 21st series
